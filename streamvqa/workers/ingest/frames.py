@@ -1,0 +1,31 @@
+"""The unit ingest hands to the encoder: one sampled, decoded RGB frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Frame:
+    """One sampled video frame.
+
+    Attributes:
+        t: seconds since the start of the stream, from presentation timestamps (not wall clock).
+            Monotonic within a stream, also across reconnects.
+        image: ``H x W x 3`` ``uint8`` RGB array, already downscaled to the configured limits.
+        index: 0-based position of this frame among the frames *sampled* from the stream.
+    """
+
+    t: float
+    image: np.ndarray
+    index: int
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
