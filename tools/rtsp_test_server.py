@@ -30,7 +30,7 @@ def _pipeline(args: argparse.Namespace) -> str:
     if args.file:
         # Decode and re-encode so the file can loop seamlessly (see _loop_on_eos) and any codec works.
         return (
-            f'( filesrc location="{args.file}" ! decodebin ! videoconvert ! videoscale '
+            f'( filesrc location="{args.file}" ! decodebin ! videoconvert name=conv ! videoscale '
             f"! video/x-raw,format=I420 ! {enc} )"
         )
     return (
@@ -79,7 +79,7 @@ def main() -> int:
     factory.set_launch(_pipeline(args))
     factory.set_shared(True)
     if args.file:
-        factory.connect("media-configure", lambda _f, media: _loop_on_eos(media, Gst))
+        factory.connect("media-configure", lambda _f, media: _loop_on_eos(media, Gst, GLib))
     server.get_mount_points().add_factory(args.path, factory)
     if server.attach(None) == 0:
         print(f"error: cannot listen on {args.host}:{args.port}", file=sys.stderr)
@@ -97,24 +97,28 @@ def main() -> int:
     return 0
 
 
-def _loop_on_eos(media, Gst) -> None:  # noqa: N803 - Gst is the module
-    """Seek the media's pipeline back to 0 when the file source reaches its end."""
+def _loop_on_eos(media, Gst, GLib) -> None:  # noqa: N803 - module arguments
+    """Restart the file from 0 when it ends, instead of ending the RTSP stream."""
     element = media.get_element()
 
-    def on_eos(pad, info):
-        event = info.get_event()
-        if event.type == Gst.EventType.EOS:
-            pipeline = element
-            while pipeline.get_parent() is not None:
-                pipeline = pipeline.get_parent()
-            pipeline.seek_simple(Gst.Format.TIME, Gst.SeekFlags.FLUSH | Gst.SeekFlags.KEY_UNIT, 0)
+    def rewind() -> bool:
+        pipeline = element
+        while pipeline.get_parent() is not None:
+            pipeline = pipeline.get_parent()
+        pipeline.seek_simple(Gst.Format.TIME, Gst.SeekFlags.FLUSH | Gst.SeekFlags.KEY_UNIT, 0)
+        return False
+
+    def on_event(_pad, info):
+        if info.get_event().type == Gst.EventType.EOS:
+            GLib.idle_add(rewind)
             return Gst.PadProbeReturn.DROP
         return Gst.PadProbeReturn.OK
 
-    src = next((e for e in element.iterate_recurse() if e.get_factory().get_name() == "filesrc"), None) \
-        if hasattr(element, "iterate_recurse") else None
-    if src is not None:
-        src.get_static_pad("src").add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, on_eos)
+    # qtdemux reads in pull mode and sends EOS itself, so catch it after the decoder
+    conv = element.get_by_name("conv")
+    if conv is None:
+        return
+    conv.get_static_pad("sink").add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, on_event)
 
 
 if __name__ == "__main__":

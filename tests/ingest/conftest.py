@@ -183,7 +183,15 @@ class RtspServer:
     def start(self, ready_timeout: float = 20.0) -> str:
         """Start the server (again, on the same port) and wait for its READY line."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
-        cmd = [SYSTEM_PYTHON, str(RTSP_SERVER), "--port", str(self.port), "--max-lifetime", "300", *self.extra_args]
+        cmd = [
+            SYSTEM_PYTHON,
+            str(RTSP_SERVER),
+            "--port",
+            str(self.port),
+            "--max-lifetime",
+            "300",
+            *self.extra_args,
+        ]
         deadline = time.monotonic() + ready_timeout
         while True:  # a just-killed server's port may need a moment
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -38,7 +38,12 @@ def read_index(image: np.ndarray) -> int:
 
 
 def write_index_mp4(
-    path: Path, seconds: float = 10.0, fps: int = 25, width: int = WIDTH, height: int = HEIGHT, faststart: bool = True
+    path: Path,
+    seconds: float = 10.0,
+    fps: int = 25,
+    width: int = WIDTH,
+    height: int = HEIGHT,
+    faststart: bool = True,
 ) -> Path:
     """H.264 MP4 (constant ``fps``, keyframe every second) whose frame ``i`` shows ``i % 256``."""
     n = round(seconds * fps)

@@ -126,7 +126,9 @@ def test_truncated_mp4(truncated_mp4: Path) -> None:
 
 
 def test_resolution_too_large(h264_mp4: Path) -> None:
-    cfg = IngestConfig(url=str(h264_mp4), max_width=64, max_height=64, max_decode_width=100, max_decode_height=100)
+    cfg = IngestConfig(
+        url=str(h264_mp4), max_width=64, max_height=64, max_decode_width=100, max_decode_height=100
+    )
     with pytest.raises(IngestError) as ei:
         probe_source(cfg)
     assert ei.value.code == "resolution_too_large"

@@ -77,7 +77,9 @@ def test_rtsp_server_restart_reconnects(rtsp_server_ctl: RtspServer) -> None:
 def test_rtsp_server_gone_retries_exhausted(rtsp_server_ctl: RtspServer) -> None:
     url = rtsp_server_ctl.start()
     sink = CollectingSink()
-    worker = IngestWorker(rtsp_config(url, max_retries=3, backoff_initial_s=0.1, backoff_max_s=0.2), sink).start()
+    worker = IngestWorker(
+        rtsp_config(url, max_retries=3, backoff_initial_s=0.1, backoff_max_s=0.2), sink
+    ).start()
     try:
         assert wait_until(lambda: len(sink) >= 2, timeout=30), worker.stats()
         rtsp_server_ctl.kill()
@@ -87,3 +89,34 @@ def test_rtsp_server_gone_retries_exhausted(rtsp_server_ctl: RtspServer) -> None
     assert worker.state is IngestState.FAILED
     assert worker.last_error.code == "retries_exhausted"
     assert "reconnecting" in worker.state_history
+
+
+def test_rtsp_looped_file_content_matches_time(gst_rtsp: None, media_dir) -> None:
+    """A 4 s index clip served over RTSP in a loop: each sampled frame shows the frame for its t."""
+    from .conftest import RtspServer, free_port
+    from .media import read_index, write_index_mp4
+
+    clip = write_index_mp4(media_dir / "index_4s_25fps.mp4", seconds=4.0, fps=25)
+    server = RtspServer(free_port(), ["--file", str(clip)])
+    try:
+        url = server.start()
+        sink = CollectingSink()
+        worker = IngestWorker(rtsp_config(url, fps=2.0), sink).start()
+        try:
+            assert wait_until(lambda: len(sink) >= 14, timeout=40), worker.stats()  # > 1 loop
+        finally:
+            assert worker.stop()
+    finally:
+        server.close()
+    frames = sink.snapshot()
+    ts = [f.t for f in frames]
+    assert ts == sorted(ts) and ts[-1] > 4.0
+    shown = [read_index(f.image) for f in frames]
+    start = shown[0]
+    # frame k of the clip is at k/25 s; the loop restarts at 100 frames
+    expected = [(start + round(t * 25)) % 100 for t in ts]
+    assert all(abs(a - b) <= 1 or abs(a - b) >= 99 for a, b in zip(shown, expected, strict=True)), (
+        shown,
+        expected,
+    )
+    assert any(b < a for a, b in zip(shown, shown[1:], strict=False)), "the clip looped"

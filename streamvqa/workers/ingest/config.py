@@ -30,10 +30,16 @@ class IngestConfig(BaseModel):
     backoff_max_s: float = Field(10.0, ge=0, le=600)
     max_width: int = Field(1280, ge=16, le=16384, description="frames wider are downscaled (aspect kept)")
     max_height: int = Field(720, ge=16, le=16384, description="frames taller are downscaled (aspect kept)")
-    max_decode_width: int = Field(7680, ge=16, le=65536, description="wider sources fail resolution_too_large")
-    max_decode_height: int = Field(4320, ge=16, le=65536, description="taller sources fail resolution_too_large")
+    max_decode_width: int = Field(
+        7680, ge=16, le=65536, description="wider sources fail resolution_too_large"
+    )
+    max_decode_height: int = Field(
+        4320, ge=16, le=65536, description="taller sources fail resolution_too_large"
+    )
     queue_size: int = Field(8, ge=1, le=10000, description="sampled frames buffered for the encoder")
-    realtime: bool = Field(False, description="pace file/HTTP sources at their timestamps (live sources always are)")
+    realtime: bool = Field(
+        False, description="pace file/HTTP sources at their timestamps (live sources always are)"
+    )
 
     @field_validator("url")
     @classmethod

@@ -29,7 +29,8 @@ class Timeline:
 
     A *segment* is one continuous connection to the source. The first frame of a segment is
     placed at the segment's ``offset``; later frames keep their pts spacing. Timestamps that go
-    backwards inside a segment (broken muxers, wrap-around) start a new segment at the last time.
+    backwards inside a segment (looping sources, wrap-around) start a new segment one frame
+    step after the last time.
     """
 
     def __init__(self) -> None:
@@ -57,8 +58,8 @@ class Timeline:
             self._base_pts = pts_s
         t = self._offset + (pts_s - self._base_pts)
         if self.last_t is not None and t < self.last_t - _EPS:
-            self._base_pts, self._offset = pts_s, self.last_t
-            t = self.last_t
+            self._base_pts, self._offset = pts_s, self.last_t + step
+            t = self._offset
         self.last_t = t
         return t
 

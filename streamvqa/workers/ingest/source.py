@@ -112,7 +112,9 @@ def open_source(config: IngestConfig) -> OpenedSource:
     try:
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams}) or ["none"]
-            raise IngestError("no_video_stream", f"{source.url}: no video stream (streams: {', '.join(kinds)})")
+            raise IngestError(
+                "no_video_stream", f"{source.url}: no video stream (streams: {', '.join(kinds)})"
+            )
         stream = container.streams.video[0]
         ctx = stream.codec_context
         if ctx is None or ctx.codec is None or not ctx.codec.is_decoder:

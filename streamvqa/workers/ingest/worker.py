@@ -98,7 +98,9 @@ class IngestWorker:
         self._delivery = FrameDelivery(sink, config.queue_size, self._counters, name=name)
         self._pipeline = FramePipeline(
             config.fps,
-            RgbConverter(config.max_width, config.max_height, config.max_decode_width, config.max_decode_height),
+            RgbConverter(
+                config.max_width, config.max_height, config.max_decode_width, config.max_decode_height
+            ),
             self._delivery,
             self._counters,
         )
