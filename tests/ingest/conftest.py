@@ -62,6 +62,29 @@ def truncated_mp4(media_dir: Path, h264_mp4: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def unknown_codec_avi(media_dir: Path) -> Path:
+    """An AVI whose video FourCC no decoder knows (an MJPEG AVI with its tag rewritten)."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    tmp = media_dir / "mjpeg.avi"
+    with av.open(str(tmp), "w") as out:
+        stream = out.add_stream("mjpeg", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
+            frame = frame.reformat(format="yuvj420p")
+            frame.pts, frame.time_base = i, Fraction(1, 5)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    path = media_dir / "unknown_codec.avi"
+    path.write_bytes(tmp.read_bytes().replace(b"MJPG", b"XQZ1"))
+    return path
+
+
 # ----------------------------------------------------------------------------------------- ports
 
 
@@ -123,12 +146,35 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
             pass
 
 
-@pytest.fixture
-def http_server(media_dir: Path) -> Iterator[str]:
-    """Serves ``media_dir`` over HTTP on 127.0.0.1 (random port); yields the base URL."""
+class _DroppingHandler(_RangeHandler):
+    """Like :class:`_RangeHandler`, but the first ``drops_left`` GETs send half the body and hang up."""
 
+    drops_left = 0
+    lock = threading.Lock()
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        with self.lock:
+            drop = type(self).drops_left > 0
+            if drop:
+                type(self).drops_left -= 1
+        if not drop:
+            return super().do_GET()
+        path = Path(self.translate_path(self.path))
+        data = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+
+def _serve(handler_cls: type, media_dir: Path) -> Iterator[str]:
     def handler(*a, **kw):
-        return _RangeHandler(*a, directory=str(media_dir), **kw)
+        return handler_cls(*a, directory=str(media_dir), **kw)
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
@@ -140,6 +186,22 @@ def http_server(media_dir: Path) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def http_server(media_dir: Path) -> Iterator[str]:
+    """Serves ``media_dir`` over HTTP on 127.0.0.1 (random port, Range support); yields the base URL."""
+    yield from _serve(_RangeHandler, media_dir)
+
+
+@pytest.fixture
+def flaky_http_server(media_dir: Path) -> Iterator[str]:
+    """Like ``http_server``, but the first GET is cut off halfway through the body (a drop)."""
+
+    class Handler(_DroppingHandler):
+        drops_left = 1
+
+    yield from _serve(Handler, media_dir)
 
 
 # ------------------------------------------------------------------------------------ RTSP server

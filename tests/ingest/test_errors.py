@@ -134,3 +134,44 @@ def test_resolution_too_large(h264_mp4: Path) -> None:
     assert ei.value.code == "resolution_too_large"
     worker, sink = run_worker(cfg)
     assert worker.last_error.code == "resolution_too_large" and len(sink) == 0
+
+
+def test_unknown_codec(unknown_codec_avi: Path) -> None:
+    cfg = IngestConfig(url=str(unknown_codec_avi))
+    with pytest.raises(IngestError) as ei:
+        probe_source(cfg)
+    assert ei.value.code == "unsupported_codec"
+    worker, _ = run_worker(cfg)
+    assert worker.last_error.code == "unsupported_codec"
+
+
+def test_sink_errors_are_counted_not_fatal(h264_mp4: Path) -> None:
+    seen: list[int] = []
+
+    def sink(frame) -> None:
+        seen.append(frame.index)
+        if frame.index % 2:
+            raise RuntimeError("encoder hiccup")
+
+    worker = IngestWorker(IngestConfig(url=str(h264_mp4), fps=1.0, queue_size=100), sink).start()
+    try:
+        assert worker.wait(30)
+    finally:
+        worker.stop()
+    s = worker.stats()
+    assert worker.state is IngestState.ENDED and seen == list(range(10))
+    assert s.frames_delivered == 5 and s.frames_dropped == {"sink_error": 5}
+
+
+def test_stop_after_failure_keeps_failed_state() -> None:
+    """Final states are sticky: stop() after a failure keeps ``failed`` and its error."""
+    from .helpers import wait_until
+
+    url = f"rtsp://127.0.0.1:{closed_port()}/x"
+    worker = IngestWorker(IngestConfig(url=url, read_timeout_s=2, open_timeout_s=2), CollectingSink())
+    assert worker.state is IngestState.CONNECTING
+    worker.start()
+    assert wait_until(lambda: worker.state.is_final, timeout=20)
+    assert worker.stop(timeout=5)
+    assert worker.state is IngestState.FAILED
+    assert worker.last_error.code == "source_unreachable"

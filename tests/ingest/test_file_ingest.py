@@ -91,3 +91,14 @@ def test_realtime_pacing_still_delivers(h264_mp4: Path) -> None:
         assert worker.stop()
     assert worker.state is IngestState.STOPPED
     assert worker.frames_decoded < N_FRAMES
+
+
+def test_http_drop_reconnects_and_resumes(h264_mp4: Path, flaky_http_server: str) -> None:
+    """The first HTTP response is cut halfway: the worker reconnects, seeks back, and ingests
+    every frame exactly once (same frames, same timestamps as an undisturbed run)."""
+    url = f"{flaky_http_server}/{h264_mp4.name}"
+    worker, frames = run_to_end(url, 2.0, backoff_initial_s=0.05, read_timeout_s=5)
+    assert worker.reconnects == 1, worker.stats()
+    assert worker.state_history == ["connecting", "running", "reconnecting", "running", "ended"]
+    assert [read_index(f.image) for f in frames] == expected_indices(2.0)
+    assert [round(f.t, 6) for f in frames] == [round(i / SOURCE_FPS, 6) for i in expected_indices(2.0)]

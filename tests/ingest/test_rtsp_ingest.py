@@ -91,6 +91,22 @@ def test_rtsp_server_gone_retries_exhausted(rtsp_server_ctl: RtspServer) -> None
     assert "reconnecting" in worker.state_history
 
 
+def test_stop_during_backoff_is_prompt(rtsp_server_ctl: RtspServer) -> None:
+    """stop() while waiting out a long reconnect backoff returns in bounded time: ``stopped``."""
+    url = rtsp_server_ctl.start()
+    sink = CollectingSink()
+    cfg = rtsp_config(url, backoff_initial_s=30, backoff_max_s=60, read_timeout_s=3)
+    worker = IngestWorker(cfg, sink).start()
+    try:
+        assert wait_until(lambda: len(sink) >= 1, timeout=30), worker.stats()
+        rtsp_server_ctl.kill()
+        assert wait_until(lambda: worker.state is IngestState.RECONNECTING, timeout=20), worker.stats()
+    finally:
+        assert worker.stop(timeout=10)
+    assert worker.state is IngestState.STOPPED
+    assert worker.state_history[-2:] == ["reconnecting", "stopped"]
+
+
 def test_rtsp_looped_file_content_matches_time(gst_rtsp: None, media_dir) -> None:
     """A 4 s index clip served over RTSP in a loop: each sampled frame shows the frame for its t."""
     from .conftest import RtspServer, free_port

@@ -37,6 +37,8 @@ class Timeline:
         self._base_pts: float | None = None
         self._offset = 0.0
         self.last_t: float | None = None
+        #: raw presentation time (seconds) of the last frame with a pts, in the source's own clock
+        self.last_pts: float | None = None
 
     def new_segment(self, offset: float | None = None) -> None:
         """Start a segment (after a reconnect); its first frame maps to ``offset`` (default: last time)."""
@@ -54,6 +56,7 @@ class Timeline:
             self._base_pts, self._offset = None, t + step
             self.last_t = t
             return t
+        self.last_pts = pts_s
         if self._base_pts is None:
             self._base_pts = pts_s
         t = self._offset + (pts_s - self._base_pts)

@@ -106,6 +106,7 @@ class IngestWorker:
         )
         self._thread = threading.Thread(target=self._run, name=f"{name}-decode", daemon=True)
         self._history: list[str] = []
+        self._resume_after: float | None = None  # source pts to skip up to after an HTTP resume
         self._history_lock = threading.Lock()
         self._record(IngestState.CONNECTING)
 
@@ -253,8 +254,13 @@ class IngestWorker:
         rate = opened.stream.average_rate or opened.stream.guessed_rate
         if rate and rate > 0:
             self._pipeline.frame_step = 1 / float(rate)
+        resume_after, self._resume_after = self._resume_after, None
         try:
             for vframe in read_frames(opened, self._stop.is_set, self._counters.decode_error):
+                if resume_after is not None:
+                    if vframe.time is not None and vframe.time <= resume_after + 1e-6:
+                        continue  # already ingested before the drop
+                    resume_after = None
                 self._pipeline.push(vframe)
                 got = True
                 if pace:
@@ -302,7 +308,28 @@ class IngestWorker:
                 last_error = e
                 continue
             self._counters.reconnected()
-            if last_t is not None:
+            if not self._resume(opened) and last_t is not None:
                 self._pipeline.new_segment(last_t + (time.monotonic() - gap_start))
             # a reconnect only counts as a success once frames flow again (see _run_stream)
             return opened, failed_attempts + 1
+
+    def _resume(self, opened: OpenedSource) -> bool:
+        """After an HTTP drop on a seekable (finite) source, seek back to where decoding stopped.
+
+        Frames already ingested are then skipped, so a file served over HTTP is ingested exactly
+        once across drops and its timestamps stay the source's own. Live/unseekable sources (and
+        RTSP) return False and continue on a new timeline segment instead.
+        """
+        last_pts = self._pipeline.timeline.last_pts
+        if self._source.kind is not SourceKind.HTTP or last_pts is None or not opened.container.duration:
+            return False
+        stream = opened.stream
+        try:
+            opened.container.seek(int(last_pts / stream.time_base), stream=stream, backward=True)
+        except Exception as e:  # not seekable after all: fall back to a new segment
+            log.info(
+                "ingest %s: cannot resume at %.3f s (%s); restarting the timeline", self.name, last_pts, e
+            )
+            return False
+        self._resume_after = last_pts
+        return True
