@@ -175,3 +175,21 @@ def test_stop_after_failure_keeps_failed_state() -> None:
     assert worker.stop(timeout=5)
     assert worker.state is IngestState.FAILED
     assert worker.last_error.code == "source_unreachable"
+
+
+def test_silent_server_times_out() -> None:
+    """A TCP listener that accepts but never answers: open gives up after open_timeout_s."""
+    import socket
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+    try:
+        for scheme in ("rtsp", "http"):
+            cfg = IngestConfig(url=f"{scheme}://127.0.0.1:{port}/x", open_timeout_s=1, read_timeout_s=1)
+            with pytest.raises(IngestError) as ei:
+                probe_source(cfg)
+            assert ei.value.code == "source_unreachable", ei.value
+    finally:
+        listener.close()

@@ -53,10 +53,11 @@ def test_rtsp_probe(rtsp_url: str) -> None:
     assert (info.kind, info.codec, info.width, info.height) == ("rtsp", "h264", 320, 240)
 
 
-def test_rtsp_server_restart_reconnects(rtsp_server_ctl: RtspServer) -> None:
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_rtsp_server_restart_reconnects(rtsp_server_ctl: RtspServer, transport: str) -> None:
     url = rtsp_server_ctl.start()
     sink = CollectingSink()
-    worker = IngestWorker(rtsp_config(url), sink).start()
+    worker = IngestWorker(rtsp_config(url, transport), sink).start()
     try:
         assert wait_until(lambda: len(sink) >= 3, timeout=30), worker.stats()
         rtsp_server_ctl.kill()
