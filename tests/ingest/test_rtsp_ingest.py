@@ -42,7 +42,7 @@ def test_rtsp_frames_arrive(rtsp_url: str, transport: str) -> None:
     assert [f.index for f in frames] == list(range(len(frames)))
     # sampled at 5 fps of stream time from a 15 fps source: about 0.2 s apart
     gaps = [b - a for a, b in zip(ts, ts[1:], strict=False)]
-    assert all(0.19 <= g <= 1.0 for g in gaps), gaps
+    assert all(0.19 <= g <= 2.0 for g in gaps), gaps
     s = worker.stats()
     assert s.frames_decoded >= s.frames_sampled >= len(frames)
     assert s.state == "stopped"
