@@ -101,6 +101,13 @@ async def test_whip_rejects_offer_without_video(loopback: None) -> None:
         with pytest.raises(IngestError) as ei:
             await WhipSession.create(pc.localDescription.sdp, CollectingSink())
         assert ei.value.code == "no_video_stream"
+        recv_only = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        recv_only.addTransceiver("video", direction="recvonly")  # wants to watch, not publish
+        await recv_only.setLocalDescription(await recv_only.createOffer())
+        await recv_only.close()
+        with pytest.raises(IngestError) as ei:
+            await WhipSession.create(recv_only.localDescription.sdp, CollectingSink())
+        assert ei.value.code == "no_video_stream"
         with pytest.raises(IngestError) as ei:
             await WhipSession.create("v=0\r\nm=video garbage\r\n", CollectingSink())
         assert ei.value.code == "decode_error"
@@ -119,3 +126,20 @@ async def test_whip_publisher_gone_fails_after_timeout(loopback: None) -> None:
         assert session.last_error.code == "source_unreachable"
     finally:
         await session.close()
+
+
+async def test_whip_publisher_hangs_up_ends_session(loopback: None) -> None:
+    client, _track, offer = await publish()
+    sink = CollectingSink()
+    session, answer = await WhipSession.create(offer, sink, fps=2.0)
+    try:
+        await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        assert await wait_for(lambda: len(sink) >= 2, timeout=30), session.stats()
+        await client.close()
+        assert await session.wait(timeout=20), session.stats()
+        assert session.state in (IngestState.ENDED, IngestState.FAILED)
+        if session.state is IngestState.FAILED:  # ICE consent expiry instead of a DTLS close
+            assert session.last_error.code == "source_unreachable"
+    finally:
+        await session.close()
+        await client.close()

@@ -142,9 +142,11 @@ class WhipSession:
             if "codec" in text.lower():
                 raise IngestError("unsupported_codec", f"WHIP offer: {text}") from e
             raise IngestError("decode_error", f"invalid WHIP offer: {type(e).__name__}: {text}") from e
-        if not any(t.kind == "video" and t.receiver is not None for t in pc.getTransceivers()):
+        if not any(
+            t.kind == "video" and t.currentDirection in ("recvonly", "sendrecv") for t in pc.getTransceivers()
+        ):
             await session.close()
-            raise IngestError("no_video_stream", "the WHIP offer has no receivable video")
+            raise IngestError("no_video_stream", "the WHIP offer does not send video")
         session._spawn(session._watchdog())
         return session, pc.localDescription.sdp
 

@@ -165,6 +165,8 @@ class IngestWorker:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the worker reaches a final state; True if it did within ``timeout``."""
+        if self._thread.ident is None:  # never started
+            return self.state.is_final
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
