@@ -173,7 +173,13 @@ def plan(block: Block, fingerprint: str = "") -> EncodedBlock:
     for name, t in tensors:
         flat = _flat_bytes(t)
         table.append(
-            {"name": name, "dtype": dtype_name(t.dtype), "shape": list(t.shape), "offset": offset, "nbytes": flat.numel()}
+            {
+                "name": name,
+                "dtype": dtype_name(t.dtype),
+                "shape": list(t.shape),
+                "offset": offset,
+                "nbytes": flat.numel(),
+            }
         )
         flats.append((flat, offset))
         offset = _align(offset + flat.numel())
@@ -216,7 +222,9 @@ def _parse_fixed(mv: memoryview) -> tuple[int, int, int]:
     if magic != MAGIC:
         raise CorruptBlockError(f"bad magic {bytes(magic)!r}, expected {MAGIC!r}")
     if version != FORMAT_VERSION:
-        raise UnsupportedVersionError(f"block format version {version}; this build reads version {FORMAT_VERSION}")
+        raise UnsupportedVersionError(
+            f"block format version {version}; this build reads version {FORMAT_VERSION}"
+        )
     return header_len, payload_len, crc
 
 
@@ -233,12 +241,18 @@ def read_header(buf: bytes | bytearray | memoryview) -> BlockHeader:
         h = json.loads(bytes(mv[FIXED_SIZE : FIXED_SIZE + header_len]))
         sections = {}
         for s in h["sections"]:
-            sec = Section(s["name"], s["dtype"], tuple(int(x) for x in s["shape"]), int(s["offset"]), int(s["nbytes"]))
+            sec = Section(
+                s["name"], s["dtype"], tuple(int(x) for x in s["shape"]), int(s["offset"]), int(s["nbytes"])
+            )
             dtype = _DTYPES[sec.dtype]
             numel = 1
             for d in sec.shape:
                 numel *= d
-            if numel * dtype.itemsize != sec.nbytes or sec.offset < 0 or sec.offset + sec.nbytes > payload_len:
+            if (
+                numel * dtype.itemsize != sec.nbytes
+                or sec.offset < 0
+                or sec.offset + sec.nbytes > payload_len
+            ):
                 raise CorruptBlockError(f"section {sec.name} is inconsistent with its shape or the payload")
             sections[sec.name] = sec
         for required in ("keys", "values", "positions", "rep_keys"):
@@ -282,13 +296,17 @@ def verify(buf: bytes | bytearray | memoryview) -> BlockHeader:
     return header
 
 
-def decode_section(buf: bytes | bytearray | memoryview, header: BlockHeader, name: str, *, copy: bool = True) -> torch.Tensor:
+def decode_section(
+    buf: bytes | bytearray | memoryview, header: BlockHeader, name: str, *, copy: bool = True
+) -> torch.Tensor:
     """One tensor of a block; `buf` starts at the block start and must cover that section."""
     sec = header.sections[name]
     mv = memoryview(buf).cast("B")
     start = header.payload_start + sec.offset
     if len(mv) < start + sec.nbytes:
-        raise CorruptBlockError(f"truncated block: section {name} ends at {start + sec.nbytes}, have {len(mv)}")
+        raise CorruptBlockError(
+            f"truncated block: section {name} ends at {start + sec.nbytes}, have {len(mv)}"
+        )
     dtype = _DTYPES[sec.dtype]
     if sec.nbytes == 0:
         return torch.empty(sec.shape, dtype=dtype)

@@ -28,7 +28,9 @@ def model_fingerprint(model_config: dict, weights_id: str, layout: str = "") -> 
     Engines may pass any string that changes whenever the KV a model writes would change; this
     helper is a convenient default (sha256 of canonical JSON, 16 hex digits).
     """
-    blob = json.dumps({"config": model_config, "weights": weights_id, "layout": layout}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {"config": model_config, "weights": weights_id, "layout": layout}, sort_keys=True, default=str
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

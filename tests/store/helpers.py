@@ -23,7 +23,9 @@ def make_block(
     meta: dict | None = None,
 ) -> Block:
     """A deterministic random block (same arguments → same tensors)."""
-    g = torch.Generator().manual_seed(seed if seed is not None else zlib.crc32(f"{stream_id}:{index}".encode()))
+    g = torch.Generator().manual_seed(
+        seed if seed is not None else zlib.crc32(f"{stream_id}:{index}".encode())
+    )
     keys = torch.randn(layers, heads, tokens, head_dim, generator=g).to(dtype)
     values = torch.randn(layers, heads, tokens, head_dim, generator=g).to(dtype)
     pos_start = index * tokens
@@ -56,7 +58,10 @@ def assert_same_block(a: Block, b: Block) -> None:
     for name in ("keys", "values", "positions", "rep_keys"):
         x, y = getattr(a, name), getattr(b, name)
         assert x.dtype == y.dtype and x.shape == y.shape, name
-        assert torch.equal(x.view(torch.uint8) if x.dtype != torch.bool else x, y.view(torch.uint8) if y.dtype != torch.bool else y), name
+        assert torch.equal(
+            x.view(torch.uint8) if x.dtype != torch.bool else x,
+            y.view(torch.uint8) if y.dtype != torch.bool else y,
+        ), name
     assert a.meta.keys() == b.meta.keys()
     for k, v in a.meta.items():
         if isinstance(v, torch.Tensor):

@@ -30,7 +30,9 @@ def test_round_trip_bytes_and_zero_copy():
 
 
 def test_special_values_meta_tensors_and_empty_block():
-    block = make_block(0, dtype=torch.float32, meta={"caption": "a dog", "emb": torch.arange(5.0), "summary": True})
+    block = make_block(
+        0, dtype=torch.float32, meta={"caption": "a dog", "emb": torch.arange(5.0), "summary": True}
+    )
     block.keys[0, 0, 0, :3] = torch.tensor([float("nan"), float("inf"), -0.0])
     block.t_end = float("inf")
     out = fmt.decode(fmt.encode(block))
@@ -63,7 +65,12 @@ def test_payload_sections_are_aligned_and_small_sections_first():
 def test_flipped_byte_is_detected(where):
     buf = fmt.encode(make_block(7))
     header = fmt.read_header(buf)
-    pos = {"fixed": 9, "header": fmt.FIXED_SIZE + 5, "payload": header.payload_start + 3, "last": len(buf) - 1}[where]
+    pos = {
+        "fixed": 9,
+        "header": fmt.FIXED_SIZE + 5,
+        "payload": header.payload_start + 3,
+        "last": len(buf) - 1,
+    }[where]
     buf[pos] ^= 0x01
     with pytest.raises(CorruptBlockError):
         fmt.decode(buf)
