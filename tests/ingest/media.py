@@ -75,3 +75,24 @@ def write_audio_only(path: Path, seconds: float = 1.0) -> Path:
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return path
+
+
+def write_index_ts_vfr(path: Path, times_s: list[float], start_s: float = 100.0) -> Path:
+    """MPEG-TS H.264 with frames at ``start_s + times_s[i]`` (variable frame rate, pts far from 0).
+
+    Frame i shows index i. TS keeps absolute timestamps, unlike MP4 edit lists.
+    """
+    tb = Fraction(1, 90000)
+    with av.open(str(path), "w", format="mpegts") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.time_base = tb
+        stream.codec_context.time_base = tb
+        stream.options = {"preset": "ultrafast", "crf": "18", "g": "25", "bf": "0"}
+        for i, t in enumerate(times_s):
+            frame = av.VideoFrame.from_ndarray(index_image(i % 256), format="rgb24")
+            frame.pts = round((start_s + t) * 90000)
+            frame.time_base = tb
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
