@@ -52,7 +52,7 @@ def test_delivery_queue_policy() -> None:
         got.append(frame.index)
 
     counters = IngestCounters()
-    d = FrameDelivery(sink, queue_size=3, counters=counters)
+    d = FrameDelivery(sink, queue_size=3, counters=counters).start()
     try:
         import numpy as np
 

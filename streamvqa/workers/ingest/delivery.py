@@ -35,7 +35,11 @@ class FrameDelivery:
         self._busy = False
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"{name}-deliver", daemon=True)
+
+    def start(self) -> FrameDelivery:
+        """Start the consumer thread (frames submitted before are kept, up to ``queue_size``)."""
         self._thread.start()
+        return self
 
     @property
     def queued(self) -> int:
@@ -56,6 +60,8 @@ class FrameDelivery:
     def drain(self, timeout: float | None = None, should_stop: Callable[[], bool] | None = None) -> bool:
         """Wait until every queued frame has been handed to the sink. Returns False on timeout/stop."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._thread.ident is None:
+            return not self._queue
         with self._cond:
             while self._queue or self._busy:
                 if should_stop is not None and should_stop():
@@ -72,7 +78,7 @@ class FrameDelivery:
             self._closed = True
             self._queue.clear()
             self._cond.notify_all()
-        if threading.current_thread() is not self._thread:
+        if self._thread.ident is not None and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
         return not self._thread.is_alive()
 

@@ -84,7 +84,9 @@ class WhipSession:
         self.id = session_id
         self.pc = pc
         self._counters = IngestCounters()
-        self._delivery = FrameDelivery(sink, queue_size, self._counters, name=f"whip-{session_id[:8]}")
+        self._delivery = FrameDelivery(
+            sink, queue_size, self._counters, name=f"whip-{session_id[:8]}"
+        ).start()
         self._pipeline = FramePipeline(fps, converter, self._delivery, self._counters)
         self._connect_timeout_s = connect_timeout_s
         self._tasks: set[asyncio.Task[None]] = set()

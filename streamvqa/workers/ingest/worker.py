@@ -114,6 +114,7 @@ class IngestWorker:
 
     def start(self) -> IngestWorker:
         """Start the background threads (returns self)."""
+        self._delivery.start()
         self._thread.start()
         return self
 
