@@ -1,0 +1,745 @@
+"""`TieredStore`: the `BlockStore` protocol over an ordered list of tiers (warmest first).
+
+Policy, in one place (tiers only store bytes):
+
+- **put** encodes the block once and acknowledges when it is whole in the first tier that can
+  hold it. With ``durable=True`` it is first written through to the first durable tier (disk or
+  Redis), so an acknowledged block survives a crash of this process.
+- **budgets**: before a tier takes a block, its least-recently-used blocks make room. A victim
+  that already has a colder copy is simply deleted; otherwise it moves one tier down; a victim of
+  the last tier is dropped (counted in ``evictions`` and removed from the index).
+- **write-behind**: victims of the first tier do not wait for the cold tier on the put path. Their
+  bytes go to a bounded staging area (``pending``, still readable) drained by one background
+  worker; `put` waits only while that area is full (``write_behind.max_items`` / ``max_bytes``).
+- **promotion**: `get_many` copies blocks found in a colder tier back into the warmest tier;
+  `prefetch` does the same in the background for blocks retrieval is about to need.
+- **index**: rep_keys and time ranges of every live block stay in memory whatever tier holds the
+  bytes; on open, blocks already in durable tiers for this model fingerprint are re-indexed from
+  their headers.
+
+Locking: one lock per tier serialises "make room + write" on that tier (taken in tier order, so
+cascades cannot deadlock); a metadata lock guards the index, LRU lists and staging area and is
+never held during tier I/O, so readers never wait on Redis or disk writes of others.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+import torch
+
+from streamvqa.store import format as fmt
+from streamvqa.store import shm
+from streamvqa.store.base import StreamIndex
+from streamvqa.store.block import Block
+from streamvqa.store.config import TieredStoreConfig
+from streamvqa.store.errors import BlockNotFoundError, CorruptBlockError, StoreError, StoreFullError
+from streamvqa.store.keys import BlockKey
+from streamvqa.store.tiers import Tier, build_tier
+from streamvqa.store.tiers.base import Data, data_len
+
+log = logging.getLogger(__name__)
+
+PENDING = "pending"
+_HEAD_READ = 64 << 10
+
+
+@dataclass
+class _Entry:
+    gen: int
+    size: int
+    t_start: float
+    t_end: float
+    rep_keys: torch.Tensor
+    tiers: set[int] = field(default_factory=set)
+    acked: bool = False
+
+
+@dataclass
+class _Pending:
+    data: Data
+    gen: int
+    dst: int  # the tier it is on its way to
+    size: int
+    in_flight: bool = False
+    not_before: float = 0.0  # retry backoff after a failed write
+
+
+@dataclass
+class StoreStats:
+    """Counters; `TieredStore.stats()` returns a snapshot as a dict."""
+
+    puts: int = 0
+    gets: int = 0
+    hits: dict[str, int] = field(default_factory=dict)
+    misses: int = 0
+    demotions: dict[str, int] = field(default_factory=dict)  # by tier the block left
+    promotions: int = 0
+    promotions_skipped: int = 0
+    prefetch_requested: int = 0
+    prefetched: int = 0
+    evictions: int = 0  # dropped from the last tier
+    corrupt: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    recovered: int = 0
+    pending_high_water: int = 0
+    put_waits: int = 0
+
+    def bump(self, name: str, tier: str | None = None, n: int = 1) -> None:
+        if tier is None:
+            setattr(self, name, getattr(self, name) + n)
+        else:
+            d = getattr(self, name)
+            d[tier] = d.get(tier, 0) + n
+
+
+class TieredStore:
+    """Block store over host RAM (shared memory) → disk → Redis, any ordered subset."""
+
+    def __init__(self, config: TieredStoreConfig, *, tiers: list[Tier] | None = None) -> None:
+        self.config = config
+        self.fingerprint = config.fingerprint
+        if tiers is None:
+            if any(t.kind == "host" for t in config.tiers):
+                removed = shm.janitor(next(t.shm_prefix for t in config.tiers if t.kind == "host"))
+                if removed:
+                    log.info("janitor removed %d leftover shared-memory segments", len(removed))
+            tiers = [build_tier(c) for c in config.tiers]
+        self.tiers: list[Tier] = tiers
+        self.names = [t.name for t in tiers]
+        n = len(tiers)
+        self._durable_tier: int | None = None
+        if config.durable:
+            self._durable_tier = next(i for i, t in enumerate(tiers) if t.durable)
+        self._meta = threading.RLock()
+        self._cond = threading.Condition(self._meta)
+        self._tier_locks = [threading.RLock() for _ in range(n)]
+        self._lru: list[OrderedDict[BlockKey, int]] = [OrderedDict() for _ in range(n)]
+        self._entries: dict[BlockKey, _Entry] = {}
+        self._streams: dict[str, set[int]] = {}
+        self._index_cache: dict[str, StreamIndex] = {}
+        self._pending: OrderedDict[BlockKey, _Pending] = OrderedDict()
+        self._pending_bytes = 0
+        self._prefetch: deque[BlockKey] = deque()
+        self._prefetch_set: set[BlockKey] = set()
+        self._busy = False
+        self._gens = itertools.count(1)
+        self._stats = StoreStats()
+        self._closed = False
+        self._stop = False
+        self._worker_ident: int | None = None
+        if config.recover:
+            self._recover()
+        self._worker = threading.Thread(target=self._run, name="tiered-store-writer", daemon=True)
+        self._worker.start()
+
+    # ------------------------------------------------------------------ BlockStore protocol
+    def put(self, block: Block) -> None:
+        """Store `block`; returns once it is whole in its first tier (and the durable tier when
+        ``durable``). Blocks only while the write-behind area is full."""
+        self._check_open()
+        key = self.key(block.stream_id, block.index)
+        planned = fmt.plan(block, self.fingerprint)
+        size = planned.size
+        if size > max(t.budget_bytes for t in self.tiers):
+            raise ValueError(f"block of {size} bytes exceeds every tier budget")
+        self._wait_for_room()
+        with self._meta:
+            old = self._forget(key)
+            entry = _Entry(
+                gen=next(self._gens),
+                size=size,
+                t_start=float(block.t_start),
+                t_end=float(block.t_end),
+                rep_keys=block.rep_keys.detach().to("cpu", copy=True),
+            )
+            self._entries[key] = entry
+        if old is not None:
+            self._delete_copies(key, old.tiers)
+        d = self._durable_tier
+        data: Data = planned if d is None else planned.to_bytes()
+        first = self._first_fitting(0, size)
+        try:
+            if d is not None and d != first:
+                self._write(d, key, data, entry.gen, sync=True)
+            self._write(first, key, data, entry.gen, sync=d is not None)
+        except BaseException:  # not acknowledged: leave no trace
+            with self._meta:
+                gone = self._forget(key) if self._entries.get(key) is entry else None
+            if gone is not None:
+                self._delete_copies(key, gone.tiers)
+            raise
+        with self._meta:
+            if self._entries.get(key) is entry:
+                entry.acked = True
+                self._streams.setdefault(key.stream_id, set()).add(key.index)
+                self._index_cache.pop(key.stream_id, None)
+            self._stats.puts += 1
+
+    def get_many(self, stream_id: str, indices: list[int]) -> list[Block]:
+        """Blocks in the order asked; raises `BlockNotFoundError` / `CorruptBlockError` naming
+        the blocks that could not be read (see `get_available` to get the others anyway)."""
+        found, failed = self.get_available(stream_id, indices)
+        if failed:
+            first = failed[min(failed)]
+            detail = ", ".join(f"{i}: {e}" for i, e in sorted(failed.items()))
+            raise type(first)(f"stream {stream_id!r}: {len(failed)} block(s) unreadable ({detail})")
+        return [found[i] for i in indices]
+
+    def get_available(
+        self, stream_id: str, indices: list[int]
+    ) -> tuple[dict[int, Block], dict[int, StoreError]]:
+        """Readable blocks by index, and an error per block that is missing or corrupt."""
+        self._check_open()
+        keys = {i: self.key(stream_id, i) for i in dict.fromkeys(indices)}
+        found: dict[int, Block] = {}
+        failed: dict[int, StoreError] = {}
+        hits: dict[str, int] = {}
+        todo = dict(keys)
+        for _attempt in range(len(self.tiers) + 3):
+            if not todo:
+                break
+            plan: dict[int | str, list[tuple[int, BlockKey, int]]] = {}
+            pending_data: dict[BlockKey, Data] = {}
+            with self._meta:
+                for i, key in todo.items():
+                    entry = self._entries.get(key)
+                    if entry is None or not entry.acked:
+                        failed.setdefault(
+                            i, BlockNotFoundError(f"block {key.stream_id!r}#{key.index} is not stored")
+                        )
+                        continue
+                    src = self._locate(key, entry)
+                    if src is None:
+                        failed.setdefault(
+                            i, BlockNotFoundError(f"block {key.stream_id!r}#{key.index}: no tier holds it")
+                        )
+                        continue
+                    if src == PENDING:
+                        pending_data[key] = self._pending[key].data
+                    else:
+                        self._lru[src].move_to_end(key)
+                    plan.setdefault(src, []).append((i, key, entry.gen))
+            todo = {}
+            for src, items in plan.items():
+                if src == PENDING:
+                    datas = [pending_data[k] for _, k, _ in items]
+                else:
+                    try:
+                        datas = self.tiers[src].get_many([k for _, k, _ in items])
+                    except (StoreError, OSError) as e:  # tier down: these blocks fail this call
+                        self._error(src, e)
+                        for i, _k, _ in items:
+                            failed[i] = e if isinstance(e, StoreError) else StoreError(str(e))
+                        continue
+                tier_name = PENDING if src == PENDING else self.names[src]
+                for (i, key, gen), data in zip(items, datas, strict=True):
+                    if data is None:  # moved or expired meanwhile: locate again
+                        if src != PENDING:
+                            with self._meta:
+                                self._drop_copy(key, src)
+                        todo[i] = key
+                        continue
+                    if isinstance(data, fmt.EncodedBlock):
+                        data = data.to_bytes()
+                    try:
+                        block = fmt.decode(
+                            data,
+                            expect_fingerprint=self.fingerprint,
+                            check=self._verify(src),
+                            copy=src == PENDING,  # staged bytes are still to be written out
+                        )
+                    except CorruptBlockError as e:
+                        with self._meta:
+                            self._stats.corrupt += 1
+                        log.warning("corrupt copy of %s in tier %s: %s", key, tier_name, e)
+                        if src != PENDING:
+                            self._discard_copy(key, src)
+                        todo[i] = key
+                        failed[i] = CorruptBlockError(
+                            f"block {key.stream_id!r}#{key.index} in {tier_name}: {e}"
+                        )
+                        continue
+                    failed.pop(i, None)
+                    found[i] = block
+                    hits[tier_name] = hits.get(tier_name, 0) + 1
+                    if src != 0 and self.config.promote_on_get:
+                        self._promote(key, data, gen)
+        for i in todo:  # still unresolved after retries
+            failed.setdefault(i, BlockNotFoundError(f"block {stream_id!r}#{i} could not be located"))
+        with self._meta:
+            self._stats.gets += len(keys)
+            self._stats.misses += len(failed)
+            for name, n in hits.items():
+                self._stats.bump("hits", name, n)
+        return found, failed
+
+    def index(self, stream_id: str) -> StreamIndex:
+        with self._meta:
+            cached = self._index_cache.get(stream_id)
+            if cached is not None:
+                return cached
+            order = sorted(self._streams.get(stream_id, ()))
+            if not order:
+                return StreamIndex([], torch.empty(0), [])
+            entries = [self._entries[self.key(stream_id, i)] for i in order]
+            idx = StreamIndex(
+                order, torch.stack([e.rep_keys for e in entries]), [(e.t_start, e.t_end) for e in entries]
+            )
+            self._index_cache[stream_id] = idx
+            return idx
+
+    def drop_stream(self, stream_id: str) -> None:
+        """Forget a stream and delete its blocks from every tier."""
+        with self._meta:
+            gone = [(k, self._forget(k)) for k in list(self._entries) if k.stream_id == stream_id]
+            self._streams.pop(stream_id, None)
+            self._index_cache.pop(stream_id, None)
+        for key, entry in gone:
+            if entry is not None:
+                self._delete_copies(key, entry.tiers)
+
+    def bytes_by_tier(self, stream_id: str | None = None) -> dict[str, int]:
+        """Encoded bytes (header + payload) held per tier, plus blocks staged in ``pending``."""
+        with self._meta:
+            out = {
+                name: sum(s for k, s in lru.items() if stream_id is None or k.stream_id == stream_id)
+                for name, lru in zip(self.names, self._lru, strict=True)
+            }
+            out[PENDING] = sum(
+                p.size for k, p in self._pending.items() if stream_id is None or k.stream_id == stream_id
+            )
+            return out
+
+    def blocks_by_tier(self, stream_id: str | None = None) -> dict[str, int]:
+        with self._meta:
+            out = {
+                name: sum(1 for k in lru if stream_id is None or k.stream_id == stream_id)
+                for name, lru in zip(self.names, self._lru, strict=True)
+            }
+            out[PENDING] = sum(1 for k in self._pending if stream_id is None or k.stream_id == stream_id)
+            return out
+
+    # ------------------------------------------------------------------ extras
+    def key(self, stream_id: str, index: int) -> BlockKey:
+        return BlockKey(self.fingerprint, stream_id, int(index))
+
+    def prefetch(self, stream_id: str, indices: list[int]) -> int:
+        """Start promoting cold blocks into the warmest tier in the background; returns how many
+        were queued (blocks already warm or unknown are skipped)."""
+        self._check_open()
+        queued = 0
+        with self._cond:
+            for i in indices:
+                key = self.key(stream_id, i)
+                entry = self._entries.get(key)
+                if entry is None or 0 in entry.tiers or key in self._prefetch_set:
+                    continue
+                self._prefetch.append(key)
+                self._prefetch_set.add(key)
+                queued += 1
+            self._stats.prefetch_requested += queued
+            if queued:
+                self._cond.notify_all()
+        return queued
+
+    def tier_of(self, stream_id: str, index: int) -> str | None:
+        """Name of the warmest tier (or ``pending``) holding a block, None if none."""
+        key = self.key(stream_id, index)
+        with self._meta:
+            entry = self._entries.get(key)
+            src = self._locate(key, entry) if entry else None
+            return src if src is None or src == PENDING else self.names[src]
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until the write-behind area and the prefetch queue are empty."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._pending or self._prefetch or self._busy:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(0.05 if left is None else min(left, 0.05))
+            return True
+
+    def stats(self) -> dict:
+        with self._meta:
+            s = self._stats
+            out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in vars(s).items()}
+            out["pending_items"] = len(self._pending)
+            out["pending_bytes"] = self._pending_bytes
+            out["budgets"] = {t.name: t.budget_bytes for t in self.tiers}
+            return out
+
+    def close(self, timeout: float | None = None) -> None:
+        """Drain the write-behind queue, stop the worker, release tiers (shared memory unlinked)."""
+        if self._closed:
+            return
+        self.flush(timeout)
+        with self._cond:
+            self._stop = True
+            self._closed = True
+            self._cond.notify_all()
+        if threading.get_ident() != self._worker_ident:
+            self._worker.join(timeout)
+        for t in self.tiers:
+            t.close()
+
+    def __enter__(self) -> TieredStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("store is closed")
+
+    def _verify(self, src: int | str) -> bool:
+        if src == PENDING:
+            return False
+        cfg = self.tiers[src].config if hasattr(self.tiers[src], "config") else None
+        return bool(getattr(cfg, "verify_reads", True))
+
+    def _locate(self, key: BlockKey, entry: _Entry) -> int | str | None:
+        """Warmest copy: a tier, the staging area, or None (meta lock held)."""
+        tiers = sorted(entry.tiers)
+        if tiers and tiers[0] == 0:
+            return 0
+        if key in self._pending and self._pending[key].gen == entry.gen:
+            return PENDING
+        return tiers[0] if tiers else None
+
+    def _first_fitting(self, start: int, size: int) -> int:
+        for i in range(start, len(self.tiers)):
+            if size <= self.tiers[i].budget_bytes:
+                return i
+        raise ValueError(f"block of {size} bytes exceeds every tier budget from tier {start}")
+
+    def _forget(self, key: BlockKey) -> _Entry | None:
+        """Remove a block from the index and staging area (meta lock held)."""
+        entry = self._entries.pop(key, None)
+        p = self._pending.pop(key, None)
+        if p is not None:
+            self._pending_bytes -= p.size
+            self._cond.notify_all()
+        if key.stream_id in self._streams:
+            self._streams[key.stream_id].discard(key.index)
+            self._index_cache.pop(key.stream_id, None)
+        return entry
+
+    def _drop_copy(self, key: BlockKey, i: int) -> None:
+        """Bookkeeping: tier i no longer holds key (meta lock held)."""
+        self._lru[i].pop(key, None)
+        entry = self._entries.get(key)
+        if entry is not None:
+            entry.tiers.discard(i)
+
+    def _discard_copy(self, key: BlockKey, i: int) -> None:
+        with self._tier_locks[i]:
+            try:
+                self.tiers[i].delete(key)
+            except (StoreError, OSError) as e:
+                self._error(i, e)
+            with self._meta:
+                self._drop_copy(key, i)
+                entry = self._entries.get(key)
+                if entry is not None and not entry.tiers and key not in self._pending:
+                    self._forget(key)
+
+    def _delete_copies(self, key: BlockKey, tiers: set[int]) -> None:
+        for i in sorted(tiers):
+            with self._tier_locks[i]:
+                try:
+                    self.tiers[i].delete(key)
+                except (StoreError, OSError) as e:
+                    self._error(i, e)
+                with self._meta:
+                    self._lru[i].pop(key, None)
+
+    def _error(self, i: int | str, e: BaseException) -> None:
+        name = i if isinstance(i, str) else self.names[i]
+        log.warning("tier %s failed: %s", name, e)
+        with self._meta:
+            self._stats.bump("errors", name)
+
+    def _wait_for_room(self) -> None:
+        """Backpressure: wait while the write-behind area is full (never on the worker)."""
+        if threading.get_ident() == self._worker_ident:
+            return
+        wb = self.config.write_behind
+        deadline = None if wb.put_timeout_s is None else time.monotonic() + wb.put_timeout_s
+        with self._cond:
+            waited = False
+            while len(self._pending) >= wb.max_items or self._pending_bytes >= wb.max_bytes:
+                waited = True
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise StoreFullError(
+                        f"write-behind area full for {wb.put_timeout_s}s "
+                        f"({len(self._pending)} blocks, {self._pending_bytes} bytes)"
+                    )
+                self._cond.wait(0.1 if left is None else min(left, 0.1))
+            if waited:
+                self._stats.put_waits += 1
+
+    def _write(self, i: int, key: BlockKey, data: Data, gen: int, *, sync: bool) -> None:
+        """Make room in tier i, then store the block there. `sync`: victims are moved down
+        synchronously (worker, durable path) instead of being staged for the worker."""
+        size = data_len(data)
+        with self._tier_locks[i]:
+            self._make_room(i, size, sync=sync, keep=key)
+            self.tiers[i].put(key, data)
+            stale = False
+            with self._meta:
+                entry = self._entries.get(key)
+                if entry is None or entry.gen != gen:
+                    stale = True
+                else:
+                    entry.tiers.add(i)
+                    self._lru[i][key] = size
+                    self._lru[i].move_to_end(key)
+            if stale:  # dropped or overwritten while we wrote
+                self.tiers[i].delete(key)
+
+    def _make_room(self, i: int, size: int, *, sync: bool, keep: BlockKey) -> None:
+        """Tier lock i held. Evict LRU blocks of tier i until `size` more bytes fit."""
+        tier = self.tiers[i]
+        last = i == len(self.tiers) - 1
+        while tier.nbytes() + size > tier.budget_bytes:
+            with self._meta:
+                victim = next((k for k in self._lru[i] if k != keep), None)
+                if victim is None:
+                    victim = next((k for k in tier.keys() if k != keep), None)
+                    if victim is None:
+                        raise StoreError(f"tier {tier.name}: cannot make room for {size} bytes")
+                entry = self._entries.get(victim)
+                colder = entry is not None and (
+                    any(j > i for j in entry.tiers)
+                    or (victim in self._pending and self._pending[victim].dst > i)
+                )
+            if entry is None or colder:
+                self._evict_copy(i, victim, demoted=entry is not None)
+                continue
+            if last:
+                self._evict_copy(i, victim, demoted=False)
+                with self._meta:
+                    if not entry.tiers and victim not in self._pending:
+                        self._forget(victim)
+                        self._stats.evictions += 1
+                continue
+            data = tier.get(victim)
+            if data is None:  # vanished underneath us (e.g. Redis TTL)
+                self._evict_copy(i, victim, demoted=False)
+                continue
+            if sync:
+                try:
+                    self._write(self._first_fitting(i + 1, len(data)), victim, data, entry.gen, sync=True)
+                except (StoreError, OSError) as e:  # colder tier down: stage instead of losing it
+                    self._error(i + 1, e)
+                    self._stage(victim, data, entry.gen, i + 1, backoff=True)
+            else:
+                self._stage(victim, data, entry.gen, i + 1)
+            self._evict_copy(i, victim, demoted=True)
+
+    def _evict_copy(self, i: int, key: BlockKey, *, demoted: bool) -> None:
+        self.tiers[i].delete(key)
+        with self._meta:
+            self._drop_copy(key, i)
+            if demoted:
+                self._stats.bump("demotions", self.names[i])
+
+    def _stage(self, key: BlockKey, data: Data, gen: int, dst: int, *, backoff: bool = False) -> None:
+        with self._cond:
+            entry = self._entries.get(key)
+            if entry is None or entry.gen != gen:
+                return
+            old = self._pending.pop(key, None)
+            if old is not None:
+                self._pending_bytes -= old.size
+            size = data_len(data)
+            nb = time.monotonic() + self.config.write_behind.retry_backoff_s if backoff else 0.0
+            self._pending[key] = _Pending(data, gen, dst, size, not_before=nb)
+            self._pending_bytes += size
+            self._stats.pending_high_water = max(self._stats.pending_high_water, self._pending_bytes)
+            self._cond.notify_all()
+
+    def _promote(self, key: BlockKey, data: Data, gen: int) -> None:
+        """Copy a block read from a colder tier into tier 0 (victims staged, never waited on)."""
+        on_worker = threading.get_ident() == self._worker_ident
+        wb = self.config.write_behind
+        with self._meta:
+            entry = self._entries.get(key)
+            if entry is None or entry.gen != gen or 0 in entry.tiers:
+                return
+            if not on_worker and (len(self._pending) >= wb.max_items or self._pending_bytes >= wb.max_bytes):
+                self._stats.promotions_skipped += 1
+                return
+        if data_len(data) > self.tiers[0].budget_bytes:
+            return
+        try:
+            self._write(0, key, data, gen, sync=on_worker)
+        except (StoreError, OSError) as e:
+            self._error(0, e)
+            return
+        with self._meta:
+            self._stats.promotions += 1
+
+    # ------------------------------------------------------------------ background worker
+    def _run(self) -> None:
+        self._worker_ident = threading.get_ident()
+        while True:
+            with self._cond:
+                job = None
+                while job is None:
+                    if self._prefetch:
+                        key = self._prefetch.popleft()
+                        self._prefetch_set.discard(key)
+                        job = ("prefetch", key, None)
+                        break
+                    now = time.monotonic()
+                    ready = next(((k, p) for k, p in self._pending.items() if p.not_before <= now), None)
+                    if ready is not None:
+                        ready[1].in_flight = True
+                        job = ("land", ready[0], ready[1])
+                        break
+                    if self._stop:
+                        return
+                    self._cond.wait(0.05 if self._pending else None)
+                self._busy = True
+            try:
+                if job[0] == "prefetch":
+                    self._do_prefetch(job[1])
+                else:
+                    self._land(job[1], job[2])
+            except Exception:  # never let the worker die
+                log.exception("write-behind worker error")
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _land(self, key: BlockKey, p: _Pending) -> None:
+        """Write a staged block into its destination tier (or the next one that works)."""
+        with self._meta:
+            entry = self._entries.get(key)
+            done = entry is None or entry.gen != p.gen or any(j >= p.dst for j in entry.tiers)
+        dst = p.dst
+        while not done and dst < len(self.tiers):
+            try:
+                self._write(self._first_fitting(dst, p.size), key, p.data, p.gen, sync=True)
+                done = True
+            except (StoreError, OSError) as e:
+                self._error(dst, e)
+                dst += 1
+        with self._cond:
+            if self._pending.get(key) is p:
+                if done:
+                    self._pending.pop(key)
+                    self._pending_bytes -= p.size
+                    with self._meta:
+                        entry = self._entries.get(key)
+                        if entry is not None and not entry.tiers:  # nowhere to go
+                            self._forget(key)
+                else:  # every colder tier failed: keep it readable here, retry later
+                    p.in_flight = False
+                    p.not_before = time.monotonic() + self.config.write_behind.retry_backoff_s
+                    self._pending.move_to_end(key)
+            self._cond.notify_all()
+
+    def _do_prefetch(self, key: BlockKey) -> None:
+        with self._meta:
+            entry = self._entries.get(key)
+            if entry is None or 0 in entry.tiers:
+                return
+            src = self._locate(key, entry)
+            gen = entry.gen
+            data = self._pending[key].data if src == PENDING else None
+        if src is None:
+            return
+        if data is None:
+            try:
+                data = self.tiers[src].get(key)
+            except (StoreError, OSError) as e:
+                self._error(src, e)
+                return
+            if data is None:
+                return
+            try:
+                fmt.verify(data)
+            except CorruptBlockError as e:
+                log.warning("corrupt copy of %s in tier %s: %s", key, self.names[src], e)
+                with self._meta:
+                    self._stats.corrupt += 1
+                self._discard_copy(key, src)
+                return
+        self._promote(key, data, gen)
+        with self._meta:
+            self._stats.prefetched += 1
+
+    # ------------------------------------------------------------------ recovery
+    def _recover(self) -> None:
+        """Re-index blocks of this fingerprint already held by durable tiers (oldest first)."""
+        for i, tier in enumerate(self.tiers):
+            try:
+                found = list(tier.scan(self.fingerprint))
+            except (StoreError, OSError) as e:
+                self._error(i, e)
+                continue
+            for key, size in found:
+                entry = self._entries.get(key)
+                if entry is None:
+                    entry = self._read_index_entry(i, key, size)
+                    if entry is None:
+                        continue
+                    self._entries[key] = entry
+                    self._streams.setdefault(key.stream_id, set()).add(key.index)
+                    self._stats.recovered += 1
+                entry.tiers.add(i)
+                self._lru[i][key] = size
+        for i, tier in enumerate(self.tiers):  # budgets may have shrunk since the last run
+            if tier.nbytes() > tier.budget_bytes:
+                with self._tier_locks[i]:
+                    self._make_room(i, 0, sync=True, keep=BlockKey("", "", -1))
+
+    def _read_index_entry(self, i: int, key: BlockKey, size: int) -> _Entry | None:
+        tier = self.tiers[i]
+        try:
+            head = tier.read(key, 0, _HEAD_READ)
+            if head is None:
+                return None
+            header = fmt.read_header(head)
+            sec = header.sections["rep_keys"]
+            need = header.payload_start + sec.offset + sec.nbytes
+            if len(head) < need:
+                head = tier.read(key, 0, need)
+            rep = fmt.decode_section(head, header, "rep_keys", copy=True)
+        except CorruptBlockError as e:
+            log.warning("unreadable block %s in tier %s at recovery: %s", key, tier.name, e)
+            self._stats.corrupt += 1
+            return None
+        except (StoreError, OSError) as e:
+            self._error(i, e)
+            return None
+        if (header.stream_id, header.index, header.fingerprint) != (
+            key.stream_id,
+            key.index,
+            key.fingerprint,
+        ):
+            log.warning("block %s in tier %s has a mismatched header; ignored", key, tier.name)
+            self._stats.corrupt += 1
+            return None
+        return _Entry(
+            gen=next(self._gens),
+            size=size,
+            t_start=header.t_start,
+            t_end=header.t_end,
+            rep_keys=rep,
+            acked=True,
+        )

@@ -1,0 +1,139 @@
+"""Cold/shared tier in Redis: one string per block (header + payload in one value).
+
+One key per block avoids the "metadata present, payload evicted" states of two-key layouts;
+writes are `SET key value [EX ttl]`, reads of several blocks go through one pipeline per `batch`
+keys. The budget counts the bytes this store wrote (values, not Redis overhead); configure Redis
+itself with ``maxmemory`` + ``allkeys-lru`` as a safety net when several nodes share it.
+Keys: ``{key_prefix}:{fingerprint}:{quoted stream id}:{index}``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+import redis
+
+from streamvqa.store.config import RedisTierConfig
+from streamvqa.store.errors import TierUnavailableError
+from streamvqa.store.keys import BlockKey
+from streamvqa.store.tiers.base import Data, as_buffer
+
+
+class RedisTier:
+    durable = True  # as durable as the Redis server's persistence settings (survives our crash)
+
+    def __init__(self, config: RedisTierConfig, client: redis.Redis | None = None) -> None:
+        self.config = config
+        self.name = config.name
+        self.budget_bytes = config.budget_bytes
+        self.client = client or redis.Redis.from_url(
+            config.url,
+            socket_timeout=config.socket_timeout_s,
+            socket_connect_timeout=config.socket_timeout_s,
+        )
+        self._sizes: dict[BlockKey, int] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def redis_key(self, key: BlockKey) -> str:
+        return key.to_str(self.config.key_prefix)
+
+    def _call(self, fn, *args):
+        try:
+            return fn(*args)
+        except redis.RedisError as e:
+            raise TierUnavailableError(f"redis tier {self.name!r}: {e}") from e
+
+    def put(self, key: BlockKey, data: Data) -> int:
+        buf = memoryview(as_buffer(data)).cast("B")
+        self._call(lambda: self.client.set(self.redis_key(key), buf, ex=self.config.ttl_s))
+        size = len(buf)
+        with self._lock:
+            self._bytes += size - self._sizes.get(key, 0)
+            self._sizes[key] = size
+        return size
+
+    def get(self, key: BlockKey) -> bytes | None:
+        return self.get_many([key])[0]
+
+    def get_many(self, keys: list[BlockKey]) -> list[bytes | None]:
+        out: list[bytes | None] = []
+        for i in range(0, len(keys), self.config.batch):
+            chunk = [self.redis_key(k) for k in keys[i : i + self.config.batch]]
+            out.extend(self._call(lambda c=chunk: self.client.mget(c)))
+        with self._lock:  # expired by TTL or evicted by Redis: forget it
+            for k, v in zip(keys, out, strict=True):
+                if v is None and k in self._sizes:
+                    self._bytes -= self._sizes.pop(k)
+        return out
+
+    def read(self, key: BlockKey, offset: int, length: int) -> bytes | None:
+        if length <= 0:
+            return b""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.exists(self.redis_key(key))
+        pipe.getrange(self.redis_key(key), offset, offset + length - 1)
+        exists, data = self._call(pipe.execute)
+        return data if exists else None
+
+    def delete(self, key: BlockKey) -> bool:
+        self._call(lambda: self.client.delete(self.redis_key(key)))
+        with self._lock:
+            size = self._sizes.pop(key, None)
+            if size is not None:
+                self._bytes -= size
+        return size is not None
+
+    def contains(self, key: BlockKey) -> bool:
+        return key in self._sizes
+
+    def size_of(self, key: BlockKey) -> int | None:
+        return self._sizes.get(key)
+
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def keys(self) -> list[BlockKey]:
+        with self._lock:
+            return list(self._sizes)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False
+
+    def scan(self, fingerprint: str) -> Iterable[tuple[BlockKey, int]]:
+        """Blocks of this fingerprint already in Redis (adopted into this tier's accounting)."""
+        prefix = self.config.key_prefix
+        names = [
+            n.decode() if isinstance(n, bytes) else n
+            for n in self._call(
+                lambda: list(self.client.scan_iter(match=f"{prefix}:{fingerprint}:*", count=1000))
+            )
+        ]
+        found = []
+        for i in range(0, len(names), 256):
+            chunk = names[i : i + 256]
+            pipe = self.client.pipeline(transaction=False)
+            for n in chunk:
+                pipe.strlen(n)
+            for n, size in zip(chunk, self._call(pipe.execute), strict=True):
+                if size:
+                    try:
+                        found.append((BlockKey.from_str(n, prefix), int(size)))
+                    except ValueError:
+                        continue
+        found.sort()
+        with self._lock:
+            for k, size in found:
+                self._bytes += size - self._sizes.get(k, 0)
+                self._sizes[k] = size
+        return found
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except redis.RedisError:
+            pass
