@@ -78,6 +78,7 @@ class TieredStoreConfig(_Strict):
     durable: bool = False  # put writes through to the first durable tier (disk/redis) before acking
     promote_on_get: bool = True  # get_many copies cold blocks back into the warmest tier
     recover: bool = True  # on open, re-index blocks already in durable tiers (this fingerprint)
+    persist_on_close: bool = True  # close() copies blocks held only in host RAM to a durable tier
     write_behind: WriteBehindConfig = WriteBehindConfig()
 
     @field_validator("fingerprint")

@@ -381,6 +381,8 @@ class TieredStore:
         if self._closed:
             return
         self.flush(timeout)
+        if self.config.persist_on_close:
+            self._persist_warm()
         with self._cond:
             self._stop = True
             self._closed = True
@@ -590,6 +592,30 @@ class TieredStore:
             return
         with self._meta:
             self._stats.promotions += 1
+
+    def _persist_warm(self) -> None:
+        """Copy blocks whose only copies are in non-durable tiers into the first durable tier
+        (most recently used first, so the budget keeps the freshest)."""
+        d = next((i for i, t in enumerate(self.tiers) if t.durable), None)
+        if d is None:
+            return
+        with self._meta:
+            todo = [
+                (k, e.gen, i)
+                for i, t in enumerate(self.tiers[:d])
+                for k in reversed(self._lru[i])
+                if (e := self._entries.get(k)) is not None and not any(self.tiers[j].durable for j in e.tiers)
+            ]
+        room = self.tiers[d].budget_bytes
+        for key, gen, i in todo:
+            data = self.tiers[i].get(key)
+            if data is None or len(data) > room:
+                continue
+            room -= len(data)
+            try:
+                self._write(d, key, data, gen, sync=True)
+            except (StoreError, OSError) as e:
+                self._error(d, e)
 
     # ------------------------------------------------------------------ background worker
     def _run(self) -> None:
