@@ -21,11 +21,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_redis(directory, *extra: str) -> tuple[subprocess.Popen, str]:
+def start_redis(directory, *extra: str, port: int | None = None) -> tuple[subprocess.Popen, str]:
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.skip("redis-server binary not found (apt-get install -y redis-server)")
-    port = _free_port()
+    port = port or _free_port()
     args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), "--daemonize", "no"]
     args += list(extra) or ["--save", "", "--appendonly", "no"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

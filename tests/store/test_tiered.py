@@ -271,3 +271,43 @@ def test_config_validation(tmp_path):
         }
     )
     assert [t.kind for t in cfg.tiers] == ["host", "disk"]
+
+
+def test_redis_down_degrades_and_catches_up(tmp_path, shm_guard):
+    """Redis stopped mid-stream: warm blocks keep being served, writes stage and are retried,
+    the cold tier catches up when Redis comes back (same port, persistence on)."""
+    from tests.store.conftest import start_redis
+
+    persist = ("--appendonly", "yes", "--appendfsync", "always", "--save", "")
+    proc, url = start_redis(tmp_path, *persist)
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    cfg = TieredStoreConfig(
+        fingerprint="fp",
+        tiers=[host(3.5), RedisTierConfig(url=url, budget_bytes=BLOCK * 100, socket_timeout_s=2)],
+        write_behind=WriteBehindConfig(max_items=8, max_bytes=1 << 30, retry_backoff_s=0.05),
+    )
+    s = TieredStore(cfg)
+    try:
+        for i in range(6):
+            s.put(make_block(i))
+        s.flush()
+        assert s.blocks_by_tier()["redis"] == 3
+        proc.kill()
+        proc.wait()
+        for i in range(6, 10):  # host victims cannot land: they stay staged, readable
+            s.put(make_block(i))
+        found, failed = s.get_available("cam-1", list(range(10)))
+        assert set(found) >= set(range(3, 10)) and set(failed) <= {0, 1, 2}
+        assert failed and all("redis" in str(e) for e in failed.values())
+        assert s.stats()["errors"].get("redis", 0) >= 1
+        for i in range(3, 10):
+            assert_same_block(make_block(i), found[i])
+        proc, _ = start_redis(tmp_path, *persist, port=port)
+        assert s.flush(timeout=60)
+        assert s.blocks_by_tier()["pending"] == 0
+        for got in s.get_many("cam-1", list(range(10))):
+            assert_same_block(make_block(got.index), got)
+    finally:
+        s.close()
+        proc.kill()
+        proc.wait()
