@@ -40,13 +40,18 @@ from streamvqa.store.block import Block
 from streamvqa.store.config import TieredStoreConfig
 from streamvqa.store.errors import BlockNotFoundError, CorruptBlockError, StoreError, StoreFullError
 from streamvqa.store.keys import BlockKey
-from streamvqa.store.tiers import Tier, build_tier
+from streamvqa.store.leases import BlockDescriptor, LeaseTable
+from streamvqa.store.tiers import HostTier, Tier, build_tier
 from streamvqa.store.tiers.base import Data, data_len
 
 log = logging.getLogger(__name__)
 
 PENDING = "pending"
 _HEAD_READ = 64 << 10
+
+
+class _NoRoom(StoreError):
+    """Every block left in the tier is leased: nothing can be evicted to make room."""
 
 
 @dataclass
@@ -130,6 +135,7 @@ class TieredStore:
         self._busy = False
         self._gens = itertools.count(1)
         self._stats = StoreStats()
+        self._leases = LeaseTable()
         self._closed = False
         self._stop = False
         self._worker_ident: int | None = None
@@ -167,7 +173,12 @@ class TieredStore:
         try:
             if d is not None and d != first:
                 self._write(d, key, data, entry.gen, sync=True)
-            self._write(first, key, data, entry.gen, sync=d is not None)
+            try:
+                self._write(first, key, data, entry.gen, sync=d is not None)
+            except _NoRoom:  # the first tier is full of leased blocks: go one tier down
+                nxt = self._first_fitting(first + 1, size)
+                if nxt != d:
+                    self._write(nxt, key, data, entry.gen, sync=True)
         except BaseException:  # not acknowledged: leave no trace
             with self._meta:
                 gone = self._forget(key) if self._entries.get(key) is entry else None
@@ -348,6 +359,65 @@ class TieredStore:
                 self._cond.notify_all()
         return queued
 
+    def lease(self, stream_id: str, indices: list[int], ttl_s: float = 30.0) -> list[BlockDescriptor]:
+        """Pin blocks in the host tier (promoting cold ones now) and describe where they are, for
+        a reader in another process (`streamvqa.store.leases.map_block`). The store does not
+        evict them for budget reasons until `release` or the lease expires (``ttl_s``)."""
+        self._check_open()
+        if not isinstance(self.tiers[0], HostTier):
+            raise StoreError("leases need a host (shared-memory) tier as the first tier")
+        keys = [self.key(stream_id, i) for i in indices]
+        with self._meta:
+            for k in keys:
+                e = self._entries.get(k)
+                if e is None or not e.acked:
+                    raise BlockNotFoundError(f"block {k.stream_id!r}#{k.index} is not stored")
+        lease_id, _ = self._leases.grant(keys, ttl_s)
+        expires_at = time.time() + ttl_s
+        try:
+            out = []
+            for k in keys:
+                with self._meta:
+                    entry = self._entries.get(k)
+                    warm = entry is not None and 0 in entry.tiers
+                if entry is None:
+                    raise BlockNotFoundError(f"block {k.stream_id!r}#{k.index} was dropped")
+                if not warm:
+                    data = self._read_raw(k, entry)
+                    try:
+                        self._write(0, k, data, entry.gen, sync=False)
+                    except _NoRoom as e:
+                        raise StoreError(f"host tier is full of leased blocks: {e}") from e
+                    with self._meta:
+                        self._stats.promotions += 1
+                ref = self.tiers[0].segment(k)
+                if ref is None:
+                    raise BlockNotFoundError(f"block {k.stream_id!r}#{k.index} left the host tier")
+                out.append(
+                    BlockDescriptor(
+                        stream_id=k.stream_id,
+                        index=k.index,
+                        fingerprint=k.fingerprint,
+                        segment=ref.name,
+                        offset=ref.offset,
+                        length=ref.length,
+                        generation=entry.gen,
+                        lease_id=lease_id,
+                        expires_at=expires_at,
+                    )
+                )
+            return out
+        except BaseException:
+            self._leases.release(lease_id)
+            raise
+
+    def release(self, lease_id: str) -> bool:
+        """End a lease early (the reader is done); False if it had already expired."""
+        return self._leases.release(lease_id)
+
+    def renew(self, lease_id: str, ttl_s: float = 30.0) -> bool:
+        return self._leases.renew(lease_id, ttl_s)
+
     def tier_of(self, stream_id: str, index: int) -> str | None:
         """Name of the warmest tier (or ``pending``) holding a block, None if none."""
         key = self.key(stream_id, index)
@@ -514,13 +584,14 @@ class TieredStore:
         """Tier lock i held. Evict LRU blocks of tier i until `size` more bytes fit."""
         tier = self.tiers[i]
         last = i == len(self.tiers) - 1
+        pinned = self._leases.pinned() if i == 0 else set()
         while tier.nbytes() + size > tier.budget_bytes:
             with self._meta:
-                victim = next((k for k in self._lru[i] if k != keep), None)
+                victim = next((k for k in self._lru[i] if k != keep and k not in pinned), None)
                 if victim is None:
-                    victim = next((k for k in tier.keys() if k != keep), None)
+                    victim = next((k for k in tier.keys() if k != keep and k not in pinned), None)
                     if victim is None:
-                        raise StoreError(f"tier {tier.name}: cannot make room for {size} bytes")
+                        raise _NoRoom(f"tier {tier.name}: cannot make room for {size} bytes (leased blocks)")
                 entry = self._entries.get(victim)
                 colder = entry is not None and (
                     any(j > i for j in entry.tiers)
@@ -679,33 +750,47 @@ class TieredStore:
                     self._pending.move_to_end(key)
             self._cond.notify_all()
 
-    def _do_prefetch(self, key: BlockKey) -> None:
-        with self._meta:
-            entry = self._entries.get(key)
-            if entry is None or 0 in entry.tiers:
-                return
-            src = self._locate(key, entry)
-            gen = entry.gen
-            data = self._pending[key].data if src == PENDING else None
-        if src is None:
-            return
-        if data is None:
+    def _read_raw(self, key: BlockKey, entry: _Entry) -> Data:
+        """Verified encoded bytes of a block from its warmest copy (raises if none is readable)."""
+        for _attempt in range(len(self.tiers) + 2):
+            with self._meta:
+                src = self._locate(key, entry)
+                data = self._pending[key].data if src == PENDING else None
+            if src is None:
+                break
+            if data is not None:
+                return data
             try:
                 data = self.tiers[src].get(key)
             except (StoreError, OSError) as e:
                 self._error(src, e)
-                return
+                raise StoreError(
+                    f"block {key.stream_id!r}#{key.index}: tier {self.names[src]} failed: {e}"
+                ) from e
             if data is None:
-                return
+                with self._meta:
+                    self._drop_copy(key, src)
+                continue
             try:
                 fmt.verify(data)
+                return data
             except CorruptBlockError as e:
                 log.warning("corrupt copy of %s in tier %s: %s", key, self.names[src], e)
                 with self._meta:
                     self._stats.corrupt += 1
                 self._discard_copy(key, src)
+        raise BlockNotFoundError(f"block {key.stream_id!r}#{key.index}: no readable copy")
+
+    def _do_prefetch(self, key: BlockKey) -> None:
+        with self._meta:
+            entry = self._entries.get(key)
+            if entry is None or 0 in entry.tiers:
                 return
-        self._promote(key, data, gen)
+        try:
+            data = self._read_raw(key, entry)
+        except StoreError:
+            return
+        self._promote(key, data, entry.gen)
         with self._meta:
             self._stats.prefetched += 1
 
