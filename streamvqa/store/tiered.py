@@ -252,8 +252,7 @@ class TieredStore:
                 for (i, key, gen), data in zip(items, datas, strict=True):
                     if data is None:  # moved or expired meanwhile: locate again
                         if src != PENDING:
-                            with self._meta:
-                                self._drop_copy(key, src)
+                            self._confirm_gone(key, src)
                         todo[i] = key
                         continue
                     if isinstance(data, fmt.EncodedBlock):
@@ -513,6 +512,12 @@ class TieredStore:
         if entry is not None:
             entry.tiers.discard(i)
 
+    def _confirm_gone(self, key: BlockKey, i: int) -> None:
+        """A read of tier i found nothing: forget that copy unless it was (re)written meanwhile."""
+        with self._tier_locks[i], self._meta:
+            if not self.tiers[i].contains(key):
+                self._drop_copy(key, i)
+
     def _discard_copy(self, key: BlockKey, i: int) -> None:
         with self._tier_locks[i]:
             try:
@@ -768,8 +773,7 @@ class TieredStore:
                     f"block {key.stream_id!r}#{key.index}: tier {self.names[src]} failed: {e}"
                 ) from e
             if data is None:
-                with self._meta:
-                    self._drop_copy(key, src)
+                self._confirm_gone(key, src)
                 continue
             try:
                 fmt.verify(data)

@@ -311,3 +311,60 @@ def test_redis_down_degrades_and_catches_up(tmp_path, shm_guard):
         s.close()
         proc.kill()
         proc.wait()
+
+
+def test_concurrent_writer_reader_and_prefetch(tmp_path, redis_url, shm_guard):
+    """The encoder thread writes while the answer thread reads and prefetches."""
+    import random
+
+    s = store(
+        host(5.5),
+        disk(tmp_path / "kv", 12.5),
+        rds(redis_url, 500),
+        write_behind=WriteBehindConfig(max_items=3, max_bytes=BLOCK * 3),
+    )
+    n = 120
+    acked: list[int] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def writer():
+        try:
+            for i in range(n):
+                s.put(make_block(i))
+                acked.append(i)
+                assert_within_budgets(s)
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            stop.set()
+
+    def reader():
+        rng = random.Random(0)
+        try:
+            while not stop.is_set() or rng.random() < 0.5:
+                if not acked:
+                    continue
+                idx = sorted({rng.choice(acked) for _ in range(4)})
+                if rng.random() < 0.3:
+                    s.prefetch("cam-1", idx)
+                for got in s.get_many("cam-1", idx):
+                    assert_same_block(make_block(got.index), got)
+                assert s.index("cam-1").indices[: len(idx)] == sorted(s.index("cam-1").indices)[: len(idx)]
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    s.flush()
+    assert_within_budgets(s)
+    assert s.index("cam-1").indices == list(range(n))
+    for got in s.get_many("cam-1", list(range(n))):
+        assert_same_block(make_block(got.index), got)
+    for t in s.tiers:
+        assert s.bytes_by_tier()[t.name] == t.nbytes()
+    s.close()
