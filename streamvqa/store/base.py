@@ -38,6 +38,13 @@ class BlockStore(Protocol):
 
     def blocks_by_tier(self, stream_id: str | None = None) -> dict[str, int]: ...
 
+    def prefetch(self, stream_id: str, indices: list[int]) -> int:
+        """Start bringing these blocks to the warmest tier in the background (hint; returns how
+        many were queued). Stores without cold tiers return 0."""
+
+    def close(self) -> None:
+        """Flush pending writes and release resources (shared memory, connections)."""
+
 
 class MemoryStore:
     """Host-RAM store for the embedded mode: every block kept, nothing demoted (ReKV's default)."""
@@ -73,6 +80,12 @@ class MemoryStore:
 
     def blocks_by_tier(self, stream_id: str | None = None) -> dict[str, int]:
         return {self.tier: sum(1 for _ in self._iter(stream_id))}
+
+    def prefetch(self, stream_id: str, indices: list[int]) -> int:
+        return 0  # everything is already in host RAM
+
+    def close(self) -> None:
+        pass
 
     def _iter(self, stream_id: str | None):
         streams = [stream_id] if stream_id is not None else list(self._blocks)

@@ -368,3 +368,13 @@ def test_concurrent_writer_reader_and_prefetch(tmp_path, redis_url, shm_guard):
     for t in s.tiers:
         assert s.bytes_by_tier()[t.name] == t.nbytes()
     s.close()
+
+
+def test_memory_store_still_implements_the_protocol():
+    from streamvqa.store.base import MemoryStore
+
+    m: BlockStore = MemoryStore()
+    m.put(make_block(0))
+    assert m.prefetch("cam-1", [0]) == 0
+    assert_same_block(make_block(0), m.get_many("cam-1", [0])[0])
+    m.close()
