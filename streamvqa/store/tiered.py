@@ -172,7 +172,7 @@ class TieredStore:
         first = self._first_fitting(0, size)
         try:
             if d is not None and d != first:
-                self._write(d, key, data, entry.gen, sync=True)
+                d = self._write_durable(key, data, entry.gen)
             try:
                 self._write(first, key, data, entry.gen, sync=d is not None)
             except _NoRoom:  # the first tier is full of leased blocks: go one tier down
@@ -511,6 +511,21 @@ class TieredStore:
         entry = self._entries.get(key)
         if entry is not None:
             entry.tiers.discard(i)
+
+    def _write_durable(self, key: BlockKey, data: Data, gen: int) -> int:
+        """Write through to the first durable tier that accepts the block (a failing disk falls
+        back to Redis and vice versa); raises when none does, so the put is not acknowledged."""
+        err: BaseException | None = None
+        for i, tier in enumerate(self.tiers):
+            if not tier.durable or data_len(data) > tier.budget_bytes:
+                continue
+            try:
+                self._write(i, key, data, gen, sync=True)
+                return i
+            except (StoreError, OSError) as e:
+                self._error(i, e)
+                err = e
+        raise StoreError(f"no durable tier accepted block {key.stream_id!r}#{key.index}: {err}") from err
 
     def _confirm_gone(self, key: BlockKey, i: int) -> None:
         """A read of tier i found nothing: forget that copy unless it was (re)written meanwhile."""

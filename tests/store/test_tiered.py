@@ -378,3 +378,55 @@ def test_memory_store_still_implements_the_protocol():
     assert m.prefetch("cam-1", [0]) == 0
     assert_same_block(make_block(0), m.get_many("cam-1", [0])[0])
     m.close()
+
+
+def test_durable_put_falls_back_to_the_next_durable_tier(tmp_path, redis_url, shm_guard):
+    from streamvqa.store.errors import StoreError
+    from streamvqa.store.tiers import HostTier, RedisTier
+
+    class BrokenDisk(DiskTier):
+        def put(self, key, data):
+            raise OSError(28, "No space left on device")
+
+    cfg = TieredStoreConfig(
+        fingerprint="fp", tiers=[host(4), disk(tmp_path, 100), rds(redis_url, 100)], durable=True
+    )
+    s = TieredStore(cfg, tiers=[HostTier(cfg.tiers[0]), BrokenDisk(cfg.tiers[1]), RedisTier(cfg.tiers[2])])
+    s.put(make_block(0))
+    assert s.blocks_by_tier() == {"host": 1, "disk": 0, "redis": 1, "pending": 0}
+    assert s.stats()["errors"]["disk"] == 1
+    s.close()
+    cfg2 = TieredStoreConfig(fingerprint="fp", tiers=[host(4), disk(tmp_path, 100)], durable=True)
+    s2 = TieredStore(cfg2, tiers=[HostTier(cfg2.tiers[0]), BrokenDisk(cfg2.tiers[1])])
+    with pytest.raises(StoreError, match="no durable tier"):
+        s2.put(make_block(1))
+    assert s2.index("cam-1").indices == [] and s2.blocks_by_tier()["host"] == 0  # not acknowledged
+    s2.close()
+
+
+def test_put_timeout_when_the_cold_tier_never_drains(tmp_path, shm_guard):
+    from streamvqa.store.errors import StoreFullError
+    from streamvqa.store.tiers import HostTier
+
+    gate = threading.Event()
+
+    class StuckDisk(DiskTier):
+        def put(self, key, data):
+            gate.wait()
+            return super().put(key, data)
+
+    cfg = TieredStoreConfig(
+        fingerprint="fp",
+        tiers=[host(1.5), disk(tmp_path, 100)],
+        write_behind=WriteBehindConfig(max_items=2, put_timeout_s=0.2),
+    )
+    s = TieredStore(cfg, tiers=[HostTier(cfg.tiers[0]), StuckDisk(cfg.tiers[1])])
+    with pytest.raises(StoreFullError, match="write-behind area full"):
+        for i in range(10):
+            s.put(make_block(i))
+    gate.set()
+    s.flush()
+    assert s.index("cam-1").indices == list(range(len(s.index("cam-1").indices)))
+    for got in s.get_many("cam-1", s.index("cam-1").indices):
+        assert_same_block(make_block(got.index), got)
+    s.close()
