@@ -158,6 +158,13 @@ class EncodedBlock:
         return out
 
 
+def _json_default(o: Any) -> Any:
+    """numpy scalars (and anything else with a scalar `.item()`) become plain JSON numbers."""
+    if getattr(o, "ndim", None) == 0 and hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
 def plan(block: Block, fingerprint: str = "") -> EncodedBlock:
     """Lay out `block` (tensors may live on any device; they are copied to CPU if needed)."""
     tensors: list[tuple[str, torch.Tensor]] = [("rep_keys", block.rep_keys), ("positions", block.positions)]
@@ -199,7 +206,7 @@ def plan(block: Block, fingerprint: str = "") -> EncodedBlock:
         "sections": table,
     }
     try:
-        header_bytes = json.dumps(header, separators=(",", ":")).encode()
+        header_bytes = json.dumps(header, separators=(",", ":"), default=_json_default).encode()
     except (TypeError, ValueError) as e:
         raise ValueError(f"block meta must be JSON-serialisable or tensors: {e}") from e
     payload_start = _align(FIXED_SIZE + len(header_bytes))

@@ -115,3 +115,10 @@ def test_fingerprint_mismatch_is_refused():
 def test_non_json_meta_is_a_clear_error():
     with pytest.raises(ValueError, match="JSON"):
         fmt.encode(make_block(1, meta={"x": object()}))
+
+
+def test_numpy_scalars_in_meta_become_numbers():
+    import numpy as np
+
+    out = fmt.decode(fmt.encode(make_block(1, meta={"score": np.float32(0.5), "n": np.int64(3)})))
+    assert out.meta == {"score": 0.5, "n": 3}
