@@ -127,3 +127,14 @@ def test_redis_tier_ttl_and_scan(redis_url):
     client.close()
     t.close()
     fresh.close()
+
+
+def test_host_segments_are_unlinked_when_the_tier_is_garbage_collected(shm_guard):
+    import gc
+
+    t = HostTier(HostTierConfig(budget_bytes=1 << 20, shm_prefix=SHM_PREFIX))
+    t.put(BlockKey("fp", "s", 0), fmt.encode(make_block(0)))
+    name = t.segment(BlockKey("fp", "s", 0)).name
+    del t
+    gc.collect()
+    assert not os.path.exists(f"/dev/shm/{name}")

@@ -11,6 +11,7 @@ closed right after mapping, so ulimit -n does not bound the number of blocks.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from multiprocessing import shared_memory
@@ -41,7 +42,9 @@ class HostTier:
         self._segments: dict[BlockKey, tuple[shared_memory.SharedMemory, int]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
-        self._closed = False
+        # Unlink whatever is left if the tier is garbage-collected or the interpreter exits
+        # without close() (a SIGKILL still leaves segments: that is the janitor's job).
+        self._finalizer = weakref.finalize(self, _release_all, self._segments)
 
     def put(self, key: BlockKey, data: Data) -> int:
         size = data_len(data)
@@ -115,14 +118,12 @@ class HostTier:
 
     def close(self) -> None:
         with self._lock:
-            segments, self._segments, self._bytes = list(self._segments.values()), {}, 0
-            self._closed = True
-        for seg, _ in segments:
-            shm.release_segment(seg, unlink=True)
+            self._bytes = 0
+            self._finalizer()  # releases and clears self._segments in place
 
-    def __del__(self) -> None:  # last resort; close() is the contract
-        if not getattr(self, "_closed", True):
-            try:
-                self.close()
-            except Exception:
-                pass
+
+def _release_all(segments: dict[BlockKey, tuple[shared_memory.SharedMemory, int]]) -> None:
+    items = list(segments.values())
+    segments.clear()
+    for seg, _ in items:
+        shm.release_segment(seg, unlink=True)
