@@ -436,6 +436,30 @@ class TieredStore:
                 self._cond.wait(0.05 if left is None else min(left, 0.05))
             return True
 
+    def health(self) -> dict:
+        """Per-tier reachability for `/ready`: ``{"ok", "degraded": [names], "tiers": {...}}``.
+        A degraded cold tier leaves the store usable (answers come from warm tiers)."""
+        tiers = {}
+        for t in self.tiers:
+            probe = getattr(t, "ping", None)
+            try:
+                ok = bool(probe()) if probe is not None else True
+            except Exception:
+                ok = False
+            tiers[t.name] = {"ok": ok, "bytes": t.nbytes(), "budget_bytes": t.budget_bytes}
+        with self._meta:
+            for name, n in self._stats.errors.items():
+                if name in tiers:
+                    tiers[name]["errors"] = n
+            pending = len(self._pending)
+        degraded = [n for n, v in tiers.items() if not v["ok"]]
+        return {
+            "ok": not self._closed and tiers[self.names[0]]["ok"],
+            "degraded": degraded,
+            "pending_items": pending,
+            "tiers": tiers,
+        }
+
     def stats(self) -> dict:
         with self._meta:
             s = self._stats

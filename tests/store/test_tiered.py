@@ -302,11 +302,14 @@ def test_redis_down_degrades_and_catches_up(tmp_path, shm_guard):
         assert s.stats()["errors"].get("redis", 0) >= 1
         for i in range(3, 10):
             assert_same_block(make_block(i), found[i])
+        health = s.health()
+        assert health["ok"] and health["degraded"] == ["redis"] and not health["tiers"]["redis"]["ok"]
         proc, _ = start_redis(tmp_path, *persist, port=port)
         assert s.flush(timeout=60)
         assert s.blocks_by_tier()["pending"] == 0
         for got in s.get_many("cam-1", list(range(10))):
             assert_same_block(make_block(got.index), got)
+        assert s.health()["degraded"] == []
     finally:
         s.close()
         proc.kill()

@@ -158,5 +158,9 @@ class DiskTier:
             (k, size) for _mtime, k, size in self._found if k.fingerprint == fingerprint and k in self._sizes
         ]
 
+    def ping(self) -> bool:
+        """The directory exists and is writable."""
+        return self.root.is_dir() and os.access(self.root, os.W_OK | os.X_OK)
+
     def close(self) -> None:
         pass
