@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from streamvqa.store.keys import validate_fingerprint
+from streamvqa.store.quant import parse_scheme
 
 
 class _Strict(BaseModel):
@@ -45,6 +46,13 @@ class DiskTierConfig(_Strict):
     path: Path
     budget_bytes: int = Field(gt=0)
     fsync: bool = False  # fsync file + directory before a write counts as done
+    quantize: str = "none"  # "int8-g64": store blocks lossy-compressed here (see store/quant.py)
+
+    @field_validator("quantize")
+    @classmethod
+    def _quantize(cls, v: str) -> str:
+        parse_scheme(v)
+        return v
 
 
 class RedisTierConfig(_Strict):
@@ -58,6 +66,13 @@ class RedisTierConfig(_Strict):
     ttl_s: int | None = Field(default=None, gt=0)
     socket_timeout_s: float = Field(default=5.0, gt=0)
     batch: int = Field(default=32, gt=0)  # keys per pipeline round trip
+    quantize: str = "none"  # "int8-g64": store blocks lossy-compressed here (see store/quant.py)
+
+    @field_validator("quantize")
+    @classmethod
+    def _quantize(cls, v: str) -> str:
+        parse_scheme(v)
+        return v
 
 
 TierConfig = Annotated[HostTierConfig | DiskTierConfig | RedisTierConfig, Field(discriminator="kind")]

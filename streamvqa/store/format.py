@@ -34,6 +34,7 @@ import torch
 
 from streamvqa.store.block import Block
 from streamvqa.store.errors import CorruptBlockError, UnsupportedVersionError
+from streamvqa.store.quant import dequantize, parse_scheme, quantize
 
 MAGIC = b"SVQB"
 FORMAT_VERSION = 1
@@ -165,8 +166,13 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
-def plan(block: Block, fingerprint: str = "") -> EncodedBlock:
-    """Lay out `block` (tensors may live on any device; they are copied to CPU if needed)."""
+def plan(block: Block, fingerprint: str = "", quantization: str = "none") -> EncodedBlock:
+    """Lay out `block` (tensors may live on any device; they are copied to CPU if needed).
+
+    ``quantization="int8-g64"`` stores keys/values as int8 groups + scales (lossy, see `quant`);
+    sections are then ``keys.q``/``keys.scale`` and ``values.q``/``values.scale``.
+    """
+    group = parse_scheme(quantization)
     tensors: list[tuple[str, torch.Tensor]] = [("rep_keys", block.rep_keys), ("positions", block.positions)]
     meta_json: dict[str, Any] = {}
     for k, v in (block.meta or {}).items():
@@ -174,7 +180,12 @@ def plan(block: Block, fingerprint: str = "") -> EncodedBlock:
             tensors.append((_META_TENSOR + str(k), v))
         else:
             meta_json[k] = v
-    tensors += [("keys", block.keys), ("values", block.values)]
+    if group is None:
+        tensors += [("keys", block.keys), ("values", block.values)]
+    else:
+        for name, t in (("keys", block.keys), ("values", block.values)):
+            q, scale = quantize(t, group)
+            tensors += [(name + ".scale", scale), (name + ".q", q)]
 
     table, flats, offset = [], [], 0
     for name, t in tensors:
@@ -200,7 +211,7 @@ def plan(block: Block, fingerprint: str = "") -> EncodedBlock:
         "pos_end": int(block.pos_end),
         "layers": int(block.keys.shape[0]) if block.keys.dim() else 0,
         "dtype": dtype_name(block.keys.dtype),
-        "quantization": "none",
+        "quantization": quantization,
         "fingerprint": fingerprint,
         "meta": meta_json,
         "sections": table,
@@ -213,13 +224,22 @@ def plan(block: Block, fingerprint: str = "") -> EncodedBlock:
     return EncodedBlock(header_bytes, [(f, payload_start + o) for f, o in flats], payload_start, payload_len)
 
 
-def encode(block: Block, fingerprint: str = "") -> bytearray:
+def encode(block: Block, fingerprint: str = "", quantization: str = "none") -> bytearray:
     """Encode a block into a fresh buffer."""
-    return plan(block, fingerprint).to_bytes()
+    return plan(block, fingerprint, quantization).to_bytes()
 
 
-def encoded_size(block: Block, fingerprint: str = "") -> int:
-    return plan(block, fingerprint).size
+def encoded_size(block: Block, fingerprint: str = "", quantization: str = "none") -> int:
+    return plan(block, fingerprint, quantization).size
+
+
+def transcode(buf: bytes | bytearray | memoryview, quantization: str) -> bytes | bytearray | memoryview:
+    """Re-encode a verified block with another quantization (returns `buf` itself if unchanged).
+    Quantized blocks are never expanded back: asking for "none" keeps them as they are."""
+    header = read_header(buf)
+    if quantization == "none" or header.quantization == quantization:
+        return buf
+    return encode(decode(buf), header.fingerprint, quantization)
 
 
 def _parse_fixed(mv: memoryview) -> tuple[int, int, int]:
@@ -262,7 +282,15 @@ def read_header(buf: bytes | bytearray | memoryview) -> BlockHeader:
             ):
                 raise CorruptBlockError(f"section {sec.name} is inconsistent with its shape or the payload")
             sections[sec.name] = sec
-        for required in ("keys", "values", "positions", "rep_keys"):
+        if str(h["dtype"]) not in _DTYPES:
+            raise CorruptBlockError(f"unknown dtype {h['dtype']!r}")
+        quant = str(h["quantization"])
+        try:
+            quantized = parse_scheme(quant) is not None
+        except ValueError as e:
+            raise CorruptBlockError(str(e)) from None
+        kv = ("keys.q", "keys.scale", "values.q", "values.scale") if quantized else ("keys", "values")
+        for required in (*kv, "positions", "rep_keys"):
             if required not in sections:
                 raise CorruptBlockError(f"section {required!r} missing")
         return BlockHeader(
@@ -347,6 +375,10 @@ def decode(
     if copy:  # one copy of the whole payload, then zero-copy views into it
         mv = memoryview(bytearray(mv[: header.size]))
     tensors = {name: decode_section(mv, header, name, copy=False) for name in header.sections}
+    if header.quantization != "none":
+        dtype = _DTYPES[header.dtype]
+        for name in ("keys", "values"):
+            tensors[name] = dequantize(tensors.pop(name + ".q"), tensors.pop(name + ".scale"), dtype)
     meta = dict(header.meta)
     for name, t in tensors.items():
         if name.startswith(_META_TENSOR):

@@ -608,6 +608,9 @@ class TieredStore:
     def _write(self, i: int, key: BlockKey, data: Data, gen: int, *, sync: bool) -> None:
         """Make room in tier i, then store the block there. `sync`: victims are moved down
         synchronously (worker, durable path) instead of being staged for the worker."""
+        quantize = getattr(getattr(self.tiers[i], "config", None), "quantize", "none")
+        if quantize != "none":  # lossy cold tier: store the compressed encoding
+            data = fmt.transcode(data.to_bytes() if isinstance(data, fmt.EncodedBlock) else data, quantize)
         size = data_len(data)
         with self._tier_locks[i]:
             self._make_room(i, size, sync=sync, keep=key)

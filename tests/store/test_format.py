@@ -122,3 +122,35 @@ def test_numpy_scalars_in_meta_become_numbers():
 
     out = fmt.decode(fmt.encode(make_block(1, meta={"score": np.float32(0.5), "n": np.int64(3)})))
     assert out.meta == {"score": 0.5, "n": 3}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_int8_group_quantization_is_bounded_and_smaller(dtype):
+    block = make_block(2, dtype=dtype, head_dim=32, tokens=16, rope_rows=3)
+    exact = fmt.encode(block, "fp")
+    small = fmt.encode(block, "fp", quantization="int8-g16")
+    header = fmt.read_header(small)
+    assert header.quantization == "int8-g16" and header.dtype == fmt.dtype_name(dtype)
+    assert len(small) < 0.6 * len(exact) if dtype == torch.float32 else len(small) < 0.75 * len(exact)
+    out = fmt.decode(small, expect_fingerprint="fp")
+    for name in ("keys", "values"):
+        x, y = getattr(block, name), getattr(out, name)
+        assert y.dtype == dtype and y.shape == x.shape
+        groups = x.float().reshape(*x.shape[:-1], 2, 16)
+        bound = groups.abs().amax(-1, keepdim=True) / 127 / 2  # half a quantization step
+        err = (y.float() - x.float()).reshape(groups.shape).abs()
+        assert torch.all(err <= bound * 1.01 + groups.abs() * 2**-7)  # + output-dtype rounding
+        assert not torch.equal(x, y)  # lossy
+    assert torch.equal(out.positions, block.positions) and torch.equal(out.rep_keys, block.rep_keys)
+    assert out.meta == block.meta
+    assert fmt.transcode(small, "int8-g16") is small and fmt.transcode(small, "none") is small
+    assert fmt.read_header(fmt.transcode(exact, "int8-g16")).quantization == "int8-g16"
+
+
+def test_quantized_corruption_and_unknown_scheme():
+    buf = fmt.encode(make_block(1), quantization="int8-g16")
+    buf[-3] ^= 1
+    with pytest.raises(CorruptBlockError):
+        fmt.decode(buf)
+    with pytest.raises(ValueError, match="quantization scheme"):
+        fmt.encode(make_block(1), quantization="int3")

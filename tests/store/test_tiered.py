@@ -433,3 +433,25 @@ def test_put_timeout_when_the_cold_tier_never_drains(tmp_path, shm_guard):
     for got in s.get_many("cam-1", s.index("cam-1").indices):
         assert_same_block(make_block(got.index), got)
     s.close()
+
+
+def test_quantized_cold_tier_holds_compressed_blocks(tmp_path, shm_guard):
+    cfg = dict(fingerprint="fp")
+    cold = DiskTierConfig(path=tmp_path / "kv", budget_bytes=BLOCK * 100, quantize="int8-g16")
+    with TieredStore(TieredStoreConfig(tiers=[host(2.5), cold], **cfg)) as s:
+        for i in range(6):
+            s.put(make_block(i))
+        s.flush()
+        assert s.blocks_by_tier()["disk"] == 4
+        assert s.bytes_by_tier()["disk"] == s.tiers[1].nbytes()
+        assert s.tiers[1].nbytes() < 4 * BLOCK * 0.85  # small test blocks: header overhead dominates
+        header = fmt.read_header(s.tiers[1].get(s.key("cam-1", 0)))
+        assert header.quantization == "int8-g16"
+        got = s.get_many("cam-1", [0, 5])
+        assert torch.allclose(got[0].keys.float(), make_block(0).keys.float(), atol=0.05)
+        assert_same_block(make_block(5), got[1])  # still warm: exact
+    with TieredStore(TieredStoreConfig(tiers=[host(2.5), cold], **cfg)) as s:  # recovered
+        assert s.index("cam-1").indices == list(range(6))
+        assert torch.equal(s.index("cam-1").rep_keys[0], make_block(0).rep_keys)  # exact index
+    with pytest.raises(ValueError, match="quantization scheme"):
+        DiskTierConfig(path=tmp_path, budget_bytes=1, quantize="int3")
