@@ -511,6 +511,10 @@ class TieredStore:
             return PENDING
         return tiers[0] if tiers else None
 
+    def _fit(self, start: int, size: int) -> int | None:
+        """First tier from `start` whose budget can hold `size` bytes, None if none can."""
+        return next((i for i in range(start, len(self.tiers)) if size <= self.tiers[i].budget_bytes), None)
+
     def _first_fitting(self, start: int, size: int) -> int:
         for i in range(start, len(self.tiers)):
             if size <= self.tiers[i].budget_bytes:
@@ -647,7 +651,8 @@ class TieredStore:
             if entry is None or colder:
                 self._evict_copy(i, victim, demoted=entry is not None)
                 continue
-            if last:
+            dst = None if last else self._fit(i + 1, tier.size_of(victim) or 0)
+            if dst is None:  # last tier, or too big for every colder one: dropped
                 self._evict_copy(i, victim, demoted=False)
                 with self._meta:
                     if not entry.tiers and victim not in self._pending:
@@ -660,12 +665,12 @@ class TieredStore:
                 continue
             if sync:
                 try:
-                    self._write(self._first_fitting(i + 1, len(data)), victim, data, entry.gen, sync=True)
+                    self._write(dst, victim, data, entry.gen, sync=True)
                 except (StoreError, OSError) as e:  # colder tier down: stage instead of losing it
-                    self._error(i + 1, e)
-                    self._stage(victim, data, entry.gen, i + 1, backoff=True)
+                    self._error(dst, e)
+                    self._stage(victim, data, entry.gen, dst, backoff=True)
             else:
-                self._stage(victim, data, entry.gen, i + 1)
+                self._stage(victim, data, entry.gen, dst)
             self._evict_copy(i, victim, demoted=True)
 
     def _evict_copy(self, i: int, key: BlockKey, *, demoted: bool) -> None:
@@ -762,8 +767,12 @@ class TieredStore:
                     self._do_prefetch(job[1])
                 else:
                     self._land(job[1], job[2])
-            except Exception:  # never let the worker die
+            except Exception:  # never let the worker die (nor spin on the same job)
                 log.exception("write-behind worker error")
+                if job[0] == "land":
+                    with self._cond:
+                        job[2].in_flight = False
+                        job[2].not_before = time.monotonic() + self.config.write_behind.retry_backoff_s
             finally:
                 with self._cond:
                     self._busy = False
@@ -774,14 +783,16 @@ class TieredStore:
         with self._meta:
             entry = self._entries.get(key)
             done = entry is None or entry.gen != p.gen or any(j >= p.dst for j in entry.tiers)
-        dst = p.dst
-        while not done and dst < len(self.tiers):
+        dst = self._fit(p.dst, p.size)
+        if dst is None:  # fits no colder tier: dropped below (counted as an eviction)
+            done = True
+        while not done and dst is not None:
             try:
-                self._write(self._first_fitting(dst, p.size), key, p.data, p.gen, sync=True)
+                self._write(dst, key, p.data, p.gen, sync=True)
                 done = True
             except (StoreError, OSError) as e:
                 self._error(dst, e)
-                dst += 1
+                dst = self._fit(dst + 1, p.size)
         with self._cond:
             if self._pending.get(key) is p:
                 if done:
@@ -789,8 +800,9 @@ class TieredStore:
                     self._pending_bytes -= p.size
                     with self._meta:
                         entry = self._entries.get(key)
-                        if entry is not None and not entry.tiers:  # nowhere to go
+                        if entry is not None and entry.gen == p.gen and not entry.tiers:  # nowhere to go
                             self._forget(key)
+                            self._stats.evictions += 1
                 else:  # every colder tier failed: keep it readable here, retry later
                     p.in_flight = False
                     p.not_before = time.monotonic() + self.config.write_behind.retry_backoff_s

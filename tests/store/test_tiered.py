@@ -455,3 +455,17 @@ def test_quantized_cold_tier_holds_compressed_blocks(tmp_path, shm_guard):
         assert torch.equal(s.index("cam-1").rep_keys[0], make_block(0).rep_keys)  # exact index
     with pytest.raises(ValueError, match="quantization scheme"):
         DiskTierConfig(path=tmp_path, budget_bytes=1, quantize="int3")
+
+
+def test_victims_skip_colder_tiers_too_small_for_them(tmp_path, redis_url, shm_guard):
+    with store(host(2.5), disk(tmp_path / "a", 0.5), rds(redis_url, 100)) as s:
+        for i in range(5):
+            s.put(make_block(i))
+        s.flush()
+        assert s.blocks_by_tier() == {"host": 2, "disk": 0, "redis": 3, "pending": 0}
+        assert len(s.get_many("cam-1", list(range(5)))) == 5
+    with store(host(2.5), disk(tmp_path / "b", 0.5)) as s:  # nowhere to go: dropped and counted
+        for i in range(5):
+            s.put(make_block(i))
+        s.flush()
+        assert s.index("cam-1").indices == [3, 4] and s.stats()["evictions"] == 3
