@@ -1,33 +1,36 @@
 """KV block store: the `BlockStore` interface, the embedded `MemoryStore`, and the tiered store
-(host RAM in shared memory → disk → Redis) with its block format. See docs/store.md."""
+(host RAM in shared memory → disk → Redis) with its block format. See docs/store.md.
 
-from streamvqa.store.base import BlockStore, MemoryStore, StreamIndex
-from streamvqa.store.block import Block
-from streamvqa.store.config import (
-    DiskTierConfig,
-    HostTierConfig,
-    RedisTierConfig,
-    TieredStoreConfig,
-    WriteBehindConfig,
-)
-from streamvqa.store.errors import BlockNotFoundError, CorruptBlockError, StoreError
-from streamvqa.store.keys import BlockKey, model_fingerprint
-from streamvqa.store.tiered import TieredStore
+Names are imported lazily, so `import streamvqa.store.block` stays as light as it was.
+"""
 
-__all__ = [
-    "Block",
-    "BlockKey",
-    "BlockNotFoundError",
-    "BlockStore",
-    "CorruptBlockError",
-    "DiskTierConfig",
-    "HostTierConfig",
-    "MemoryStore",
-    "RedisTierConfig",
-    "StoreError",
-    "StreamIndex",
-    "TieredStore",
-    "TieredStoreConfig",
-    "WriteBehindConfig",
-    "model_fingerprint",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Block": "streamvqa.store.block",
+    "BlockStore": "streamvqa.store.base",
+    "MemoryStore": "streamvqa.store.base",
+    "StreamIndex": "streamvqa.store.base",
+    "TieredStore": "streamvqa.store.tiered",
+    "TieredStoreConfig": "streamvqa.store.config",
+    "HostTierConfig": "streamvqa.store.config",
+    "DiskTierConfig": "streamvqa.store.config",
+    "RedisTierConfig": "streamvqa.store.config",
+    "WriteBehindConfig": "streamvqa.store.config",
+    "BlockKey": "streamvqa.store.keys",
+    "model_fingerprint": "streamvqa.store.keys",
+    "StoreError": "streamvqa.store.errors",
+    "CorruptBlockError": "streamvqa.store.errors",
+    "BlockNotFoundError": "streamvqa.store.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'streamvqa.store' has no attribute {name!r}")
