@@ -45,7 +45,7 @@ def test_put_get_delete_and_accounting(tier):
     keys = {i: BlockKey("fp", "cam-1", i) for i in blocks}
     sizes = {}
     for i, b in blocks.items():
-        data = fmt.plan(b, "fp") if i % 2 else fmt.encode(b, "fp")  # both write paths
+        data = (fmt.encode(b, "fp"), fmt.plan(b, "fp"), b)[i % 3]  # bytes, planned, Block
         sizes[i] = t.put(keys[i], data)
     assert t.nbytes() == sum(sizes.values()) == real_bytes(kind, t, url)
     assert sorted(t.keys()) == sorted(keys.values())

@@ -10,10 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
-from streamvqa.store.format import EncodedBlock
+from streamvqa.store.block import Block
+from streamvqa.store.format import EncodedBlock, plan
 from streamvqa.store.keys import BlockKey
 
 Data = bytes | bytearray | memoryview | EncodedBlock
+
+
+def as_data(key: BlockKey, data: Data | Block) -> Data:
+    """Tiers also accept a `Block`: it is laid out (not yet copied) with the key's fingerprint."""
+    return plan(data, key.fingerprint) if isinstance(data, Block) else data
 
 
 def data_len(data: Data) -> int:
@@ -30,8 +36,8 @@ class Tier(Protocol):
     budget_bytes: int
     durable: bool  # survives a crash of the process that wrote it
 
-    def put(self, key: BlockKey, data: Data) -> int:
-        """Store the whole block (replacing any previous copy); returns bytes now held for it.
+    def put(self, key: BlockKey, data: Data | Block) -> int:
+        """Store the whole block (encoded bytes, an `EncodedBlock` or a `Block`) (replacing any previous copy); returns bytes now held for it.
         Returns only when the bytes are complete in this tier."""
 
     def get(self, key: BlockKey) -> bytearray | bytes | None:

@@ -16,9 +16,10 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+from streamvqa.store.block import Block
 from streamvqa.store.config import DiskTierConfig
 from streamvqa.store.keys import BlockKey, quote_stream, unquote_stream
-from streamvqa.store.tiers.base import Data, as_buffer
+from streamvqa.store.tiers.base import Data, as_buffer, as_data
 
 _SUFFIX = ".blk"
 _TMP = ".tmp-"
@@ -69,7 +70,8 @@ class DiskTier:
         self._found.sort()
 
     # -- Tier ------------------------------------------------------------------------------
-    def put(self, key: BlockKey, data: Data) -> int:
+    def put(self, key: BlockKey, data: Data | Block) -> int:
+        data = as_data(key, data)
         path = self.path_of(key)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.with_name(f"{path.name}{_TMP}{os.getpid()}-{next(self._tmp_ids)}")

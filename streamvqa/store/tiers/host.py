@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from multiprocessing import shared_memory
 
 from streamvqa.store import shm
+from streamvqa.store.block import Block
 from streamvqa.store.config import HostTierConfig
 from streamvqa.store.format import EncodedBlock
 from streamvqa.store.keys import BlockKey
-from streamvqa.store.tiers.base import Data, data_len
+from streamvqa.store.tiers.base import Data, as_data, data_len
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ class HostTier:
         # without close() (a SIGKILL still leaves segments: that is the janitor's job).
         self._finalizer = weakref.finalize(self, _release_all, self._segments)
 
-    def put(self, key: BlockKey, data: Data) -> int:
+    def put(self, key: BlockKey, data: Data | Block) -> int:
+        data = as_data(key, data)
         size = data_len(data)
         seg = shm.create_segment(shm.new_segment_name(self.config.shm_prefix), size)
         try:

@@ -14,10 +14,11 @@ from collections.abc import Iterable
 
 import redis
 
+from streamvqa.store.block import Block
 from streamvqa.store.config import RedisTierConfig
 from streamvqa.store.errors import TierUnavailableError
 from streamvqa.store.keys import BlockKey
-from streamvqa.store.tiers.base import Data, as_buffer
+from streamvqa.store.tiers.base import Data, as_buffer, as_data
 
 
 class RedisTier:
@@ -45,7 +46,8 @@ class RedisTier:
         except redis.RedisError as e:
             raise TierUnavailableError(f"redis tier {self.name!r}: {e}") from e
 
-    def put(self, key: BlockKey, data: Data) -> int:
+    def put(self, key: BlockKey, data: Data | Block) -> int:
+        data = as_data(key, data)
         buf = memoryview(as_buffer(data)).cast("B")
         self._call(lambda: self.client.set(self.redis_key(key), buf, ex=self.config.ttl_s))
         size = len(buf)
