@@ -1,0 +1,88 @@
+"""GroundedVision: shapes, any input size, save/load round trip and checksum failure."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from streamvqa.models.grounded.vision import (
+    GroundedVision,
+    GroundedVisionConfig,
+    default_weights_path,
+    sha256_path,
+)
+
+
+def frames(b: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (b, h, w, 3), generator=g, dtype=torch.uint8)
+
+
+def test_forward_shapes_any_size(fake_lm):
+    emb, tok = fake_lm
+    v = GroundedVision(GroundedVisionConfig(), emb, tok).eval()
+    assert v.image_size == 64
+    for h, w in [(64, 64), (120, 160), (37, 53)]:
+        out = v(frames(2, h, w))
+        assert out.shape == (2, v.n_tokens, 32)
+        assert torch.isfinite(out).all()
+    assert len(v.describe(frames(1, 64, 64))[0].split()) == v.n_tokens
+
+
+def test_rejects_bad_layout(fake_lm):
+    emb, tok = fake_lm
+    v = GroundedVision(GroundedVisionConfig(), emb, tok)
+    with pytest.raises(ValueError):
+        v(torch.zeros(2, 3, 64, 64, dtype=torch.uint8))
+
+
+def test_saves_only_trained_weights(fake_lm, tmp_path):
+    emb, tok = fake_lm
+    v = GroundedVision(GroundedVisionConfig(), emb, tok)
+    assert all(p.shape != emb.weight.shape for p in v.parameters())
+    v.save(tmp_path / "w.safetensors")
+    assert (tmp_path / "w.json").exists()
+    assert sha256_path(tmp_path / "w.safetensors").read_text().split()[0]
+
+
+def test_save_load_roundtrip_and_checksum(fake_lm, tmp_path):
+    emb, tok = fake_lm
+    torch.manual_seed(1)
+    v = GroundedVision(GroundedVisionConfig(), emb, tok).eval()
+    with torch.no_grad():
+        v.colour_words.add_(1.0)
+    path = tmp_path / "w.safetensors"
+    v.save(path)
+    w = GroundedVision.load(path, emb, tok)
+    x = frames(3, 48, 80)
+    assert torch.equal(v(x), w(x))
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="checksum"):
+        GroundedVision.load(path, emb, tok)
+
+
+def test_missing_checksum_is_an_error(fake_lm, tmp_path):
+    emb, tok = fake_lm
+    path = tmp_path / "w.safetensors"
+    GroundedVision(GroundedVisionConfig(), emb, tok).save(path)
+    sha256_path(path).unlink()
+    with pytest.raises(ValueError):
+        GroundedVision.load(path, emb, tok)
+
+
+def test_default_weights_path():
+    p = default_weights_path()
+    assert p.name == "grounded-v1.safetensors" and p.parent.name == "weights"
+
+
+@pytest.mark.slow
+def test_random_init_with_real_lm(real_lm):
+    lm, tok = real_lm
+    v = GroundedVision(GroundedVisionConfig(), lm.get_input_embeddings(), tok).eval()
+    out = v(frames(2, 64, 64))
+    assert out.shape == (2, v.n_tokens, 576)
+    # a confident "red" colour prediction reproduces the LM's own embedding of " red"
+    red = tok(" red", add_special_tokens=False)["input_ids"][-1]
+    assert torch.allclose(v.colour_words[1 + v.config.colours.index("red")], lm.get_input_embeddings().weight[red])
