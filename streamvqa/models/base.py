@@ -9,6 +9,7 @@ Stock transformers models only; nothing is patched.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -48,6 +49,12 @@ class PositionTracker(ABC):
     @abstractmethod
     def place(self, piece: Piece) -> torch.Tensor:
         """Positions [rows, n] for the piece's tokens; advances `next`."""
+
+    def fork(self, start: int) -> PositionTracker:
+        """A tracker of the same kind continuing from `start` (answer caches, re-laid blocks)."""
+        other = copy.copy(self)
+        other.next = start
+        return other
 
 
 class LinearPositions(PositionTracker):

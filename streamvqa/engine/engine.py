@@ -1,0 +1,65 @@
+"""The engine: one model, a block store, and the live stream sessions that share them."""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from streamvqa.engine.config import EngineConfig
+from streamvqa.engine.errors import EngineError
+from streamvqa.engine.session import StreamSession
+from streamvqa.models.base import ModelAdapter
+from streamvqa.models.loading import load_adapter
+from streamvqa.policies.presets import PRESETS, MethodError, resolve
+from streamvqa.store.base import BlockStore, MemoryStore
+
+
+class Engine:
+    def __init__(self, config: EngineConfig | None = None, adapter: ModelAdapter | None = None,
+                 store: BlockStore | None = None) -> None:
+        self.config = config or EngineConfig()
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        self.adapter = adapter or load_adapter(self.config.model, self.config.device, self.config.torch_dtype)
+        self.store = store or MemoryStore()
+        self.lock = threading.Lock()  # one forward at a time on the model
+        self.sessions: dict[str, StreamSession] = {}
+        self.observers: list = []
+
+    def model_info(self) -> dict:
+        a = self.adapter
+        return {
+            "name": self.config.model,
+            "family": a.family,
+            "device": str(a.device),
+            "dtype": str(a.dtype).removeprefix("torch."),
+            "layers": a.n_layers,
+            "fingerprint": a.fingerprint(),
+        }
+
+    def methods(self) -> list[str]:
+        return list(PRESETS)
+
+    def open_stream(self, stream_id: str, method: str = "rekv", options: dict | None = None) -> StreamSession:
+        if stream_id in self.sessions:
+            raise EngineError("stream_exists", f"stream {stream_id!r} already exists")
+        try:
+            config = resolve(method, options)
+        except MethodError as e:
+            raise EngineError(e.code, str(e)) from None
+        session = StreamSession(
+            stream_id, self.adapter, self.store, method, config, self.lock, self.observers,
+            self.config.max_question_chars, self.config.max_new_tokens,
+        )
+        self.sessions[stream_id] = session
+        return session
+
+    def get(self, stream_id: str) -> StreamSession:
+        if stream_id not in self.sessions:
+            raise EngineError("unknown_stream", f"no stream {stream_id!r}")
+        return self.sessions[stream_id]
+
+    def close_stream(self, stream_id: str) -> None:
+        self.get(stream_id).close()
+        del self.sessions[stream_id]

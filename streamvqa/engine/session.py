@@ -1,0 +1,272 @@
+"""One live stream: frames in, KV blocks out (stages 1-6), questions answered (stages 7-9)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import numpy as np
+import torch
+
+from streamvqa.engine.capture import Capture, capture
+from streamvqa.engine.errors import EngineError
+from streamvqa.engine.layout import LAYOUTS
+from streamvqa.engine.sampling import TextStream, next_token
+from streamvqa.engine.types import Answer, SessionStats, TokenEvent
+from streamvqa.engine.window import HotWindow, Sink, new_cache, place
+from streamvqa.models.base import ModelAdapter
+from streamvqa.policies.presets import MethodConfig
+from streamvqa.policies.retrieval.base import RetrievalContext
+from streamvqa.store.base import BlockStore
+from streamvqa.store.block import Block
+
+
+class StreamSession:
+    def __init__(
+        self,
+        stream_id: str,
+        adapter: ModelAdapter,
+        store: BlockStore,
+        method: str,
+        config: MethodConfig,
+        lock: threading.Lock,
+        observers: list,
+        max_question_chars: int = 2000,
+        max_new_tokens: int = 512,
+    ) -> None:
+        self.stream_id = stream_id
+        self.adapter = adapter
+        self.store = store
+        self.method = method
+        self.config = config
+        self.retriever = config.retriever()
+        self.lock = lock  # the engine's model lock, held per forward call
+        self.observers = observers
+        self.max_question_chars = max_question_chars
+        self.max_new_tokens = max_new_tokens
+        self.tracker = adapter.new_positions()
+        self.window = HotWindow(adapter, config.n_local)
+        self._pending: list[tuple[np.ndarray, float]] = []
+        self._push_lock = threading.Lock()  # frames of one stream are encoded in order
+        self._stats = SessionStats(method=method)
+        self._next_index = 0
+        self.closed = False
+        with self.lock, torch.inference_mode():
+            self._encode_prefix()
+
+    # -- stages 1-6: online encoding ---------------------------------------------------------
+    def _encode_prefix(self) -> None:
+        piece = self.adapter.prefix_piece()
+        positions = self.tracker.place(piece)
+        cache = new_cache(self.adapter, [], [])
+        with capture(self.adapter.attention_layers()) as cap:
+            self.adapter.forward(self.adapter.embed(piece), positions, cache, logits="none")
+        keys = torch.stack([layer.keys[0] for layer in cache.layers])  # already rotated
+        values = torch.stack([layer.values[0] for layer in cache.layers])
+        del cap
+        self.window.set_sink(Sink(keys, values, positions, self.tracker.next))
+
+    def push_frame(self, image: np.ndarray, t: float) -> None:
+        """Accept one decoded frame (HxWx3 uint8 RGB) at presentation time t (seconds)."""
+        if self.closed:
+            raise EngineError("stream_closed", f"stream {self.stream_id} is closed")
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise EngineError("invalid_frame", f"frames must be HxWx3 uint8, got {image.shape} {image.dtype}")
+        with self._push_lock:
+            self._stats.frames_received += 1
+            self._stats.last_frame_t = float(t)
+            self._pending.append((image, float(t)))
+            if len(self._pending) >= self.config.unit_frames:
+                unit, self._pending = self._pending, []
+                self._encode_unit(unit)
+
+    def _encode_unit(self, unit: list[tuple[np.ndarray, float]]) -> None:
+        start = time.perf_counter()
+        frames = [f for f, _ in unit]
+        t0, t1 = unit[0][1], unit[-1][1]
+        with self.lock, torch.inference_mode():
+            piece = self.adapter.unit_piece(frames, t0)
+            p0 = self.tracker.next
+            positions = self.tracker.place(piece)
+            p1 = self.tracker.next
+            window_positions = positions - p0 + self.window.next
+            with capture(self.adapter.attention_layers()) as cap:
+                self.adapter.forward(self.adapter.embed(piece), window_positions, self.window.cache, logits="none")
+            d = self.adapter.head_dim
+            keys = torch.stack([Capture.heads(k, d) for k in cap.k]).cpu()
+            values = torch.stack([Capture.heads(v, d) for v in cap.v]).cpu()
+            block = Block(
+                stream_id=self.stream_id,
+                index=self._next_index,
+                t_start=t0,
+                t_end=t1,
+                keys=keys,
+                values=values,
+                positions=positions.cpu(),
+                pos_start=p0,
+                pos_end=p1,
+                rep_keys=keys.float().mean(dim=2).to(keys.dtype),
+            )
+            self.store.put(block)
+            self._next_index += 1
+            self.window.push(block)
+        seconds = time.perf_counter() - start
+        self._stats.frames_encoded += len(unit)
+        self._stats.units_encoded += 1
+        self._stats.encode_seconds_total += seconds
+        for obs in self.observers:
+            obs.on_unit_encoded(self.stream_id, seconds, len(unit))
+
+    def stats(self) -> SessionStats:
+        s = self._stats
+        s.window_tokens = self.window.tokens
+        s.kv_bytes = {"device": self.window.nbytes, **self.store.bytes_by_tier(self.stream_id)}
+        s.kv_blocks = {"window": len(self.window.blocks), **self.store.blocks_by_tier(self.stream_id)}
+        return s
+
+    # -- stages 7-9: answering ---------------------------------------------------------------
+    def _check(self, question: str, max_tokens: int, temperature: float, top_p: float) -> None:
+        if not isinstance(question, str) or not question.strip():
+            raise EngineError("invalid_request", "question must be a non-empty string")
+        if len(question) > self.max_question_chars:
+            raise EngineError("question_too_long", f"question has {len(question)} characters; limit {self.max_question_chars}")
+        if not 1 <= max_tokens <= self.max_new_tokens:
+            raise EngineError("invalid_request", f"max_tokens must be in [1, {self.max_new_tokens}]")
+        if temperature < 0 or not 0 < top_p <= 1:
+            raise EngineError("invalid_request", "temperature must be >= 0 and top_p in (0, 1]")
+        if self._next_index == 0:
+            raise EngineError("empty_stream", f"stream {self.stream_id} has no encoded frames yet")
+
+    def _retrieve(self, question: str, at: float | None) -> tuple[list[list[int]], dict[int, tuple[float, float]]]:
+        """Stage 7: run the question over the hot window to get its mean pre-RoPE query per
+        layer, then let the policy choose blocks per layer."""
+        index = self.store.index(self.stream_id)
+        ids, rep, times = index.indices, index.rep_keys, index.times
+        if at is not None:
+            keep = [i for i, (_, t1) in enumerate(times) if t1 <= at]
+            if not keep:
+                raise EngineError("empty_stream", f"nothing was encoded before t={at}")
+            ids, rep, times = [ids[i] for i in keep], rep[keep], [times[i] for i in keep]
+        window_ids = [i for i in self.window.block_ids if i in set(ids)]
+        n_layers, d = self.adapter.n_layers, self.adapter.head_dim
+        query = torch.zeros(n_layers, self.adapter.n_heads * d)
+        if self.retriever.topk is not None and self.retriever.topk < len(ids):
+            piece = [self.adapter.text_segment(question)]
+            positions = torch.arange(piece[0].n).view(1, -1).expand(self.tracker.rows, -1) + self.window.next
+            cache = self.window.cache
+            with capture(self.adapter.attention_layers(), q=True, kv=False) as cap:
+                self.adapter.forward(self.adapter.embed(piece), positions, cache, logits="none")
+            cache.crop(-piece[0].n)  # the question leaves no trace in the stream's window
+            query = torch.stack([q[0].float().mean(0) for q in cap.q]).cpu()
+        ctx = RetrievalContext(query=query, rep_keys=rep, block_ids=ids, window_ids=window_ids)
+        return self.retriever.select(ctx), dict(zip(ids, times, strict=True))
+
+    def _answer_iter(
+        self, question: str, max_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
+        at: float | None = None, seed: int | None = None,
+    ) -> Iterator[TokenEvent | Answer]:
+        self._check(question, max_tokens, temperature, top_p)
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        adapter = self.adapter
+        with self.lock, torch.inference_mode():
+            timings["queue_s"] = time.perf_counter() - start
+            t = time.perf_counter()
+            selection, times = self._retrieve(question, at)
+            wanted = sorted({i for layer in selection for i in layer})
+            blocks = {b.index: b for b in self.store.get_many(self.stream_id, wanted)}
+            if len({sum(blocks[i].n_tokens for i in layer) for layer in selection}) > 1:
+                selection = [wanted] * len(selection)  # layers must hold equal lengths: use the union
+            timings["retrieval_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            per_layer = [[blocks[i] for i in layer] for layer in selection]
+            lay = LAYOUTS[self.config.positions]
+            laid = [lay(bl, self.window.sink.end) for bl in per_layer]
+            end = max(e for _, e in laid) if self.config.positions == "contiguous" else self.tracker.next
+            keys, values = place(adapter, self.window.sink, per_layer, [p for p, _ in laid])
+            cache = new_cache(adapter, keys, values)
+            tracker = self.tracker.fork(end)
+            piece = adapter.question_piece(question)
+            logits = adapter.forward(adapter.embed(piece), tracker.place(piece), cache, logits="last")[0, -1]
+            timings["prefill_s"] = time.perf_counter() - t
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        stream = TextStream(adapter.tokenizer)
+        ids: list[int] = []
+        finish = "length"
+        last = time.perf_counter()
+        for k in range(max_tokens):
+            tok = next_token(logits, temperature, top_p, gen)
+            if tok in adapter.eos_ids:
+                finish = "stop"
+                break
+            ids.append(tok)
+            now = time.perf_counter()
+            if k == 0:
+                timings["first_token_s"] = now - start
+            for obs in self.observers:
+                obs.on_token(self.stream_id, now - last)
+            last = now
+            yield TokenEvent(stream.push(tok), tok, k)
+            if k + 1 == max_tokens:
+                break
+            with self.lock, torch.inference_mode():
+                pos = torch.full((tracker.rows, 1), tracker.next)
+                tracker.next += 1
+                emb = adapter.backbone.get_input_embeddings()(torch.tensor([[tok]], device=adapter.device))
+                logits = adapter.forward(emb, pos, cache, logits="last")[0, -1]
+        timings.setdefault("first_token_s", time.perf_counter() - start)
+        timings["total_s"] = time.perf_counter() - start
+        answer = Answer(
+            text=adapter.tokenizer.decode(ids, skip_special_tokens=True).strip(),
+            token_ids=ids,
+            evidence=merge_ranges([times[i] for i in wanted]),
+            timings=timings,
+            finish_reason=finish,
+            tiers=self._tiers_of(wanted),
+            blocks_per_layer=selection,
+        )
+        for obs in self.observers:
+            obs.on_answer(self.stream_id, answer)
+        yield answer
+
+    def _tiers_of(self, indices: list[int]) -> dict[str, int]:
+        tier_of = getattr(self.store, "tier_of", None)
+        if tier_of is None:
+            return {getattr(self.store, "tier", "host"): len(indices)}
+        out: dict[str, int] = {}
+        for i in indices:
+            name = str(tier_of(self.stream_id, i))
+            out[name] = out.get(name, 0) + 1
+        return out
+
+    def answer(self, question: str, **kwargs) -> Answer:
+        """Answer synchronously (blocking)."""
+        *_, answer = self._answer_iter(question, **kwargs)
+        return answer
+
+    async def ask(self, question: str, **kwargs) -> AsyncIterator[TokenEvent | Answer]:
+        """Stream tokens, then the Answer. Model work runs in a thread: the loop never blocks."""
+        it = self._answer_iter(question, **kwargs)
+        done = object()
+        while True:
+            ev = await asyncio.to_thread(next, it, done)
+            if ev is done:
+                return
+            yield ev
+
+    def close(self) -> None:
+        self.closed = True
+        self.store.drop_stream(self.stream_id)
+
+
+def merge_ranges(ranges: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Time ranges sorted and merged where they touch (consecutive units)."""
+    out: list[tuple[float, float]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1] + 1e-9:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out

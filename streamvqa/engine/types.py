@@ -1,0 +1,44 @@
+"""What the engine hands back: streamed tokens, final answers, per-stream statistics."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class TokenEvent:
+    text: str
+    token_id: int
+    index: int
+
+
+@dataclass
+class Answer:
+    text: str
+    token_ids: list[int]
+    evidence: list[tuple[float, float]]  # time ranges of the blocks the answer cache was built from
+    timings: dict[str, float]  # queue_s, retrieval_s, prefill_s, first_token_s, total_s
+    finish_reason: str  # "stop" | "length"
+    tiers: dict[str, int] = field(default_factory=dict)  # blocks served per tier
+    blocks_per_layer: list[list[int]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("blocks_per_layer")
+        return d
+
+
+@dataclass
+class SessionStats:
+    method: str
+    frames_received: int = 0
+    frames_encoded: int = 0
+    units_encoded: int = 0
+    window_tokens: int = 0
+    kv_bytes: dict[str, int] = field(default_factory=dict)
+    kv_blocks: dict[str, int] = field(default_factory=dict)
+    last_frame_t: float | None = None
+    encode_seconds_total: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)

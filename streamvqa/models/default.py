@@ -1,0 +1,89 @@
+"""The embedded default model: the real SmolLM2-135M-Instruct with a small grounded vision tower.
+
+Like SmolVLM, visual tokens are fed into the language model's input embeddings; unlike it, the
+tower and its "words" connector are ours (`streamvqa.models.grounded`), trained on synthetic
+scenes while the language model stays frozen. Plain 1-D RoPE.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from streamvqa.models.base import LinearPositions, ModelAdapter, Piece, Segment
+from streamvqa.models.grounded import template
+
+log = logging.getLogger(__name__)
+
+
+class DefaultAdapter(ModelAdapter):
+    family = "default"
+
+    def __init__(self, model, tokenizer, vision, name: str = "default") -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.vision = vision.eval()
+        self.backbone = model.model
+        self.lm_head = model.lm_head
+        self.rotary = model.model.rotary_emb
+        self.name = name
+        eos = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id}
+        self.eos_ids = {int(i) for i in eos if i is not None}
+
+    @classmethod
+    def from_pretrained(
+        cls, path: Path, device: str = "cpu", dtype: torch.dtype = torch.float32, vision_weights: Path | None = None
+    ) -> DefaultAdapter:
+        from streamvqa.models.grounded.vision import (
+            GroundedVision,
+            GroundedVisionConfig,
+            default_weights_path,
+        )
+
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+        tok = AutoTokenizer.from_pretrained(path)
+        weights = vision_weights or default_weights_path()
+        emb = model.get_input_embeddings()
+        if Path(weights).exists():
+            vision = GroundedVision.load(Path(weights), emb, tok)
+        else:
+            log.warning("no trained vision weights at %s: the vision tower is random", weights)
+            torch.manual_seed(0)
+            vision = GroundedVision(GroundedVisionConfig(), emb, tok)
+        return cls(model, tok, vision.to(device), name=f"default:{Path(weights).name}")
+
+    def fingerprint(self) -> str:
+        return super().fingerprint() + "-" + self.name.split(":")[-1].split(".")[0]
+
+    def new_positions(self) -> LinearPositions:
+        return LinearPositions()
+
+    def prefix_piece(self) -> Piece:
+        return [self.text_segment(template.PREFIX)]
+
+    def _visual(self, frames: list[np.ndarray]) -> torch.Tensor:
+        batch = torch.from_numpy(np.stack(frames)).to(self.device)
+        return self.vision(batch).reshape(-1, self.model.config.hidden_size)
+
+    def unit_piece(self, frames: list[np.ndarray], t_start: float) -> Piece:
+        return [
+            self.text_segment(template.frame_open(t_start)),
+            Segment(embeds=self._visual(frames)),
+            self.text_segment(template.FRAME_CLOSE),
+        ]
+
+    def question_piece(self, question: str) -> Piece:
+        return [self.text_segment(template.question(question))]
+
+    def reference_inputs(self, frames: list[tuple[np.ndarray, float]], question: str) -> dict:
+        """The whole sequence as input embeddings for `generate` (no vision path in the LM)."""
+        piece = self.prefix_piece()
+        for frame, t in frames:
+            piece += self.unit_piece([frame], t)
+        piece += self.question_piece(question)
+        embeds = self.embed(piece)
+        return {"inputs_embeds": embeds, "attention_mask": torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)}
