@@ -1,0 +1,115 @@
+"""Idefics3 and SmolVLM (1-D RoPE): every frame is one image, without splitting.
+
+A unit is `Frame at hh:mm:ss: ` + per frame `<fake_token_around_image><global-img><image>×seq
+<fake_token_around_image>` + `\n`; the image tokens are the model's own vision tower + connector
+output (`get_image_features`), so the embeddings equal what the model merges in itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import torch
+
+from streamvqa.models.base import LinearPositions, ModelAdapter, Piece, PositionTracker, Segment
+from streamvqa.models.grounded import template as tpl
+from streamvqa.models.preprocess import HALF, eos_ids_of, group_units, load_local, norm_stats, to_pixels
+
+
+class Idefics3Adapter(ModelAdapter):
+    """Adapter for model_type idefics3 and smolvlm (same layout, same model API)."""
+
+    def __init__(self, model, tokenizer, path: Path | None = None, name: str = "") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.family = model.config.model_type  # "idefics3" or "smolvlm"
+        self.name = name or (Path(path).name if path else self.family)
+        self.backbone = model.model.text_model
+        self.lm_head = model.lm_head
+        self.rotary = self.backbone.rotary_emb
+        self.eos_ids = eos_ids_of(model, tokenizer)
+        vc = model.config.vision_config
+        self.image_size = int(vc.image_size)
+        self.image_seq_len = (self.image_size // int(vc.patch_size)) ** 2 // int(
+            model.config.scale_factor
+        ) ** 2
+        self.mean, self.std = norm_stats(path, HALF, HALF)
+        tid = tokenizer.convert_tokens_to_ids
+        self.image_id = int(model.config.image_token_id)
+        self.fake_id = tid("<fake_token_around_image>")
+        self.global_id = tid("<global-img>")
+
+    @classmethod
+    def from_pretrained(cls, path: Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Self:
+        model, tok = load_local(path, device, dtype)
+        if model.config.model_type not in ("idefics3", "smolvlm"):
+            raise ValueError(f"{path}: model_type {model.config.model_type!r} is not idefics3/smolvlm")
+        return cls(model, tok, Path(path))
+
+    # -- template -------------------------------------------------------------------------
+    def new_positions(self) -> PositionTracker:
+        return LinearPositions()
+
+    def prefix_piece(self) -> Piece:
+        return [self.text_segment(tpl.PREFIX)]
+
+    def question_piece(self, question: str) -> Piece:
+        return [self.text_segment(tpl.question(question))]
+
+    def pixels(self, frames: list[np.ndarray]) -> torch.Tensor:
+        """[n, 3, S, S] normalised pixels of the frames (squashed to the tower's square input)."""
+        return torch.stack(
+            [to_pixels(f, self.image_size, self.image_size, self.mean, self.std) for f in frames]
+        )
+
+    def _layout(self, t_start: float, visuals: list[Segment]) -> Piece:
+        """The unit's segments around per-frame visual segments (embeddings or placeholder ids)."""
+        piece = [self.text_segment(tpl.frame_open(t_start))]
+        for v in visuals:
+            piece += [
+                Segment(ids=torch.tensor([self.fake_id, self.global_id])),
+                v,
+                Segment(ids=torch.tensor([self.fake_id])),
+            ]
+        piece.append(self.text_segment(tpl.FRAME_CLOSE))
+        return piece
+
+    @torch.no_grad()
+    def image_embeds(self, frames: list[np.ndarray]) -> list[torch.Tensor]:
+        """Per frame [image_seq_len, hidden] from the model's own vision tower and connector."""
+        px = self.pixels(frames).to(self.device, self.model.dtype).unsqueeze(0)
+        out = self.model.model.get_image_features(px, return_dict=True).pooler_output
+        feats = (
+            torch.cat(list(out), dim=0) if isinstance(out, (list, tuple)) else out.reshape(-1, out.shape[-1])
+        )
+        return list(feats.reshape(len(frames), self.image_seq_len, -1))
+
+    def unit_piece(self, frames: list[np.ndarray], t_start: float) -> Piece:
+        return self._layout(t_start, [Segment(embeds=e) for e in self.image_embeds(frames)])
+
+    def unit_tokens(self, n_frames: int = 1) -> int:
+        """Tokens per unit of `n_frames` frames (the same for every timestamp)."""
+        return sum(
+            s.n
+            for s in self._layout(
+                0.0, [Segment(ids=torch.zeros(self.image_seq_len, dtype=torch.long))] * n_frames
+            )
+        )
+
+    def reference_inputs(
+        self, frames: list[tuple[np.ndarray, float]], question: str, unit_frames: int = 1
+    ) -> dict:
+        ids = [s.ids for s in self.prefix_piece()]
+        pix = []
+        ph = Segment(ids=torch.full((self.image_seq_len,), self.image_id, dtype=torch.long))
+        for unit, t in group_units(frames, unit_frames):
+            ids += [s.ids for s in self._layout(t, [ph] * len(unit))]
+            pix.append(self.pixels(unit))
+        ids += [s.ids for s in self.question_piece(question)]
+        input_ids = torch.cat(ids).unsqueeze(0).to(self.device)
+        out = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        if pix:
+            out["pixel_values"] = torch.cat(pix).unsqueeze(0).to(self.device, self.model.dtype)
+        return out
