@@ -19,11 +19,11 @@ def _ref_logits(adapter, ref: dict) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("unit_frames", [1, 2])
+@pytest.mark.parametrize("unit_frames", [1, 2, 3])
 def test_matches_model_one_shot(adapters, family, unit_frames):
     """Our embeddings + tracker positions reproduce the model's own pixel path and positions."""
     a = adapters(family)
-    frames = make_frames(4)
+    frames = make_frames(2 * unit_frames)
     pieces = stream_pieces(a, frames, Q, unit_frames)
     tr = a.new_positions()
     pos = torch.cat([tr.place(p) for p in pieces], dim=1)
