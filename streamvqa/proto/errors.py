@@ -1,0 +1,72 @@
+"""Stable API error codes and their HTTP statuses (clients match on ``code``, never on messages)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+#: code -> HTTP status. Codes are stable: add new ones, never rename or re-map existing ones.
+ERROR_STATUS: dict[str, int] = {
+    # request shape
+    "invalid_request": 422,  # body/params fail validation (malformed JSON too: 400, see below)
+    "malformed_json": 400,  # the body is not JSON at all
+    "payload_too_large": 413,  # body or WebSocket message over the configured byte limit
+    "question_too_long": 413,  # question over max_question_chars
+    "invalid_options": 422,  # method options rejected by the engine
+    "unknown_method": 400,  # method not in engine.methods()
+    "unsupported_scheme": 400,  # URL scheme not rtsp/rtsps/http/https/file (WebRTC: use /v1/whip)
+    "unsupported_media_type": 415,  # WHIP offer without Content-Type application/sdp
+    "method_not_allowed": 405,
+    "not_found": 404,
+    # streams
+    "unknown_stream": 404,
+    "stream_exists": 409,
+    "empty_stream": 409,  # a question before any frame was encoded
+    "too_many_streams": 429,
+    "too_many_questions": 429,  # concurrent questions per WebSocket connection
+    # sources (synchronous with ?probe=true; otherwise visible as last_error in GET)
+    "source_unreachable": 422,
+    "unsupported_codec": 422,
+    "no_video_stream": 422,
+    "decode_error": 422,
+    "resolution_too_large": 422,
+    "retries_exhausted": 422,
+    # server
+    "not_ready": 503,  # the model is still loading
+    "unsupported_topology": 501,
+    "internal": 500,
+}
+
+
+def status_for(code: str) -> int:
+    """HTTP status of an error code (500 for a code not in the table)."""
+    return ERROR_STATUS.get(code, 500)
+
+
+class ErrorDetail(BaseModel):
+    """The inner object of every error body."""
+
+    code: str = Field(description="stable machine-readable code; see ERROR_STATUS")
+    message: str = Field(description="human-readable detail; not stable")
+
+
+class ErrorBody(BaseModel):
+    """Every non-2xx JSON response: ``{"error": {"code": ..., "message": ...}}``."""
+
+    error: ErrorDetail
+
+    @classmethod
+    def of(cls, code: str, message: str) -> ErrorBody:
+        return cls(error=ErrorDetail(code=code, message=message))
+
+
+class ApiError(Exception):
+    """Raised anywhere in the server; rendered as :class:`ErrorBody` with :func:`status_for`."""
+
+    def __init__(self, code: str, message: str, status: int | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status if status is not None else status_for(code)
+
+    def body(self) -> dict:
+        return ErrorBody.of(self.code, self.message).model_dump()

@@ -1,0 +1,98 @@
+"""The answer path shared by REST and the WebSocket: validate, wait for ``at``, ask, convert."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from streamvqa.proto import AnswerResponse, ApiError, EvidenceRange, QuestionRequest, Timings
+
+from .metrics import ServerMetrics
+from .registry import StreamEntry, engine_error, session_stats
+from .settings import ServerSettings
+
+
+def is_answer(event: Any) -> bool:
+    """The engine's final ``Answer`` (vs a ``TokenEvent``)."""
+    return hasattr(event, "finish_reason")
+
+
+def to_response(answer: Any) -> AnswerResponse:
+    """Engine ``Answer`` -> :class:`AnswerResponse`."""
+    timings = {k: float(v) for k, v in (answer.timings or {}).items() if k in Timings.model_fields}
+    return AnswerResponse(
+        answer=answer.text,
+        evidence=[EvidenceRange(t_start=float(a), t_end=float(b)) for a, b in (answer.evidence or [])],
+        timings=Timings(**timings),
+        tokens=len(answer.token_ids or []),
+        finish_reason=answer.finish_reason or "stop",
+        tiers={str(k): int(v) for k, v in (getattr(answer, "tiers", None) or {}).items()},
+    )
+
+
+class AnswerService:
+    """Asks one stream's engine session a question and streams its events."""
+
+    def __init__(self, settings: ServerSettings, metrics: ServerMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+
+    def check(self, req: QuestionRequest) -> dict[str, Any]:
+        """Server limits on a question; returns the keyword arguments for ``session.ask``."""
+        s = self.settings
+        if len(req.question) > s.max_question_chars:
+            raise ApiError(
+                "question_too_long", f"question has {len(req.question)} characters; limit {s.max_question_chars}"
+            )
+        if not req.question.strip():
+            raise ApiError("invalid_request", "question is blank")
+        if req.max_tokens is not None and req.max_tokens > s.max_tokens:
+            raise ApiError("invalid_request", f"max_tokens {req.max_tokens} exceeds the limit {s.max_tokens}")
+        return {
+            "max_tokens": req.max_tokens or s.default_max_tokens,
+            "temperature": 0.0 if req.temperature is None else req.temperature,
+            "top_p": 1.0 if req.top_p is None else req.top_p,
+            **({"at": req.at} if req.at is not None else {}),
+        }
+
+    async def wait_for_time(self, entry: StreamEntry, at: float) -> None:
+        """Wait (bounded) until the stream was encoded up to stream time ``at`` or its ingest ended."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.at_wait_timeout_s
+        while loop.time() < deadline:
+            last = session_stats(entry.session).get("last_frame_t")
+            if last is not None and last >= at:
+                return
+            if entry.source.state.is_final:
+                return
+            await asyncio.sleep(0.05)
+
+    async def events(self, entry: StreamEntry, req: QuestionRequest) -> AsyncIterator[Any]:
+        """Token events, then the final answer; errors as :class:`ApiError`. Counts the outcome."""
+        ok = False
+        try:
+            kwargs = self.check(req)
+            if req.at is not None:
+                await self.wait_for_time(entry, req.at)
+            try:
+                async for ev in entry.session.ask(req.question, **kwargs):
+                    if is_answer(ev):
+                        ok = True
+                    yield ev
+            except ApiError:
+                raise
+            except Exception as e:
+                raise engine_error(e) from e
+        finally:
+            self.metrics.question_done(ok)
+
+    async def answer(self, entry: StreamEntry, req: QuestionRequest) -> AnswerResponse:
+        """The whole answer (REST)."""
+        final = None
+        async for ev in self.events(entry, req):
+            if is_answer(ev):
+                final = ev
+        if final is None:
+            raise ApiError("internal", "the engine finished without an answer")
+        return to_response(final)

@@ -1,0 +1,303 @@
+"""``create_app(settings, engine=None) -> FastAPI``: the REST, WebSocket, WHIP and ops endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request, Response, WebSocket
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+
+from streamvqa.proto import (
+    AnswerResponse,
+    ApiError,
+    ErrorBody,
+    QuestionRequest,
+    StreamCreate,
+    StreamInfo,
+    StreamList,
+)
+
+from .answers import AnswerService
+from .errors import BodyLimitMiddleware, install_error_handlers
+from .metrics import ServerMetrics, StreamCollector, render
+from .registry import StreamRegistry
+from .settings import ServerSettings
+from .ws import WsConnection
+
+log = logging.getLogger(__name__)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (400, 404, 409, 413, 422, 429, 500, 503)
+}
+
+
+def load_engine(settings: ServerSettings) -> Any:
+    """Build the engine the settings name (embedded topology)."""
+    if settings.topology != "embedded":
+        raise ApiError("unsupported_topology", f"topology {settings.topology!r} is not implemented yet; use embedded")
+    from streamvqa.engine import Engine, EngineConfig
+
+    return Engine(
+        EngineConfig(
+            model=settings.model,
+            device=settings.device,
+            dtype=settings.dtype,
+            max_question_chars=settings.max_question_chars,
+            max_new_tokens=settings.max_tokens,
+            threads=settings.threads,
+        )
+    )
+
+
+@dataclass
+class ServerState:
+    """What the endpoints share; ``engine``/``streams`` are None until the model has loaded."""
+
+    settings: ServerSettings
+    metrics: ServerMetrics
+    registry: CollectorRegistry
+    answers: AnswerService
+    engine: Any = None
+    streams: StreamRegistry | None = None
+    load_error: str | None = None
+    owns_engine: bool = False
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def attach(self, engine: Any) -> None:
+        self.engine = engine
+        self.streams = StreamRegistry(engine, self.settings)
+        observers = getattr(engine, "observers", None)
+        if isinstance(observers, list):
+            observers.append(self.metrics)
+        self.registry.register(StreamCollector(self.streams, lambda: self.device))
+        self.loaded.set()
+
+    @property
+    def device(self) -> str:
+        info = self.model_info()
+        return str(info.get("device") or self.settings.device)
+
+    def model_info(self) -> dict[str, Any]:
+        if self.engine is None:
+            return {}
+        try:
+            return dict(self.engine.model_info())
+        except Exception:
+            return {}
+
+    def require(self) -> StreamRegistry:
+        if self.streams is None:
+            msg = self.load_error or "the model is still loading"
+            raise ApiError("not_ready", msg)
+        return self.streams
+
+
+def create_app(settings: ServerSettings | None = None, engine: Any = None) -> FastAPI:
+    """The streamvqa API. With ``engine=None`` the engine is built from ``settings`` in the
+    background at startup (``/health`` answers meanwhile, ``/ready`` says 503 until loaded);
+    a given engine is used as is and not closed on shutdown."""
+    settings = settings or ServerSettings()
+    if settings.topology != "embedded":
+        raise ApiError("unsupported_topology", f"topology {settings.topology!r} is not implemented yet; use embedded")
+    registry = CollectorRegistry(auto_describe=True)
+    metrics = ServerMetrics(registry, settings.model)
+    state = ServerState(settings, metrics, registry, AnswerService(settings, metrics))
+
+    async def _load() -> None:
+        try:
+            eng = await asyncio.to_thread(load_engine, settings)
+        except Exception as e:
+            log.exception("engine failed to load")
+            state.load_error = f"model failed to load: {type(e).__name__}: {e}"
+            state.loaded.set()
+            return
+        state.owns_engine = True
+        state.attach(eng)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loader = None
+        if engine is not None:
+            state.attach(engine)
+        else:
+            loader = asyncio.create_task(_load())
+        try:
+            yield
+        finally:
+            if loader is not None and not loader.done():
+                loader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await loader
+            if state.streams is not None:
+                await state.streams.close_all()
+            if state.engine is not None:
+                observers = getattr(state.engine, "observers", None)
+                if isinstance(observers, list) and metrics in observers:
+                    observers.remove(metrics)
+                close = getattr(state.engine, "close", None)
+                if state.owns_engine and callable(close):
+                    await asyncio.to_thread(close)
+
+    app = FastAPI(
+        title="streamvqa",
+        version="0.1.0",
+        summary="Question answering over live video streams",
+        lifespan=lifespan,
+    )
+    app.state.server = state
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+
+    # -- streams --------------------------------------------------------------------------------
+
+    @app.post("/v1/streams", status_code=201, response_model=StreamInfo, responses=ERRORS, tags=["streams"])
+    async def create_stream(
+        body: StreamCreate,
+        probe: Annotated[bool, Query(description="open the source and decode a frame first")] = False,
+    ) -> StreamInfo:
+        """Start watching a stream (rtsp, rtsps, http, https, file). WebRTC: ``POST /v1/whip``."""
+        entry = await state.require().create(body, probe=probe)
+        return entry.info()
+
+    @app.get("/v1/streams", response_model=StreamList, tags=["streams"])
+    async def list_streams() -> StreamList:
+        return StreamList(streams=[e.info() for e in state.require().list()])
+
+    @app.get("/v1/streams/{stream_id}", response_model=StreamInfo, responses=ERRORS, tags=["streams"])
+    async def get_stream(stream_id: str) -> StreamInfo:
+        return state.require().get(stream_id).info()
+
+    @app.delete("/v1/streams/{stream_id}", status_code=204, responses=ERRORS, tags=["streams"])
+    async def delete_stream(stream_id: str) -> Response:
+        await state.require().delete(stream_id)
+        return Response(status_code=204)
+
+    @app.get("/v1/methods", tags=["streams"])
+    async def list_methods() -> dict[str, Any]:
+        """Method presets the engine offers, and the default."""
+        streams = state.require()
+        return {"methods": list(state.engine.methods()), "default": streams.resolve_method(None)}
+
+    # -- questions ------------------------------------------------------------------------------
+
+    @app.post(
+        "/v1/streams/{stream_id}/questions", response_model=AnswerResponse, responses=ERRORS, tags=["questions"]
+    )
+    async def ask(stream_id: str, body: QuestionRequest) -> AnswerResponse:
+        """Answer a question about everything the stream showed so far."""
+        entry = state.require().get(stream_id)
+        return await state.answers.answer(entry, body)
+
+    @app.websocket("/v1/streams/{stream_id}/ws")
+    async def ws(websocket: WebSocket, stream_id: str) -> None:
+        """Many questions per connection; see :mod:`streamvqa.server.ws`."""
+        if state.streams is None:
+            await websocket.accept()
+            await websocket.send_json(
+                {"type": "error", "request_id": None, "error": {"code": "not_ready", "message": "loading"}}
+            )
+            await websocket.close(1013)
+            return
+        await WsConnection(websocket, stream_id, state.streams, state.answers).run()
+
+    # -- WHIP (RFC 9725) ------------------------------------------------------------------------
+
+    @app.post(
+        "/v1/whip",
+        status_code=201,
+        responses={201: {"content": {"application/sdp": {}}}, **ERRORS},
+        tags=["whip"],
+    )
+    async def whip_publish(
+        request: Request,
+        method: str | None = None,
+        fps: Annotated[float | None, Query(gt=0, le=120)] = None,
+        name: str | None = None,
+    ) -> Response:
+        """WebRTC ingest: SDP offer in (``application/sdp``) -> ``201`` SDP answer + ``Location``."""
+        streams = state.require()
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/sdp":
+            raise ApiError("unsupported_media_type", "a WHIP offer must be sent as application/sdp")
+        offer = (await request.body()).decode("utf-8", "replace")
+        entry, answer = await streams.create_whip(offer, method=method, fps=fps, name=name)
+        return Response(
+            answer,
+            status_code=201,
+            media_type="application/sdp",
+            headers={"Location": f"/v1/whip/{entry.id}", "X-Stream-Id": entry.id},
+        )
+
+    @app.delete("/v1/whip/{stream_id}", responses=ERRORS, tags=["whip"])
+    async def whip_delete(stream_id: str) -> Response:
+        """End a WHIP session (the stream is deleted)."""
+        streams = state.require()
+        if streams.get(stream_id).kind != "whip":
+            raise ApiError("unknown_stream", f"{stream_id!r} is not a WHIP session")
+        await streams.delete(stream_id)
+        return Response(status_code=200)
+
+    @app.patch("/v1/whip/{stream_id}", status_code=405, responses={405: {"model": ErrorBody}}, tags=["whip"])
+    async def whip_patch(stream_id: str) -> JSONResponse:
+        """Trickle ICE / ICE restart are not supported (non-trickle answers carry every candidate)."""
+        raise ApiError("method_not_allowed", "trickle ICE is not supported", 405)
+
+    # -- ops ------------------------------------------------------------------------------------
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    async def prometheus_metrics() -> Response:
+        body = await asyncio.to_thread(render, registry, _collector(state))
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict[str, str]:
+        """Liveness: the process and its event loop respond."""
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["ops"])
+    async def ready() -> JSONResponse:
+        """Readiness: model loaded, store reachable; degraded parts listed (still ready)."""
+        checks: dict[str, Any] = {}
+        degraded: list[str] = []
+        ok = state.engine is not None
+        checks["model"] = {"ok": ok, **state.model_info()} if ok else {
+            "ok": False, "error": state.load_error or "loading"}
+        if ok:
+            store = _store_health(state.engine)
+            checks["store"] = store
+            if not store.get("ok", True):
+                ok = False
+            degraded += [f"store.{d}" for d in store.get("degraded", [])]
+        body: dict[str, Any] = {"ready": ok, "degraded": degraded, "checks": checks}
+        if not ok:
+            body["error"] = {"code": "not_ready", "message": state.load_error or "not ready"}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    return app
+
+
+def _collector(state: ServerState) -> StreamCollector:
+    if state.streams is None:
+        return StreamCollector(StreamRegistry(None, state.settings), lambda: state.settings.device)
+    return StreamCollector(state.streams, lambda: state.device)
+
+
+def _store_health(engine: Any) -> dict[str, Any]:
+    """The engine's store health (``engine.health()`` or ``engine.store.health()``), if it has one."""
+    for target in (engine, getattr(engine, "store", None)):
+        fn = getattr(target, "health", None) if target is not None else None
+        if callable(fn):
+            try:
+                h = dict(fn())
+            except Exception as e:
+                return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+            h.setdefault("ok", True)
+            h.setdefault("degraded", [])
+            return h
+    return {"ok": True, "degraded": [], "note": "in-process store"}

@@ -1,0 +1,268 @@
+"""The stream registry: one engine session + one ingest source (PyAV worker or WHIP) per stream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from streamvqa.proto import ApiError, LastError, StreamCreate, StreamInfo
+from streamvqa.workers.ingest import Frame, IngestConfig, IngestError, IngestStats, IngestWorker, probe_source
+
+from .settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+def engine_error(e: Exception) -> ApiError:
+    """Map an engine exception (``EngineError(code, message)``) to an :class:`ApiError`."""
+    code = getattr(e, "code", None)
+    message = getattr(e, "message", None) or str(e)
+    if isinstance(code, str):
+        return ApiError(code, message)
+    return ApiError("internal", f"{type(e).__name__}: {e}")
+
+
+def session_stats(session: Any) -> dict[str, Any]:
+    """``session.stats()`` as a dict (the engine returns a dataclass-like ``SessionStats``)."""
+    try:
+        s = session.stats()
+    except Exception:  # a closed session must not break GET or /metrics
+        return {}
+    if isinstance(s, dict):
+        return s
+    if hasattr(s, "__dataclass_fields__"):
+        return {k: getattr(s, k) for k in s.__dataclass_fields__}
+    if hasattr(s, "model_dump"):
+        return s.model_dump()
+    return dict(vars(s))
+
+
+@dataclass
+class StreamEntry:
+    """One registered stream."""
+
+    id: str
+    url: str
+    method: str
+    fps: float
+    name: str | None
+    session: Any
+    source: Any  # IngestWorker or WhipSession: .state, .stats(), .last_error
+    created_at: float = field(default_factory=time.time)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return "whip" if self.url.startswith("whip:") else "pyav"
+
+    def ingest_stats(self) -> IngestStats:
+        return self.source.stats()
+
+    def info(self) -> StreamInfo:
+        ing = self.ingest_stats()
+        ses = session_stats(self.session)
+        err = ing.last_error
+        return StreamInfo(
+            id=self.id,
+            name=self.name,
+            url=self.url,
+            state=ing.state,
+            method=self.method,
+            fps=self.fps,
+            frames_decoded=ing.frames_decoded,
+            frames_sampled=ing.frames_sampled,
+            frames_delivered=ing.frames_delivered,
+            frames_encoded=int(ses.get("frames_encoded", 0) or 0),
+            frames_dropped=dict(ing.frames_dropped),
+            units_encoded=int(ses.get("units_encoded", 0) or 0),
+            reconnects=ing.reconnects,
+            encode_lag_s=ing.encode_lag_s,
+            last_frame_t=ses.get("last_frame_t"),
+            memory_bytes={str(k): int(v) for k, v in (ses.get("kv_bytes") or {}).items()},
+            memory_blocks={str(k): int(v) for k, v in (ses.get("kv_blocks") or {}).items()},
+            last_error=LastError(**err) if err else None,
+            created_at=self.created_at,
+        )
+
+
+@dataclass
+class RetiredTotals:
+    """Counters of deleted streams, so Prometheus counters never go backwards."""
+
+    frames_decoded: int = 0
+    frames_encoded: int = 0
+    frames_dropped: dict[str, int] = field(default_factory=dict)
+
+    def add(self, entry: StreamEntry) -> None:
+        ing = entry.ingest_stats()
+        self.frames_decoded += ing.frames_decoded
+        self.frames_encoded += int(session_stats(entry.session).get("frames_encoded", 0) or 0)
+        for reason, n in ing.frames_dropped.items():
+            self.frames_dropped[reason] = self.frames_dropped.get(reason, 0) + n
+
+
+class StreamRegistry:
+    """Creates, lists and deletes streams. All coroutine methods run on the server's event loop."""
+
+    def __init__(self, engine: Any, settings: ServerSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self._streams: dict[str, StreamEntry] = {}
+        self._lock = threading.Lock()  # the metrics collector reads from a scrape thread
+        self.retired = RetiredTotals()
+
+    # -- lookups ------------------------------------------------------------------------------
+
+    def get(self, stream_id: str) -> StreamEntry:
+        with self._lock:
+            entry = self._streams.get(stream_id)
+        if entry is None:
+            raise ApiError("unknown_stream", f"no stream {stream_id!r}")
+        return entry
+
+    def list(self) -> list[StreamEntry]:
+        with self._lock:
+            return list(self._streams.values())
+
+    def snapshot(self) -> tuple[list[StreamEntry], RetiredTotals]:
+        with self._lock:
+            return list(self._streams.values()), RetiredTotals(
+                self.retired.frames_decoded, self.retired.frames_encoded, dict(self.retired.frames_dropped)
+            )
+
+    # -- validation ---------------------------------------------------------------------------
+
+    def resolve_method(self, method: str | None) -> str:
+        """The requested method, or the default; ``unknown_method`` if the engine lacks it."""
+        methods = list(self.engine.methods())
+        if method is None:
+            method = self.settings.default_method or ("rekv" if "rekv" in methods else methods[0])
+        if method not in methods:
+            raise ApiError("unknown_method", f"unknown method {method!r}; available: {', '.join(methods)}")
+        return method
+
+    def _check_capacity(self) -> None:
+        with self._lock:
+            n = len(self._streams)
+        if n >= self.settings.max_streams:
+            raise ApiError("too_many_streams", f"at most {self.settings.max_streams} streams per server")
+
+    def ingest_config(self, url: str, fps: float) -> IngestConfig:
+        s = self.settings
+        try:
+            return IngestConfig(
+                url=url,
+                fps=fps,
+                open_timeout_s=s.open_timeout_s,
+                read_timeout_s=s.read_timeout_s,
+                max_retries=s.max_retries,
+                realtime=s.realtime_files,
+            )
+        except ValidationError as e:
+            err = e.errors()[0]
+            code = "unsupported_scheme" if err["type"] == "unsupported_scheme" else "invalid_request"
+            raise ApiError(code, str(err["msg"])) from None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def _open_session(self, stream_id: str, method: str, options: dict[str, Any]) -> Any:
+        try:
+            return self.engine.open_stream(stream_id, method=method, options=options)
+        except Exception as e:
+            raise engine_error(e) from e
+
+    @staticmethod
+    def _sink(session: Any):
+        def push(frame: Frame) -> None:
+            session.push_frame(frame.image, frame.t)
+
+        return push
+
+    def _add(self, entry: StreamEntry) -> None:
+        with self._lock:
+            self._streams[entry.id] = entry
+
+    async def create(self, req: StreamCreate, probe: bool = False) -> StreamEntry:
+        """Validate, optionally probe, open the engine session and start ingest."""
+        fps = req.fps or self.settings.default_fps
+        config = self.ingest_config(req.url, fps)
+        method = self.resolve_method(req.method)
+        self._check_capacity()
+        if probe:
+            try:
+                await asyncio.to_thread(probe_source, config)
+            except IngestError as e:
+                raise ApiError(e.code, e.message) from e
+        stream_id = "s_" + uuid.uuid4().hex[:16]
+        options = dict(req.options or {})
+        session = self._open_session(stream_id, method, options)
+        worker = IngestWorker(config, self._sink(session), name=stream_id)
+        entry = StreamEntry(stream_id, config.url, method, fps, req.name, session, worker, options=options)
+        self._add(entry)
+        worker.start()
+        log.info("stream %s: %s (method %s, fps %g)", stream_id, config.url, method, fps)
+        return entry
+
+    async def create_whip(
+        self, offer_sdp: str, *, method: str | None, fps: float | None, name: str | None
+    ) -> tuple[StreamEntry, str]:
+        """Accept a WHIP offer as a new stream; returns the entry and the SDP answer."""
+        from streamvqa.workers.ingest.whip import WhipSession  # aiortc is optional
+
+        fps = fps or self.settings.default_fps
+        method = self.resolve_method(method)
+        self._check_capacity()
+        stream_id = "w_" + uuid.uuid4().hex[:16]
+        session = self._open_session(stream_id, method, {})
+        try:
+            whip, answer = await WhipSession.create(
+                offer_sdp,
+                self._sink(session),
+                fps=fps,
+                connect_timeout_s=self.settings.whip_connect_timeout_s,
+                session_id=stream_id,
+            )
+        except IngestError as e:
+            self._close_session(stream_id)
+            raise ApiError(e.code, e.message) from e
+        except BaseException:
+            self._close_session(stream_id)
+            raise
+        entry = StreamEntry(stream_id, f"whip://{stream_id}", method, fps, name, session, whip)
+        self._add(entry)
+        return entry, answer
+
+    def _close_session(self, stream_id: str) -> None:
+        try:
+            self.engine.close_stream(stream_id)
+        except Exception as e:  # already closed, or the engine is shutting down
+            log.debug("close_stream %s: %s", stream_id, e)
+
+    async def delete(self, stream_id: str) -> None:
+        """Stop ingest, close the engine session, forget the stream."""
+        entry = self.get(stream_id)
+        with self._lock:
+            if self._streams.pop(stream_id, None) is None:
+                raise ApiError("unknown_stream", f"no stream {stream_id!r}")
+        if entry.kind == "whip":
+            await entry.source.close()
+        else:
+            await asyncio.to_thread(entry.source.stop)
+        with self._lock:
+            self.retired.add(entry)
+        await asyncio.to_thread(self._close_session, stream_id)
+        log.info("stream %s deleted", stream_id)
+
+    async def close_all(self) -> None:
+        for entry in self.list():
+            try:
+                await self.delete(entry.id)
+            except ApiError:
+                pass
