@@ -164,6 +164,7 @@ class StreamRegistry:
                 read_timeout_s=s.read_timeout_s,
                 max_retries=s.max_retries,
                 realtime=s.realtime_files,
+                queue_size=s.ingest_queue_size,
             )
         except ValidationError as e:
             err = e.errors()[0]

@@ -35,7 +35,10 @@ class ServerSettings(BaseModel):
     open_timeout_s: float = Field(10.0, gt=0, description="ingest connect + probe deadline")
     read_timeout_s: float = Field(10.0, gt=0)
     max_retries: int = Field(5, ge=0)
-    realtime_files: bool = Field(False, description="pace file/HTTP sources at their timestamps")
+    realtime_files: bool = Field(
+        True, description="play file/HTTP sources at their own pace, like a live stream (else as fast as decoded)"
+    )
+    ingest_queue_size: int = Field(8, ge=1, description="sampled frames buffered per stream before dropping")
     at_wait_timeout_s: float = Field(60.0, gt=0, description="longest a question waits for ``at``")
     whip_connect_timeout_s: float = Field(30.0, gt=0)
     threads: int | None = Field(None, ge=1, description="torch CPU threads")
