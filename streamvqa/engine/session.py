@@ -60,12 +60,11 @@ class StreamSession:
     def _encode_prefix(self) -> None:
         piece = self.adapter.prefix_piece()
         positions = self.tracker.place(piece)
-        cache = new_cache(self.adapter, [], [])
         with capture(self.adapter.attention_layers()) as cap:
-            self.adapter.forward(self.adapter.embed(piece), positions, cache, logits="none")
-        keys = torch.stack([layer.keys[0] for layer in cache.layers])  # already rotated
-        values = torch.stack([layer.values[0] for layer in cache.layers])
-        del cap
+            self.adapter.forward(self.adapter.embed(piece), positions, new_cache(self.adapter, [], []), logits="none")
+        d = self.adapter.head_dim
+        keys = torch.stack([Capture.heads(k, d) for k in cap.k])
+        values = torch.stack([Capture.heads(v, d) for v in cap.v])
         self.window.set_sink(Sink(keys, values, positions, self.tracker.next))
 
     def push_frame(self, image: np.ndarray, t: float) -> None:

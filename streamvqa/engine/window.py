@@ -24,7 +24,7 @@ class Sink:
     """The prefix tokens every cache starts with, already rotated at their (fixed) positions."""
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor, end: int) -> None:
-        self.keys = keys  # [layers, kv_heads, n, d], post-RoPE (positions never change)
+        self.keys = keys  # [layers, kv_heads, n, d], pre-RoPE like every block
         self.values = values
         self.positions = positions
         self.end = end  # next position after the sink
@@ -47,9 +47,7 @@ class HotWindow:
     def set_sink(self, sink: Sink) -> None:
         self.sink = sink
         self.next = sink.end
-        self.cache = new_cache(self.adapter, [sink.keys[i] for i in range(sink.keys.shape[0])], [
-            sink.values[i] for i in range(sink.values.shape[0])
-        ])
+        self.cache = new_cache(self.adapter, *place(self.adapter, sink, [[]] * self.adapter.n_layers, None))
 
     def push(self, block: Block) -> bool:
         """Account for a unit the last forward appended to the cache; trim if over budget.
@@ -98,16 +96,18 @@ def place(
     blocks_per_layer: list[list[Block]],
     positions_per_layer: list[list[torch.Tensor]] | None,
     positions: list[torch.Tensor] | None = None,
+    shift: int = 0,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per layer: sink keys, then the layer's blocks rotated at their given positions."""
+    """Per layer: the sink, then the layer's blocks, rotated at their given positions (+ shift)."""
     dev, dt = adapter.device, adapter.dtype
+    sink_keys = adapter.rotate(sink.keys.to(dev, dt), sink.positions + shift)
     keys, values = [], []
     for layer, blocks in enumerate(blocks_per_layer):
-        pos = positions if positions is not None else positions_per_layer[layer]
-        k_parts, v_parts = [sink.keys[layer]], [sink.values[layer]]
+        k_parts, v_parts = [sink_keys[layer]], [sink.values[layer].to(dev, dt)]
         if blocks:
+            pos = positions if positions is not None else positions_per_layer[layer]
             k_pre = torch.cat([b.keys[layer] for b in blocks], dim=1).to(dev, dt)
-            k_parts.append(adapter.rotate(k_pre, torch.cat(pos, dim=1)))
+            k_parts.append(adapter.rotate(k_pre, torch.cat(pos, dim=1) + shift))
             v_parts.append(torch.cat([b.values[layer] for b in blocks], dim=1).to(dev, dt))
         keys.append(torch.cat(k_parts, dim=1))
         values.append(torch.cat(v_parts, dim=1))
