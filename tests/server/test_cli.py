@@ -1,0 +1,69 @@
+"""``streamvqa serve`` (a real process, stopped by PID) and ``streamvqa demo``."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from streamvqa.server.main import demo
+from streamvqa.server.settings import ServerSettings
+
+from .conftest import free_port, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "streamvqa.server.cli"]
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def test_serve_runs_and_stops(clip: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([*CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--model", "tiny:smolvlm"],
+                            cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{base}/ready", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return proc.poll() is not None
+
+        assert wait_until(ready, 120, 0.2) and proc.poll() is None
+        assert httpx.get(f"{base}/health").json() == {"status": "ok"}
+        r = httpx.post(f"{base}/v1/streams", json={"url": clip.as_uri(), "fps": 2})
+        assert r.status_code == 201
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate(timeout=10)
+    # uvicorn re-raises the captured SIGTERM after a graceful shutdown
+    assert proc.returncode in (0, -signal.SIGTERM), out[-3000:]
+    assert "Application shutdown complete" in out, out[-3000:]
+
+
+def test_serve_rejects_bad_input() -> None:
+    r = subprocess.run([*CLI, "serve", "--topology", "multi"], cwd=REPO, env=ENV, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode != 0 and "not implemented" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = subprocess.run([*CLI, "serve", "--port", "99999"], cwd=REPO, env=ENV, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode != 0 and "port" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_demo_runs_end_to_end() -> None:
+    out = io.StringIO()
+    rc = demo(ServerSettings(model="tiny:smolvlm"), question="What appeared?", out=out, min_frames=4)
+    text = out.getvalue()
+    assert rc == 0, text
+    assert "Q: What appeared?" in text and "evidence: " in text and "evidence: none" not in text, text
+    assert "vqa_time_to_first_token_seconds_count 1.0" in text and "vqa_frames_encoded_total" in text, text
