@@ -17,7 +17,14 @@ from streamvqa.engine import Engine, EngineConfig
 from streamvqa.server.app import create_app
 from streamvqa.server.main import BackgroundServer
 from streamvqa.server.settings import ServerSettings
-from tests.ingest.conftest import closed_port, free_port, gst_rtsp, rtsp_server_ctl  # noqa: F401
+from tests.ingest.conftest import (  # noqa: F401 - fixtures reused from the ingest tests
+    closed_port,
+    free_port,
+    gst_rtsp,
+    http_server,
+    media_dir,
+    rtsp_server_ctl,
+)
 from tests.ingest.media import write_index_mp4
 
 TINY = "tiny:smolvlm"

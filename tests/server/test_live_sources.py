@@ -112,3 +112,19 @@ def test_rtsp_stream_answered_and_reconnects(make_client, rtsp_server_ctl) -> No
     assert wait_until(lambda: info()["state"] == "running" and info()["frames_encoded"] > before + 2, 60), info()
     assert info()["reconnects"] >= 1
     assert client.delete(f"/v1/streams/{sid}").status_code == 204
+
+
+def test_http_stream_answered(make_client, http_server: str, media_dir, clip) -> None:
+    (media_dir / "server_clip.mp4").write_bytes(clip.read_bytes())
+    client = make_client()
+    r = client.post("/v1/streams", json={"url": f"{http_server}/server_clip.mp4", "fps": 5})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    assert wait_until(lambda: client.get(f"/v1/streams/{sid}").json()["state"] == "ended", 30)
+    info = client.get(f"/v1/streams/{sid}").json()
+    assert info["frames_encoded"] == 15 and info["last_error"] is None, info
+    r = client.post(f"/v1/streams/{sid}/questions", json={"question": "Which number?", "max_tokens": 3})
+    assert r.status_code == 200 and r.json()["evidence"]
+    missing = f"{http_server}/missing.mp4"
+    r = client.post("/v1/streams?probe=true", json={"url": missing})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "source_unreachable"
