@@ -18,6 +18,9 @@ class EngineConfig(BaseModel):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_question_chars: int = Field(2000, ge=1)
     max_new_tokens: int = Field(512, ge=1)
+    store: dict | None = Field(
+        None, description="TieredStoreConfig fields (tiers, durable, ...) without the fingerprint; None: host RAM only"
+    )
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None leaves torch's default")
 
     @property

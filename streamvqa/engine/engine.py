@@ -22,10 +22,24 @@ class Engine:
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         self.adapter = adapter or load_adapter(self.config.model, self.config.device, self.config.torch_dtype)
-        self.store = store or MemoryStore()
+        self.store = store or self._make_store()
         self.lock = threading.Lock()  # one forward at a time on the model
         self.sessions: dict[str, StreamSession] = {}
         self.observers: list = []
+
+    def _make_store(self) -> BlockStore:
+        if self.config.store is None:
+            return MemoryStore()
+        from streamvqa.store import TieredStore, TieredStoreConfig
+
+        # the model fingerprint is part of every key: two models never read each other's blocks
+        cfg = TieredStoreConfig.model_validate({**self.config.store, "fingerprint": self.adapter.fingerprint()})
+        return TieredStore(cfg)
+
+    def close(self) -> None:
+        for stream_id in list(self.sessions):
+            self.close_stream(stream_id)
+        self.store.close()
 
     def model_info(self) -> dict:
         a = self.adapter
