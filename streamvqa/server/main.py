@@ -100,7 +100,7 @@ def demo(
     settings: ServerSettings,
     question: str | None = None,
     out: TextIO = sys.stdout,
-    min_frames: int = 6,
+    min_frames: int = 10,
     load_timeout_s: float = 600.0,
 ) -> int:
     """Start the server in-process, feed a sample video, ask over the WebSocket, print, stop.
