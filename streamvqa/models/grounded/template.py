@@ -16,7 +16,8 @@ def timestamp(t: float) -> str:
 
 
 def frame_open(t: float) -> str:
-    return f"Frame at {timestamp(t)}: "
+    """"[00:01:23]": ten tokens, the same for every frame (short: it is paid once per frame)."""
+    return f"[{timestamp(t)}]"
 
 
 def question(q: str) -> str:

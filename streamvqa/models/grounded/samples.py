@@ -1,0 +1,74 @@
+"""Random training/evaluation samples: single scenes with QA turns, and short stream snippets.
+
+Snippets are a few frames of drifting background with one to three events (objects or digits,
+each lasting one to three frames) and needle questions about them, so the LM learns to read
+many frames' timestamped captions, as in serving.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streamvqa.models.grounded.sequences import Sample
+from streamvqa.models.grounded.vision import COLOURS, POSITIONS, SHAPES
+from streamvqa.synth.qa import QA_TYPES, question_of_type
+from streamvqa.synth.scenes import random_scene, render_scene
+from streamvqa.synth.streams import Event, Stream, needle_questions, render_stream_frame
+
+SIZES = ((128, 128), (96, 96), (160, 120), (64, 64), (192, 144))
+TYPE_WEIGHTS = {"colour": 1.0, "shape": 1.0, "count": 0.7, "position": 1.0, "digit": 0.8, "exists": 2.0}
+
+
+def random_time(rng: np.random.Generator) -> float:
+    return float(rng.integers(0, 3600))
+
+
+def scene_sample(rng: np.random.Generator, n_turns: int = 3, kinds: tuple[str, ...] | None = None) -> Sample:
+    """One frame of a random scene, `n_turns` questions of weighted-random types."""
+    scene = random_scene(rng)
+    w, h = SIZES[int(rng.integers(len(SIZES)))]
+    if kinds is None:
+        p = np.array([TYPE_WEIGHTS[k] for k in QA_TYPES])
+        kinds = tuple(str(k) for k in rng.choice(QA_TYPES, size=n_turns, replace=False, p=p / p.sum()))
+    qas = [question_of_type(scene, k, rng) for k in kinds]
+    return Sample([render_scene(scene, w, h)], [random_time(rng)], [(q.question, q.answer) for q in qas],
+                  [q.type for q in qas])
+
+
+def snippet_stream(rng: np.random.Generator, n_frames: int, gap: float) -> Stream:
+    """A short stream of `n_frames` frames `gap` seconds apart with 1-3 non-overlapping events."""
+    n_ev = int(rng.integers(1, min(3, n_frames) + 1))
+    starts = sorted(int(s) for s in rng.choice(n_frames, size=n_ev, replace=False))
+    shapes = list(rng.choice(SHAPES, size=n_ev, replace=False))
+    events = []
+    for i, s in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else n_frames
+        span = int(rng.integers(1, min(3, end - s) + 1))
+        t, dur = s * gap, span * gap
+        if rng.random() < 0.3:
+            events.append(Event(t, dur, digit=int(rng.integers(0, 10)), digit_colour=str(rng.choice(["white", "black"]))))
+        else:
+            events.append(Event(t, dur, shape=str(shapes[i]), colour=str(rng.choice(COLOURS)),
+                                position=str(rng.choice(POSITIONS)), size=float(rng.uniform(0.1, 0.14))))
+    w, h = SIZES[int(rng.integers(len(SIZES)))]
+    base = int(rng.integers(80, 160))
+    return Stream(seed=int(rng.integers(2**31 - 1)), duration=n_frames * gap, fps=1.0 / gap, width=w, height=h,
+                  background=tuple(int(base + rng.integers(-10, 11)) for _ in range(3)),  # type: ignore[arg-type]
+                  drift=tuple(float(rng.uniform(5, 15)) for _ in range(3)),  # type: ignore[arg-type]
+                  drift_period=float(rng.uniform(60, 400)), noise=float(rng.uniform(2, 8)), events=events)
+
+
+def snippet_sample(rng: np.random.Generator, n_frames: int | None = None, n_turns: int = 2) -> Sample | None:
+    """A stream snippet with needle questions; None when the events allow no question."""
+    n = int(rng.integers(2, 9)) if n_frames is None else n_frames
+    gap = float(rng.choice([1.0, 1.0, 2.0, 5.0]))
+    stream = snippet_stream(rng, n, gap)
+    qs = needle_questions(stream, rng)
+    if not qs:
+        return None
+    pick = rng.choice(len(qs), size=min(n_turns, len(qs)), replace=False)
+    t0 = float(rng.integers(0, 3000))
+    frames = [render_stream_frame(stream, i) for i in range(stream.n_frames)]
+    times = [t0 + i * gap for i in range(stream.n_frames)]
+    return Sample(frames, times, [(qs[int(i)]["question"], qs[int(i)]["answer"]) for i in pick],
+                  [qs[int(i)]["type"] for i in pick])

@@ -1,0 +1,257 @@
+"""Train the grounded default model: a small vision tower + "words" connector for frozen SmolLM2.
+
+Stage 1 pre-trains the tower and its scene-parse head on scene labels (colour and shape per
+position, digit, count). Stage 2 freezes them and trains only the connector's word tables
+through the frozen LM, loss on answer tokens, on single-scene QA and multi-frame stream
+snippets with needle questions. Deterministic given --seed and the step counts; --minutes caps
+the wall time (stage 2 stops early, keeping what it has). Prints the loss curve and held-out
+exact-match accuracy per question type.
+
+    .venv/bin/python tools/train_default_model.py --minutes 35 --out streamvqa/models/grounded/weights/grounded-v1.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from streamvqa.models.grounded.samples import SIZES, scene_sample, snippet_sample  # noqa: E402
+from streamvqa.models.grounded.sequences import IGNORE, Sample, Tokens, collate, embed  # noqa: E402
+from streamvqa.models.grounded.vision import GroundedVision, GroundedVisionConfig, default_weights_path  # noqa: E402
+from streamvqa.models.smollm2 import ensure_smollm2  # noqa: E402
+from streamvqa.synth.qa import QA_TYPES  # noqa: E402
+from streamvqa.synth.scenes import random_scene, render_scene, scene_labels  # noqa: E402
+from streamvqa.synth.streams import Event, Stream, stream_scene  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# -- stage 1 ---------------------------------------------------------------------------------
+def parse_batch(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Frames at one random size: 70% scenes, 30% stream-like (empty, one object, or a digit)."""
+    w, h = SIZES[int(rng.integers(len(SIZES)))]
+    frames, labels = [], defaultdict(list)
+    for _ in range(n):
+        if rng.random() < 0.7:
+            scene = random_scene(rng)
+        else:
+            r = rng.random()
+            kind = "empty" if r < 0.4 else ("digit" if r < 0.65 else "object")
+            ev = []
+            if kind == "digit":
+                ev = [Event(0, 1, digit=int(rng.integers(10)), digit_colour=str(rng.choice(["white", "black"])))]
+            elif kind == "object":
+                s = random_scene(rng, n_objects=1, digit_p=0.0).objects[0]
+                ev = [Event(0, 1, shape=s.shape, colour=s.colour, position=s.position, size=s.size)]
+            st = Stream(seed=int(rng.integers(2**31 - 1)), duration=1, background=tuple(int(x) for x in rng.integers(80, 160, 3)),
+                        drift=(10.0, 10.0, 10.0), drift_period=float(rng.uniform(60, 400)),
+                        noise=float(rng.uniform(2, 8)), events=ev)
+            scene = stream_scene(st, float(rng.uniform(0, 400)), int(rng.integers(1 << 20)))
+        frames.append(render_scene(scene, w, h))
+        for k, v in scene_labels(scene).items():
+            labels[k].append(v)
+    x = torch.from_numpy(np.stack(frames))
+    return x, {k: torch.as_tensor(np.array(v)) for k, v in labels.items()}
+
+
+def parse_loss(vision: GroundedVision, x: torch.Tensor, y: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    p = vision.parse(x)
+    loss = (F.cross_entropy(p.colour.flatten(0, 1), y["colour"].flatten())
+            + F.cross_entropy(p.shape.flatten(0, 1), y["shape"].flatten())
+            + F.cross_entropy(p.digit, y["digit"]) + F.cross_entropy(p.count, y["count"]))
+    acc = {
+        "colour": (p.colour.argmax(-1) == y["colour"]).float().mean().item(),
+        "shape": (p.shape.argmax(-1) == y["shape"]).float().mean().item(),
+        "digit": (p.digit.argmax(-1) == y["digit"]).float().mean().item(),
+        "count": (p.count.argmax(-1) == y["count"]).float().mean().item(),
+    }
+    return loss, acc
+
+
+def stage1(vision: GroundedVision, seed: int, steps: int, batch: int, max_s: float) -> None:
+    rng = np.random.default_rng(seed)
+    params = list(vision.tower.parameters()) + list(vision.head.parameters())
+    opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=1e-4)
+    vision.train()
+    t0 = time.time()
+    for step in range(steps):
+        lr = 2e-3 * 0.5 * (1 + math.cos(math.pi * step / steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, y = parse_batch(rng, batch)
+        loss, acc = parse_loss(vision, x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 100 == 0 or step == steps - 1:
+            log(f"stage1 step {step} loss {loss.item():.4f} acc " + " ".join(f"{k}={v:.3f}" for k, v in acc.items()))
+        if time.time() - t0 > max_s:
+            log(f"stage1 stopped at step {step} (time cap)")
+            break
+    vision.eval()
+    with torch.no_grad():
+        x, y = parse_batch(np.random.default_rng(seed + 12345), 512)
+        _, acc = parse_loss(vision, x, y)
+    log("stage1 held-out head accuracy " + " ".join(f"{k}={v:.3f}" for k, v in acc.items()))
+
+
+# -- stage 2 ---------------------------------------------------------------------------------
+def train_batch(rng: np.random.Generator, p_snippet: float, batch: int) -> list[Sample]:
+    """All scenes, or all snippets with the same number of frames (little padding)."""
+    if rng.random() >= p_snippet:
+        return [scene_sample(rng) for _ in range(batch)]
+    n = int(rng.integers(2, 7))
+    out: list[Sample] = []
+    while len(out) < batch:
+        s = snippet_sample(rng, n_frames=n)
+        if s is not None:
+            out.append(s)
+    return out
+
+
+def lm_loss(lm, vision, batch: dict, emb) -> torch.Tensor:
+    x = embed(batch["ids"], batch["frames"], vision, emb)
+    labels = batch["labels"][:, 1:]
+    keep = labels != IGNORE
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = lm.model(inputs_embeds=x, attention_mask=batch["mask"]).last_hidden_state[:, :-1]
+        logits = lm.lm_head(h[keep])  # only where an answer token is predicted
+    return F.cross_entropy(logits.float(), labels[keep])
+
+
+def held_out(seed: int, per_type: int, n_snippets: int) -> list[Sample]:
+    """Single-question samples: `per_type` scenes per QA type, then stream snippets."""
+    rng = np.random.default_rng(seed)
+    out = [scene_sample(rng, kinds=(k,)) for k in QA_TYPES for _ in range(per_type)]
+    while n_snippets > 0:
+        s = snippet_sample(rng, n_turns=1)
+        if s is not None:
+            out.append(s)
+            n_snippets -= 1
+    return out
+
+
+@torch.no_grad()
+def exact_match(lm, vision, samples: list[Sample], toks: Tokens, pad_id: int, batch: int = 16) -> dict[str, float]:
+    """Greedy exact match, computed teacher-forced: every answer token (and <|im_end|>) must be
+    the argmax, which is exactly when greedy decoding produces the answer and stops."""
+    emb = lm.get_input_embeddings()
+    hits: dict[str, list[int]] = defaultdict(list)
+    for i in range(0, len(samples), batch):
+        chunk = samples[i:i + batch]
+        b = collate(chunk, toks, vision.n_tokens, pad_id)
+        x = embed(b["ids"], b["frames"], vision, emb)
+        labels = b["labels"][:, 1:]
+        keep = labels != IGNORE
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            h = lm.model(inputs_embeds=x, attention_mask=b["mask"]).last_hidden_state[:, :-1]
+            pred = lm.lm_head(h[keep]).float().argmax(-1)
+        ok = torch.ones_like(labels, dtype=torch.bool)
+        ok[keep] = pred == labels[keep]
+        for j, s in enumerate(chunk):
+            hits[s.types[0]].append(int(ok[j].all()))
+    acc = {k: float(np.mean(v)) for k, v in sorted(hits.items())}
+    scene = [x for k in QA_TYPES for x in hits.get(k, [])]
+    stream = [x for k, v in hits.items() if k not in QA_TYPES for x in v]
+    acc["frames_overall"] = float(np.mean(scene)) if scene else 0.0
+    acc["snippets_overall"] = float(np.mean(stream)) if stream else 0.0
+    return acc
+
+
+def stage2(lm, vision, tok, args, deadline: float) -> dict:
+    toks = Tokens(tok)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 2
+    emb = lm.get_input_embeddings()
+    params = [vision.colour_words, vision.shape_words, vision.digit_words, vision.count_words, vision.position_words]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    rng = np.random.default_rng(args.seed + 1)
+    evalset = held_out(args.seed + 999, args.eval_per_type, args.eval_snippets)
+    history, results = [], {}
+    t0 = time.time()
+    ema = None
+    for step in range(args.steps):
+        warm = min(1.0, (step + 1) / 30)
+        lr = args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        samples = train_batch(rng, args.p_snippet, args.batch)
+        loss = lm_loss(lm, vision, collate(samples, toks, vision.n_tokens, pad_id), emb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ema = loss.item() if ema is None else 0.9 * ema + 0.1 * loss.item()
+        history.append(round(loss.item(), 4))
+        if step % 10 == 0:
+            log(f"stage2 step {step} loss {loss.item():.4f} ema {ema:.4f} lr {lr:.2e} ({(time.time() - t0) / (step + 1):.2f} s/step)")
+        last = step == args.steps - 1 or time.time() > deadline
+        if (args.eval_every and step and step % args.eval_every == 0) or last:
+            results = exact_match(lm, vision, evalset, toks, pad_id)
+            log(f"held-out at step {step}: " + " ".join(f"{k}={v:.3f}" for k, v in results.items()))
+            if args.out:
+                vision.save(Path(args.out))
+                log(f"saved {args.out}")
+        if last:
+            if step < args.steps - 1:
+                log(f"stage2 stopped at step {step} (time cap)")
+            break
+    return {"loss_curve": history, "held_out": results, "steps_done": step + 1}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--minutes", type=float, default=35.0, help="wall-time cap for the whole run")
+    ap.add_argument("--stage1-steps", type=int, default=800)
+    ap.add_argument("--stage1-batch", type=int, default=64)
+    ap.add_argument("--stage1-max-s", type=float, default=300.0)
+    ap.add_argument("--steps", type=int, default=400, help="stage-2 steps (cosine schedule length)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--p-snippet", type=float, default=0.35)
+    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--eval-per-type", type=int, default=30)
+    ap.add_argument("--eval-snippets", type=int, default=60)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(default_weights_path()))
+    ap.add_argument("--report", default=None, help="write the loss curve and accuracies as JSON")
+    args = ap.parse_args(argv)
+
+    start = time.time()
+    deadline = start + args.minutes * 60
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = ensure_smollm2()
+    lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    for p in lm.parameters():
+        p.requires_grad_(False)
+    vision = GroundedVision(GroundedVisionConfig(), lm.get_input_embeddings(), tok)
+    log(f"vision params {sum(p.numel() for p in vision.parameters())}")
+    stage1(vision, args.seed, args.stage1_steps, args.stage1_batch, max_s=args.stage1_max_s)
+    for p in list(vision.tower.parameters()) + list(vision.head.parameters()):
+        p.requires_grad_(False)
+    report = stage2(lm, vision, tok, args, deadline)
+    report.update({"seed": args.seed, "wall_s": round(time.time() - start, 1), "args": vars(args)})
+    log(f"done in {report['wall_s']:.0f} s")
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
