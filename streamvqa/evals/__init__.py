@@ -1,0 +1,1 @@
+"""Accuracy evaluations of the grounded default model: single-frame QA and streaming needle QA."""
