@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from streamvqa.models.grounded import template as chat
+
 
 @dataclass
 class Segment:
@@ -161,17 +163,18 @@ class ModelAdapter(ABC):
     @abstractmethod
     def new_positions(self) -> PositionTracker: ...
 
-    @abstractmethod
     def prefix_piece(self) -> Piece:
-        """System prompt and the opening of the user turn; the sink tokens of the stream."""
+        """System prompt and the opening of the user turn; the sink tokens of the stream.
+        ChatML by default (every family served here speaks it)."""
+        return [self.text_segment(chat.PREFIX)]
 
     @abstractmethod
     def unit_piece(self, frames: list[np.ndarray], t_start: float) -> Piece:
         """One stream unit: a timestamped wrapper around the frames' visual tokens."""
 
-    @abstractmethod
     def question_piece(self, question: str) -> Piece:
         """The question, the end of the user turn and the opening of the assistant turn."""
+        return [self.text_segment(chat.question(question))]
 
     @abstractmethod
     def reference_inputs(self, frames: list[tuple[np.ndarray, float]], question: str) -> dict:

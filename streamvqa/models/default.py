@@ -62,9 +62,6 @@ class DefaultAdapter(ModelAdapter):
     def new_positions(self) -> LinearPositions:
         return LinearPositions()
 
-    def prefix_piece(self) -> Piece:
-        return [self.text_segment(template.PREFIX)]
-
     def _visual(self, frames: list[np.ndarray]) -> torch.Tensor:
         batch = torch.from_numpy(np.stack(frames)).to(self.device)
         return self.vision(batch).reshape(-1, self.model.config.hidden_size)
@@ -75,9 +72,6 @@ class DefaultAdapter(ModelAdapter):
             Segment(embeds=self._visual(frames)),
             self.text_segment(template.FRAME_CLOSE),
         ]
-
-    def question_piece(self, question: str) -> Piece:
-        return [self.text_segment(template.question(question))]
 
     def reference_inputs(self, frames: list[tuple[np.ndarray, float]], question: str) -> dict:
         """The whole sequence as input embeddings for `generate` (no vision path in the LM)."""

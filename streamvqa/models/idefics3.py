@@ -52,12 +52,6 @@ class Idefics3Adapter(ModelAdapter):
     def new_positions(self) -> PositionTracker:
         return LinearPositions()
 
-    def prefix_piece(self) -> Piece:
-        return [self.text_segment(tpl.PREFIX)]
-
-    def question_piece(self, question: str) -> Piece:
-        return [self.text_segment(tpl.question(question))]
-
     def pixels(self, frames: list[np.ndarray]) -> torch.Tensor:
         """[n, 3, S, S] normalised pixels of the frames (squashed to the tower's square input)."""
         return torch.stack(

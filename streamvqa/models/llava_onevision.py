@@ -50,12 +50,6 @@ class LlavaOnevisionAdapter(ModelAdapter):
     def new_positions(self) -> PositionTracker:
         return LinearPositions()
 
-    def prefix_piece(self) -> Piece:
-        return [self.text_segment(tpl.PREFIX)]
-
-    def question_piece(self, question: str) -> Piece:
-        return [self.text_segment(tpl.question(question))]
-
     def _layout(self, t_start: float, visual: Segment) -> Piece:
         return [self.text_segment(tpl.frame_open(t_start)), visual, self.text_segment(tpl.FRAME_CLOSE)]
 

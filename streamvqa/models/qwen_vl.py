@@ -113,12 +113,6 @@ class QwenVLAdapter(ModelAdapter):
     def new_positions(self) -> PositionTracker:
         return MRopePositions(interval=self.interval)
 
-    def prefix_piece(self) -> Piece:
-        return [self.text_segment(tpl.PREFIX)]
-
-    def question_piece(self, question: str) -> Piece:
-        return [self.text_segment(tpl.question(question))]
-
     def _layout(self, t_start: float, visual: Segment) -> Piece:
         return [
             self.text_segment(tpl.frame_open(t_start)),

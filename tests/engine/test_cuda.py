@@ -5,7 +5,9 @@ import torch
 
 from streamvqa.engine import Engine
 from streamvqa.models.loading import load_adapter
-from tests.engine.conftest import make_frames
+from tests.engine.conftest import make_frames, reference_tokens
+
+QUESTION = "What colour is the square?"
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -18,14 +20,7 @@ def test_exact_mode_on_cuda_equals_offline_generate(name):
     frames = make_frames(4)
     for image, t in frames:
         session.push_frame(image, t)
-    answer = session.answer("What colour is the square?", max_tokens=8)
-    inputs = adapter.reference_inputs(frames, "What colour is the square?")
-    out = adapter.model.generate(**inputs, max_new_tokens=8, do_sample=False)
-    new = out[0, inputs["input_ids"].shape[1]:] if "input_ids" in inputs else out[0]
-    expected = []
-    for tok in new.tolist():
-        if tok in adapter.eos_ids:
-            break
-        expected.append(tok)
+    answer = session.answer(QUESTION, max_tokens=8)
+    expected = reference_tokens(adapter, frames, QUESTION, 8)
     assert answer.token_ids == expected
     assert adapter.device.type == "cuda"

@@ -6,7 +6,7 @@ from transformers import DynamicCache
 
 from streamvqa.engine import Engine
 from streamvqa.engine.window import new_cache, place
-from tests.engine.conftest import make_frames
+from tests.engine.conftest import make_frames, reference_tokens
 
 QUESTION = "What colour is the square?"
 
@@ -45,14 +45,7 @@ def test_chunked_encoding_equals_one_shot_prefill(adapter):
 def test_exact_mode_equals_offline_generate(adapter):
     session, frames = full_session(adapter)
     answer = session.answer(QUESTION, max_tokens=8)
-    inputs = adapter.reference_inputs(frames, QUESTION)
-    out = adapter.model.generate(**inputs, max_new_tokens=8, do_sample=False)
-    new = out[0, inputs["input_ids"].shape[1]:] if "input_ids" in inputs else out[0]
-    expected = []
-    for tok in new.tolist():
-        if tok in adapter.eos_ids:
-            break
-        expected.append(tok)
+    expected = reference_tokens(adapter, frames, QUESTION, 8)
     assert answer.token_ids == expected
     assert answer.evidence == [(float(i), float(i)) for i in range(4)]
 
