@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh --test
-.venv/bin/ruff check streamvqa tests tools bench
+.venv/bin/ruff check .
 set +e
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 rc=$?
