@@ -102,3 +102,15 @@ def test_http_drop_reconnects_and_resumes(h264_mp4: Path, flaky_http_server: str
     assert worker.state_history == ["connecting", "running", "reconnecting", "running", "ended"]
     assert [read_index(f.image) for f in frames] == expected_indices(2.0)
     assert [round(f.t, 6) for f in frames] == [round(i / SOURCE_FPS, 6) for i in expected_indices(2.0)]
+
+
+def test_ended_file_stream_reports_no_encode_lag(h264_mp4):
+    """fps sampling skips the tail frames of the file; they are not waiting for the encoder."""
+    from streamvqa.workers.ingest import IngestConfig, IngestWorker
+
+    got = []
+    worker = IngestWorker(IngestConfig(url=str(h264_mp4), fps=1.0, queue_size=64), got.append).start()
+    assert worker.wait(60)
+    stats = worker.stats()
+    assert stats.state == "ended" and stats.frames_delivered == len(got) > 0
+    assert stats.encode_lag_s == 0.0

@@ -51,6 +51,6 @@ class FramePipeline:
             return None
         out = Frame(t=t, image=self.converter.convert(frame), index=self._index)
         self._index += 1
-        self.counters.sampled()
+        self.counters.sampled(t)
         self.delivery.submit(out)
         return out

@@ -75,6 +75,7 @@ class IngestCounters:
         self.decode_errors = 0
         self.reconnects = 0
         self.last_decoded_t: float | None = None
+        self.last_sampled_t: float | None = None
         self.last_delivered_t: float | None = None
         self.width: int | None = None
         self.height: int | None = None
@@ -94,9 +95,10 @@ class IngestCounters:
             self.last_decoded_t = t
             self.width, self.height = width, height
 
-    def sampled(self) -> None:
+    def sampled(self, t: float) -> None:
         with self._lock:
             self.frames_sampled += 1
+            self.last_sampled_t = t
 
     def delivered(self, t: float) -> None:
         with self._lock:
@@ -118,8 +120,9 @@ class IngestCounters:
     def snapshot(self) -> IngestStats:
         with self._lock:
             lag = 0.0
-            if self.last_decoded_t is not None:
-                lag = max(0.0, self.last_decoded_t - (self.last_delivered_t or 0.0))
+            # frames the sampler skips are not waiting for the encoder: measure from the newest kept one
+            if self.last_sampled_t is not None:
+                lag = max(0.0, self.last_sampled_t - (self.last_delivered_t or 0.0))
             return IngestStats(
                 state=self.state.value,
                 frames_decoded=self.frames_decoded,
