@@ -6,12 +6,15 @@ import copy
 
 import pytest
 
-from .conftest import DEPLOY, K8S, k8s_docs, k8s_files, pod_spec
+from .conftest import DEPLOY, K8S, k8s_docs, k8s_files, load_yaml_all, pod_spec
 
 KUBERNETES_VERSION = "1.37.0"
-kv = pytest.importorskip(
-    "kubernetes_validate",
-    reason="kubernetes-validate==1.37.0 (bundled JSON schemas, works offline) is not installed",
+try:
+    import kubernetes_validate as kv
+except ImportError:  # the structural checks below still run
+    kv = None
+needs_validator = pytest.mark.skipif(
+    kv is None, reason="kubernetes-validate==1.37.0 (bundled JSON schemas, works offline) is not installed"
 )
 
 
@@ -21,10 +24,9 @@ def _validate(doc: dict) -> None:
     kv.validate(doc, KUBERNETES_VERSION, strict=True)
 
 
+@needs_validator
 @pytest.mark.parametrize("path", k8s_files(), ids=lambda p: str(p.relative_to(K8S)))
 def test_manifest_validates_against_schema(path):
-    from .conftest import load_yaml_all
-
     docs = load_yaml_all(path)
     assert docs, f"{path} is empty"
     for doc in docs:
@@ -35,6 +37,7 @@ def test_manifest_validates_against_schema(path):
                         f"{'.'.join(map(str, e.path))}: {e.message}")
 
 
+@needs_validator
 def test_validator_catches_errors():
     """The check has teeth: a wrong type and an unknown field are both rejected."""
     deployment = next(d for _, d in k8s_docs() if d["kind"] == "Deployment")
