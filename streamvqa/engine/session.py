@@ -18,7 +18,7 @@ from streamvqa.engine.types import Answer, SessionStats, TokenEvent
 from streamvqa.engine.window import HotWindow, Sink, new_cache, place
 from streamvqa.models.base import ModelAdapter
 from streamvqa.policies.presets import MethodConfig
-from streamvqa.policies.retrieval.base import RetrievalContext
+from streamvqa.policies.retrieval.base import RetrievalContext, Selection
 from streamvqa.store.base import BlockStore
 from streamvqa.store.block import Block
 
@@ -138,7 +138,7 @@ class StreamSession:
         if self._next_index == 0:
             raise EngineError("empty_stream", f"stream {self.stream_id} has no encoded frames yet")
 
-    def _retrieve(self, question: str, at: float | None) -> tuple[list[list[int]], dict[int, tuple[float, float]]]:
+    def _retrieve(self, question: str, at: float | None) -> tuple[Selection, dict[int, tuple[float, float]]]:
         """Stage 7: run the question over the hot window to get its mean pre-RoPE query per
         layer, then let the policy choose blocks per layer."""
         index = self.store.index(self.stream_id)
@@ -151,7 +151,7 @@ class StreamSession:
         window_ids = [i for i in self.window.block_ids if i in set(ids)]
         n_layers, d = self.adapter.n_layers, self.adapter.head_dim
         query = torch.zeros(n_layers, self.adapter.n_heads * d)
-        if self.retriever.topk is not None and self.retriever.topk < len(ids):
+        if self.retriever.topk is not None and (self.retriever.topk < len(ids) or self.retriever.score_mass is not None):
             piece = [self.adapter.text_segment(question)]
             positions = torch.arange(piece[0].n).view(1, -1).expand(self.tracker.rows, -1) + self.window.next
             cache = self.window.cache
@@ -173,8 +173,10 @@ class StreamSession:
         with self.lock, torch.inference_mode():
             timings["queue_s"] = time.perf_counter() - start
             t = time.perf_counter()
-            selection, times = self._retrieve(question, at)
+            chosen, times = self._retrieve(question, at)
+            selection = chosen.per_layer
             wanted = sorted({i for layer in selection for i in layer})
+            tiers = self._tiers_of(wanted)  # where the blocks were before retrieval promoted them
             blocks = {b.index: b for b in self.store.get_many(self.stream_id, wanted)}
             if len({sum(blocks[i].n_tokens for i in layer) for layer in selection}) > 1:
                 selection = [wanted] * len(selection)  # layers must hold equal lengths: use the union
@@ -223,8 +225,14 @@ class StreamSession:
             evidence=merge_ranges([times[i] for i in wanted]),
             timings=timings,
             finish_reason=finish,
-            tiers=self._tiers_of(wanted),
+            tiers=tiers,
             blocks_per_layer=selection,
+            evidence_scores=[
+                {"t_start": times[i][0], "t_end": times[i][1], "layers": chosen.layer_share.get(i, 1.0),
+                 "score": chosen.score.get(i)}
+                for i in wanted
+            ],
+            retrieved_blocks=chosen.size,
         )
         for obs in self.observers:
             obs.on_answer(self.stream_id, answer)

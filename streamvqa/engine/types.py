@@ -19,8 +19,11 @@ class Answer:
     evidence: list[tuple[float, float]]  # time ranges of the blocks the answer cache was built from
     timings: dict[str, float]  # queue_s, retrieval_s, prefill_s, first_token_s, total_s
     finish_reason: str  # "stop" | "length"
-    tiers: dict[str, int] = field(default_factory=dict)  # blocks served per tier
+    tiers: dict[str, int] = field(default_factory=dict)  # blocks served per tier (before promotion)
     blocks_per_layer: list[list[int]] = field(default_factory=list)
+    # per block used: its time range, the fraction of layers that chose it, its mean z-scored score
+    evidence_scores: list[dict] = field(default_factory=list)
+    retrieved_blocks: int = 0  # blocks per layer (adaptive with score_mass)
 
     def to_dict(self) -> dict:
         d = asdict(self)

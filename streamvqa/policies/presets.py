@@ -19,6 +19,8 @@ class MethodConfig(BaseModel):
     retrieval: Literal["all", "rekv", "window"] = "rekv"
     topk: int | None = Field(64, ge=1, description="blocks retrieved per layer (stage 7)")
     similarity: Literal["dot", "cosine"] = "dot"
+    score_mass: float | None = Field(None, gt=0, le=1, description="adaptive k: blocks covering this score mass")
+    min_blocks: int = Field(1, ge=1, description="floor of the adaptive k (topk is its ceiling)")
     positions: Literal["contiguous", "original"] = "contiguous"
 
     def retriever(self) -> Retriever:
@@ -26,7 +28,7 @@ class MethodConfig(BaseModel):
             return AllBlocks()
         if self.retrieval == "window":
             return WindowOnly()
-        return ReKVRetriever(self.topk, self.similarity)
+        return ReKVRetriever(self.topk, self.similarity, self.score_mass, self.min_blocks)
 
 
 PRESETS: dict[str, tuple[str, MethodConfig]] = {

@@ -24,9 +24,25 @@ def test_each_layer_picks_the_block_whose_keys_match_the_question(similarity):
         rep[target, layer] = torch.stack([q[0] + q[1], q[2] + q[3]]) * 5
     ctx = RetrievalContext(query=query, rep_keys=rep, block_ids=[10, 11, 12, 13, 14, 15], window_ids=[15])
     picked = ReKVRetriever(topk=1, similarity=similarity).select(ctx)
-    assert picked == [[10 + (layer * 2 + 1) % n_blocks] for layer in range(layers)]
+    assert picked.per_layer == [[10 + (layer * 2 + 1) % n_blocks] for layer in range(layers)]
+    assert picked.layer_share == {11: 0.5, 13: 0.25, 15: 0.25}  # layers 0 and 3 both pick block 11
     top2 = ReKVRetriever(topk=2, similarity=similarity).select(ctx)
-    assert all(row == sorted(row) and len(row) == 2 for row in top2)  # time order
+    assert all(row == sorted(row) and len(row) == 2 for row in top2.per_layer)  # time order
+
+
+def test_adaptive_budget_takes_few_blocks_when_one_stands_out_and_many_when_none_does():
+    torch.manual_seed(1)
+    layers, kv_heads, d, n_blocks = 3, 1, 8, 20
+    query = torch.randn(layers, d)
+    flat = torch.randn(n_blocks, layers, kv_heads, d) * 0.01  # no block is relevant
+    peaked = flat.clone()
+    peaked[7, :, 0] = query * 50  # one block matches in every layer
+    retriever = ReKVRetriever(topk=12, score_mass=0.5, min_blocks=2)
+    ids = list(range(n_blocks))
+    sharp = retriever.select(RetrievalContext(query, peaked, ids, []))
+    broad = retriever.select(RetrievalContext(query, flat, ids, []))
+    assert sharp.size == 2 and all(7 in row for row in sharp.per_layer)  # the floor
+    assert broad.size > sharp.size and broad.size <= 12  # the ceiling
 
 
 def test_rekv_session_retrieves_topk_blocks_per_layer(default_adapter):

@@ -25,5 +25,5 @@ def test_answers_from_cold_tiers_equal_answers_from_host_ram(tmp_path):
     assert session.stats().kv_blocks.get("disk", 0) >= 5  # most units were demoted
     answer = session.answer("What happened?", max_tokens=6)
     assert answer.token_ids == expected.token_ids
-    assert sum(answer.tiers.values()) == 8
+    assert sum(answer.tiers.values()) == 8 and answer.tiers.get("disk", 0) >= 5  # served from where they were
     engine.close()

@@ -6,7 +6,7 @@ a per-layer selection in time order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,28 +22,67 @@ class RetrievalContext:
     window_ids: list[int]  # blocks in the local window (most recent)
 
 
+@dataclass
+class Selection:
+    """Per layer, the chosen block ids in time order; each chosen block's relevance (the fraction
+    of layers that chose it and its mean z-scored score, for evidence)."""
+
+    per_layer: list[list[int]]
+    layer_share: dict[int, float] = field(default_factory=dict)
+    score: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.per_layer[0]) if self.per_layer else 0
+
+
 class Retriever:
-    """Base: per-layer top-k of `score()`; k = all blocks when `topk` is None."""
+    """Base: per-layer top-k of `score()`; k = all blocks when `topk` is None.
+
+    With `score_mass` set, k adapts per question (ours, beyond the papers): in each layer, the
+    fewest blocks whose softmax over z-scored scores covers `score_mass`; the layers' mean,
+    clamped to [min_blocks, topk], is used by every layer (one attention mask serves all layers,
+    so their caches must hold the same number of blocks).
+    """
 
     per_layer = True
 
-    def __init__(self, topk: int | None = None) -> None:
+    def __init__(self, topk: int | None = None, score_mass: float | None = None, min_blocks: int = 1) -> None:
+        if score_mass is not None and not 0 < score_mass <= 1:
+            raise ValueError("score_mass must be in (0, 1]")
         self.topk = topk
+        self.score_mass = score_mass
+        self.min_blocks = min_blocks
 
     def score(self, ctx: RetrievalContext) -> torch.Tensor:
         """[layers, blocks] relevance; higher is better."""
         raise NotImplementedError
 
-    def select(self, ctx: RetrievalContext) -> list[list[int]]:
-        """Per layer, the chosen block ids in time order."""
+    def size(self, z: torch.Tensor) -> int:
+        """How many blocks each layer takes, given z-scored scores [layers, blocks]."""
+        assert self.topk is not None
+        if self.score_mass is None:
+            return self.topk
+        mass = z.softmax(dim=1).sort(dim=1, descending=True).values.cumsum(dim=1)
+        per_layer = (mass < self.score_mass).sum(dim=1) + 1
+        return int(per_layer.float().mean().round().clamp(self.min_blocks, self.topk))
+
+    def select(self, ctx: RetrievalContext) -> Selection:
         n_layers, n_blocks = ctx.query.shape[0], len(ctx.block_ids)
-        if self.topk is None or self.topk >= n_blocks:
-            return [list(ctx.block_ids) for _ in range(n_layers)]
-        scores = self.score(ctx)
+        if self.topk is None or (self.topk >= n_blocks and self.score_mass is None):
+            every = list(ctx.block_ids)
+            return Selection([every] * n_layers, dict.fromkeys(every, 1.0))
+        scores = self.score(ctx).float()
         if not self.per_layer:
             scores = scores.mean(0, keepdim=True).expand(n_layers, -1)
-        top = scores.topk(self.topk, dim=1).indices.sort(dim=1).values
-        return [[ctx.block_ids[i] for i in row.tolist()] for row in top]
+        z = (scores - scores.mean(1, keepdim=True)) / scores.std(1, keepdim=True).clamp_min(1e-6)
+        k = min(self.size(z), n_blocks)
+        top = scores.topk(k, dim=1).indices.sort(dim=1).values
+        per_layer = [[ctx.block_ids[i] for i in row.tolist()] for row in top]
+        chosen = sorted({i for row in top.tolist() for i in row})
+        share = {ctx.block_ids[i]: float((top == i).any(dim=1).float().mean()) for i in chosen}
+        score = {ctx.block_ids[i]: float(z[:, i].mean()) for i in chosen}
+        return Selection(per_layer, share, score)
 
 
 class AllBlocks(Retriever):
@@ -59,5 +98,6 @@ class WindowOnly(Retriever):
     def __init__(self) -> None:
         super().__init__(None)
 
-    def select(self, ctx: RetrievalContext) -> list[list[int]]:
-        return [list(ctx.window_ids) for _ in range(ctx.query.shape[0])]
+    def select(self, ctx: RetrievalContext) -> Selection:
+        window = list(ctx.window_ids)
+        return Selection([window] * ctx.query.shape[0], dict.fromkeys(window, 1.0))

@@ -18,8 +18,10 @@ from streamvqa.policies.retrieval.base import RetrievalContext, Retriever
 
 
 class ReKVRetriever(Retriever):
-    def __init__(self, topk: int | None = 64, similarity: str = "dot") -> None:
-        super().__init__(topk)
+    def __init__(
+        self, topk: int | None = 64, similarity: str = "dot", score_mass: float | None = None, min_blocks: int = 1
+    ) -> None:
+        super().__init__(topk, score_mass, min_blocks)
         if similarity not in ("dot", "cosine"):
             raise ValueError(f"similarity must be 'dot' or 'cosine', not {similarity!r}")
         self.similarity = similarity
