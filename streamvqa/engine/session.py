@@ -6,9 +6,11 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers import DynamicCache
 
 from streamvqa.engine.capture import Capture, capture
 from streamvqa.engine.errors import EngineError
@@ -21,6 +23,16 @@ from streamvqa.policies.presets import MethodConfig
 from streamvqa.policies.retrieval.base import RetrievalContext, Selection
 from streamvqa.store.base import BlockStore
 from streamvqa.store.block import Block
+
+
+@dataclass
+class Assembled:
+    """An answer cache: the sink and the retrieved blocks, before any question token."""
+
+    key: tuple  # the per-layer selection it was built from
+    cache: DynamicCache
+    length: int
+    end: int  # next position after the blocks, contiguous layout
 
 
 class StreamSession:
@@ -52,6 +64,7 @@ class StreamSession:
         self._push_lock = threading.Lock()  # frames of one stream are encoded in order
         self._stats = SessionStats(method=method)
         self._next_index = 0
+        self._assembled: Assembled | None = None  # the last answer cache, reused by a follow-up
         self.closed = False
         with self.lock, torch.inference_mode():
             self._encode_prefix()
@@ -177,17 +190,15 @@ class StreamSession:
             selection = chosen.per_layer
             wanted = sorted({i for layer in selection for i in layer})
             tiers = self._tiers_of(wanted)  # where the blocks were before retrieval promoted them
-            blocks = {b.index: b for b in self.store.get_many(self.stream_id, wanted)}
-            if len({sum(blocks[i].n_tokens for i in layer) for layer in selection}) > 1:
-                selection = [wanted] * len(selection)  # layers must hold equal lengths: use the union
+            key = tuple(tuple(layer) for layer in selection)
+            assembled, self._assembled = self._assembled, None  # owned by this answer until it ends
+            reused = assembled is not None and assembled.key == key
+            if not reused:
+                assembled = self._assemble(key, selection, wanted)
             timings["retrieval_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            per_layer = [[blocks[i] for i in layer] for layer in selection]
-            lay = LAYOUTS[self.config.positions]
-            laid = [lay(bl, self.window.sink.end) for bl in per_layer]
-            end = max(e for _, e in laid) if self.config.positions == "contiguous" else self.tracker.next
-            keys, values = place(adapter, self.window.sink, per_layer, [p for p, _ in laid])
-            cache = new_cache(adapter, keys, values)
+            cache = assembled.cache
+            end = assembled.end if self.config.positions == "contiguous" else self.tracker.next
             tracker = self.tracker.fork(end)
             piece = adapter.question_piece(question)
             logits = adapter.forward(adapter.embed(piece), tracker.place(piece), cache, logits="last")[0, -1]
@@ -217,6 +228,10 @@ class StreamSession:
                 tracker.next += 1
                 emb = adapter.backbone.get_input_embeddings()(torch.tensor([[tok]], device=adapter.device))
                 logits = adapter.forward(emb, pos, cache, logits="last")[0, -1]
+        with self.lock:  # roll the cache back to the retrieved blocks for a follow-up question
+            if cache.get_seq_length() > assembled.length:
+                cache.crop(-(cache.get_seq_length() - assembled.length))
+            self._assembled = assembled
         timings.setdefault("first_token_s", time.perf_counter() - start)
         timings["total_s"] = time.perf_counter() - start
         answer = Answer(
@@ -233,10 +248,22 @@ class StreamSession:
                 for i in wanted
             ],
             retrieved_blocks=chosen.size,
+            reused_cache=reused,
         )
         for obs in self.observers:
             obs.on_answer(self.stream_id, answer)
         yield answer
+
+    def _assemble(self, key: tuple, selection: list[list[int]], wanted: list[int]) -> Assembled:
+        """Stage 8: fetch the chosen blocks (any tier) and build the answer cache."""
+        blocks = {b.index: b for b in self.store.get_many(self.stream_id, wanted)}
+        if len({sum(blocks[i].n_tokens for i in layer) for layer in selection}) > 1:
+            selection = [wanted] * len(selection)  # layers must hold equal lengths: use the union
+        per_layer = [[blocks[i] for i in layer] for layer in selection]
+        laid = [LAYOUTS[self.config.positions](bl, self.window.sink.end) for bl in per_layer]
+        keys, values = place(self.adapter, self.window.sink, per_layer, [p for p, _ in laid])
+        cache = new_cache(self.adapter, keys, values)
+        return Assembled(key, cache, cache.get_seq_length(), max(e for _, e in laid))
 
     def _tiers_of(self, indices: list[int]) -> dict[str, int]:
         tier_of = getattr(self.store, "tier_of", None)

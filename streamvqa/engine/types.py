@@ -24,6 +24,7 @@ class Answer:
     # per block used: its time range, the fraction of layers that chose it, its mean z-scored score
     evidence_scores: list[dict] = field(default_factory=list)
     retrieved_blocks: int = 0  # blocks per layer (adaptive with score_mass)
+    reused_cache: bool = False  # a follow-up that found the same blocks reused the previous answer cache
 
     def to_dict(self) -> dict:
         d = asdict(self)

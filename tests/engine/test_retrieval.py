@@ -130,3 +130,20 @@ def test_bad_requests_are_refused_with_stable_codes(default_adapter):
     with pytest.raises(EngineError) as e:
         engine.get("missing")
     assert e.value.code == "unknown_stream"
+
+
+def test_follow_up_reuses_the_answer_cache_until_the_stream_moves(default_adapter):
+    session = Engine(adapter=default_adapter).open_stream("s", method="rekv", options={"topk": 2})
+    for image, t in make_frames(5):
+        session.push_frame(image, t)
+    first = session.answer("What happened first?", max_tokens=5)
+    again = session.answer("What happened first?", max_tokens=5)
+    assert not first.reused_cache and again.reused_cache
+    assert again.token_ids == first.token_ids  # the rolled-back cache is exactly the fresh one
+    full = Engine(adapter=default_adapter).open_stream("f", method="full")
+    for image, t in make_frames(3):
+        full.push_frame(image, t)
+    assert not full.answer("What happened?", max_tokens=2).reused_cache
+    full.push_frame(*make_frames(4)[3])  # a new unit: every-block selection changes
+    assert not full.answer("What happened?", max_tokens=2).reused_cache
+    assert full.answer("What happened?", max_tokens=2).reused_cache
