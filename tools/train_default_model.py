@@ -81,14 +81,14 @@ def parse_loss(vision: GroundedVision, x: torch.Tensor, y: dict[str, torch.Tenso
     return loss, acc
 
 
-def stage1(vision: GroundedVision, seed: int, steps: int, batch: int, max_s: float) -> None:
+def stage1(vision: GroundedVision, seed: int, steps: int, batch: int, max_s: float, lr0: float = 2e-3) -> None:
     rng = np.random.default_rng(seed)
     params = list(vision.tower.parameters()) + list(vision.head.parameters())
-    opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=1e-4)
+    opt = torch.optim.AdamW(params, lr=lr0, weight_decay=1e-4)
     vision.train()
     t0 = time.time()
     for step in range(steps):
-        lr = 2e-3 * 0.5 * (1 + math.cos(math.pi * step / steps))
+        lr = lr0 * 0.5 * (1 + math.cos(math.pi * step / steps))
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = parse_batch(rng, batch)
@@ -217,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stage1-steps", type=int, default=800)
     ap.add_argument("--stage1-batch", type=int, default=64)
     ap.add_argument("--stage1-max-s", type=float, default=300.0)
+    ap.add_argument("--stage1-lr", type=float, default=2e-3)
+    ap.add_argument("--init", default=None, help="start from saved weights (e.g. to refine the tower)")
+    ap.add_argument("--tables-from", default=None, help="take the word tables from these saved weights")
     ap.add_argument("--steps", type=int, default=400, help="stage-2 steps (cosine schedule length)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -240,12 +243,35 @@ def main(argv: list[str] | None = None) -> int:
     tok = AutoTokenizer.from_pretrained(path)
     for p in lm.parameters():
         p.requires_grad_(False)
-    vision = GroundedVision(GroundedVisionConfig(), lm.get_input_embeddings(), tok)
+    emb = lm.get_input_embeddings()
+    if args.init:
+        vision = GroundedVision.load(Path(args.init), emb, tok)
+        log(f"initialised from {args.init}")
+    else:
+        vision = GroundedVision(GroundedVisionConfig(), emb, tok)
     log(f"vision params {sum(p.numel() for p in vision.parameters())}")
-    stage1(vision, args.seed, args.stage1_steps, args.stage1_batch, max_s=args.stage1_max_s)
+    if args.stage1_steps > 0:
+        stage1(vision, args.seed, args.stage1_steps, args.stage1_batch, max_s=args.stage1_max_s, lr0=args.stage1_lr)
     for p in list(vision.tower.parameters()) + list(vision.head.parameters()):
         p.requires_grad_(False)
-    report = stage2(lm, vision, tok, args, deadline)
+    if args.tables_from:  # word tables trained in another run (the tower's classes are unchanged)
+        other = GroundedVision.load(Path(args.tables_from), emb, tok)
+        with torch.no_grad():
+            for name in ("colour_words", "shape_words", "digit_words", "count_words", "position_words"):
+                getattr(vision, name).copy_(getattr(other, name))
+        log(f"word tables from {args.tables_from}")
+    if args.steps > 0:
+        report = stage2(lm, vision, tok, args, deadline)
+    else:
+        vision.eval()
+        toks = Tokens(tok)
+        results = exact_match(lm, vision, held_out(args.seed + 999, args.eval_per_type, args.eval_snippets), toks,
+                              tok.pad_token_id if tok.pad_token_id is not None else 2)
+        log("held-out: " + " ".join(f"{k}={v:.3f}" for k, v in results.items()))
+        if args.out:
+            vision.save(Path(args.out))
+            log(f"saved {args.out}")
+        report = {"held_out": results, "steps_done": 0}
     report.update({"seed": args.seed, "wall_s": round(time.time() - start, 1), "args": vars(args)})
     log(f"done in {report['wall_s']:.0f} s")
     if args.report:

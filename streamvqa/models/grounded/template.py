@@ -20,5 +20,9 @@ def frame_open(t: float) -> str:
     return f"[{timestamp(t)}]"
 
 
+ANSWER_STYLE = " Answer with one word."
+
+
 def question(q: str) -> str:
-    return f"{q.strip()}{ANSWER_OPEN}"
+    """The question, an instruction for one-word answers, then the assistant turn opens."""
+    return f"{q.strip()}{ANSWER_STYLE}{ANSWER_OPEN}"
