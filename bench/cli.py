@@ -1,0 +1,29 @@
+"""`streamvqa bench [--quick] [--json OUT] [--model M]`: every section, one run, tables + JSON + plots."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parsers(subparsers) -> None:
+    """Add the `bench` command to the main CLI's subparsers."""
+    p = subparsers.add_parser("bench", help="benchmarks: speed, memory, accuracy of every preset vs baselines")
+    p.add_argument("--quick", action="store_true", help="small sizes (~90 s on 2 CPU cores)")
+    p.add_argument("--json", dest="json_out", metavar="OUT", help="also write the result JSON here")
+    p.add_argument("--model", default="default", help='main model: "default", "tiny:<family>" or a HF directory')
+    p.add_argument("--name", help="results file name (bench/results/<name>.json); default: a timestamp")
+    p.add_argument("--no-plots", action="store_true")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from bench.config import BenchConfig
+    from bench.report import markdown
+    from bench.runner import run, save
+
+    cfg = BenchConfig.quick_config(args.model) if args.quick else BenchConfig.full_config(args.model)
+    result = run(cfg)
+    paths = save(result, args.name, args.json_out, plots=not args.no_plots)
+    print(markdown(result))
+    print(f"bench: {result['seconds']['total']:.0f} s; wrote {', '.join(paths['json'] + paths['plots'])}")
+    return 0
