@@ -10,6 +10,7 @@ the served model. The scenes come from a seed the training never uses.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -83,7 +84,7 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
 
 def run(args: argparse.Namespace) -> int:
     if args.per_type < 1:
-        print("streamvqa eval frames: --per-type must be at least 1")
+        print("streamvqa eval frames: --per-type must be at least 1", file=sys.stderr)
         return 2
     adapter = load_default_adapter(args.weights, args.threads)
     result = evaluate(adapter, held_out_questions(args.seed, args.per_type))

@@ -11,6 +11,7 @@ shown most recently?", "What appeared first, the circle or the square?", "Where 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     if args.minutes <= 0 or args.streams < 1 or args.fps <= 0:
-        print("streamvqa eval needle: --minutes, --streams and --fps must be positive")
+        print("streamvqa eval needle: --minutes, --streams and --fps must be positive", file=sys.stderr)
         return 2
     from streamvqa.engine import Engine, EngineConfig
 
