@@ -22,7 +22,12 @@ ERROR_STATUS: dict[str, int] = {
     "stream_exists": 409,
     "empty_stream": 409,  # a question before any frame was encoded
     "too_many_streams": 429,
-    "too_many_questions": 429,  # concurrent questions per WebSocket connection
+    "too_many_questions": 429,  # concurrent questions per WebSocket connection, or per stream
+    # security (see docs/security.md)
+    "unauthorized": 401,  # no API key, or not a valid one
+    "url_forbidden": 403,  # source URL outside the URL policy (media root, private networks, redirects)
+    "rate_limited": 429,  # questions per minute of the key, or WebSocket messages per minute
+    "quota_exceeded": 429,  # the key's stream or memory quota
     # sources (synchronous with ?probe=true; otherwise visible as last_error in GET)
     "source_unreachable": 422,
     "unsupported_codec": 422,

@@ -70,6 +70,10 @@ class AnswerService:
 
     async def events(self, entry: StreamEntry, req: QuestionRequest) -> AsyncIterator[Any]:
         """Token events, then the final answer; errors as :class:`ApiError`. Counts the outcome."""
+        limit = self.settings.max_questions_per_stream
+        if entry.active_questions >= limit:
+            raise ApiError("too_many_questions", f"at most {limit} questions at once per stream")
+        entry.active_questions += 1
         ok = False
         try:
             kwargs = self.check(req)
@@ -85,6 +89,7 @@ class AnswerService:
             except Exception as e:
                 raise engine_error(e) from e
         finally:
+            entry.active_questions -= 1
             self.metrics.question_done(ok)
 
     async def answer(self, entry: StreamEntry, req: QuestionRequest) -> AnswerResponse:

@@ -24,16 +24,19 @@ from streamvqa.proto import (
 )
 
 from .answers import AnswerService
+from .auth import ANONYMOUS, Authenticator, AuthMiddleware, Principal, ws_token
 from .errors import BodyLimitMiddleware, install_error_handlers
+from .limits import KeyedLimiter
 from .metrics import ServerMetrics, StreamCollector, render
 from .registry import StreamRegistry
 from .settings import ServerSettings
-from .ws import WsConnection
+from .urlpolicy import UrlPolicy
+from .ws import CLOSE_UNAUTHORIZED, WsConnection
 
 log = logging.getLogger(__name__)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 404, 409, 413, 422, 429, 500, 503)
+    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 429, 500, 503)
 }
 
 
@@ -63,6 +66,9 @@ class ServerState:
     metrics: ServerMetrics
     registry: CollectorRegistry
     answers: AnswerService
+    auth: Authenticator
+    policy: UrlPolicy
+    question_limiter: KeyedLimiter = field(default_factory=KeyedLimiter)
     engine: Any = None
     streams: StreamRegistry | None = None
     load_error: str | None = None
@@ -71,7 +77,7 @@ class ServerState:
 
     def attach(self, engine: Any) -> None:
         self.engine = engine
-        self.streams = StreamRegistry(engine, self.settings)
+        self.streams = StreamRegistry(engine, self.settings, self.policy)
         observers = getattr(engine, "observers", None)
         if isinstance(observers, list):
             observers.append(self.metrics)
@@ -97,6 +103,21 @@ class ServerState:
             raise ApiError("not_ready", msg)
         return self.streams
 
+    def take_question(self, principal: Principal) -> None:
+        """Count one question against the key's per-minute rate; ``rate_limited`` when spent."""
+        if principal.owner is not None and not self.question_limiter.take(
+            principal.owner, principal.questions_per_minute
+        ):
+            raise ApiError(
+                "rate_limited", f"at most {principal.questions_per_minute} questions per minute for this API key"
+            )
+
+
+def principal_of(request: Request) -> Principal:
+    """The caller :class:`~.auth.AuthMiddleware` identified (ANONYMOUS with auth off)."""
+    p = getattr(request.state, "principal", None)
+    return p if isinstance(p, Principal) else ANONYMOUS
+
 
 def create_app(settings: ServerSettings | None = None, engine: Any = None) -> FastAPI:
     """The streamvqa API. With ``engine=None`` the engine is built from ``settings`` in the
@@ -107,7 +128,11 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
         raise ApiError("unsupported_topology", f"topology {settings.topology!r} is not implemented yet; use embedded")
     registry = CollectorRegistry(auto_describe=True)
     metrics = ServerMetrics(registry, settings.model)
-    state = ServerState(settings, metrics, registry, AnswerService(settings, metrics))
+    auth = Authenticator(settings)  # ValueError on unreadable / malformed keys
+    if not auth.enabled:
+        log.warning("AUTHENTICATION IS OFF: anyone who can reach %s:%s controls this server",
+                    settings.host, settings.port)
+    state = ServerState(settings, metrics, registry, AnswerService(settings, metrics), auth, UrlPolicy(settings))
 
     async def _load() -> None:
         try:
@@ -153,32 +178,36 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
     app.state.server = state
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthMiddleware, auth=auth)  # outermost: nothing runs for a caller without a key
 
     # -- streams --------------------------------------------------------------------------------
 
     @app.post("/v1/streams", status_code=201, response_model=StreamInfo, responses=ERRORS, tags=["streams"])
     async def create_stream(
+        request: Request,
         body: StreamCreate,
         probe: Annotated[bool, Query(description="open the source and decode a frame first")] = False,
     ) -> StreamInfo:
-        """Start watching a stream (rtsp, rtsps, http, https, file). WebRTC: ``POST /v1/whip``."""
-        entry = await state.require().create(body, probe=probe)
+        """Start watching a stream (rtsp, rtsps, http, https, file). WebRTC: ``POST /v1/whip``.
+        The URL must pass the URL policy (``url_forbidden``); the caller's key owns the stream."""
+        entry = await state.require().create(body, probe=probe, principal=principal_of(request))
         return entry.info()
 
-    @app.get("/v1/streams", response_model=StreamList, tags=["streams"])
-    async def list_streams() -> StreamList:
-        return StreamList(streams=[e.info() for e in state.require().list()])
+    @app.get("/v1/streams", response_model=StreamList, responses=ERRORS, tags=["streams"])
+    async def list_streams(request: Request) -> StreamList:
+        """The caller's streams (every stream with auth off)."""
+        return StreamList(streams=[e.info() for e in state.require().list(principal_of(request).owner)])
 
     @app.get("/v1/streams/{stream_id}", response_model=StreamInfo, responses=ERRORS, tags=["streams"])
-    async def get_stream(stream_id: str) -> StreamInfo:
-        return state.require().get(stream_id).info()
+    async def get_stream(request: Request, stream_id: str) -> StreamInfo:
+        return state.require().get(stream_id, principal_of(request).owner).info()
 
     @app.delete("/v1/streams/{stream_id}", status_code=204, responses=ERRORS, tags=["streams"])
-    async def delete_stream(stream_id: str) -> Response:
-        await state.require().delete(stream_id)
+    async def delete_stream(request: Request, stream_id: str) -> Response:
+        await state.require().delete(stream_id, principal_of(request).owner)
         return Response(status_code=204)
 
-    @app.get("/v1/methods", tags=["streams"])
+    @app.get("/v1/methods", responses=ERRORS, tags=["streams"])
     async def list_methods() -> dict[str, Any]:
         """Method presets the engine offers, and the default."""
         streams = state.require()
@@ -189,22 +218,36 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
     @app.post(
         "/v1/streams/{stream_id}/questions", response_model=AnswerResponse, responses=ERRORS, tags=["questions"]
     )
-    async def ask(stream_id: str, body: QuestionRequest) -> AnswerResponse:
+    async def ask(request: Request, stream_id: str, body: QuestionRequest) -> AnswerResponse:
         """Answer a question about everything the stream showed so far."""
-        entry = state.require().get(stream_id)
+        principal = principal_of(request)
+        entry = state.require().get(stream_id, principal.owner)
+        state.take_question(principal)
         return await state.answers.answer(entry, body)
 
     @app.websocket("/v1/streams/{stream_id}/ws")
     async def ws(websocket: WebSocket, stream_id: str) -> None:
-        """Many questions per connection; see :mod:`streamvqa.server.ws`."""
+        """Many questions per connection; see :mod:`streamvqa.server.ws`. The API key comes in the
+        ``Authorization`` header, a ``bearer.<key>`` subprotocol (browsers) or ``?token=``."""
+        token, subprotocol = ws_token(websocket.scope)
+        principal = auth.check(token)
+        if principal is None:
+            await websocket.accept(subprotocol)
+            await websocket.send_json({"type": "error", "request_id": None,
+                                       "error": {"code": "unauthorized", "message": "a valid API key is required"}})
+            await websocket.close(CLOSE_UNAUTHORIZED, "unauthorized")
+            return
         if state.streams is None:
-            await websocket.accept()
+            await websocket.accept(subprotocol)
             await websocket.send_json(
                 {"type": "error", "request_id": None, "error": {"code": "not_ready", "message": "loading"}}
             )
             await websocket.close(1013)
             return
-        await WsConnection(websocket, stream_id, state.streams, state.answers).run()
+        await WsConnection(
+            websocket, stream_id, state.streams, state.answers, principal=principal,
+            take_question=state.take_question, subprotocol=subprotocol,
+        ).run()
 
     # -- WHIP (RFC 9725) ------------------------------------------------------------------------
 
@@ -226,7 +269,9 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
         if ctype != "application/sdp":
             raise ApiError("unsupported_media_type", "a WHIP offer must be sent as application/sdp")
         offer = (await request.body()).decode("utf-8", "replace")
-        entry, answer = await streams.create_whip(offer, method=method, fps=fps, name=name)
+        entry, answer = await streams.create_whip(
+            offer, method=method, fps=fps, name=name, principal=principal_of(request)
+        )
         return Response(
             answer,
             status_code=201,
@@ -235,12 +280,13 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
         )
 
     @app.delete("/v1/whip/{stream_id}", responses=ERRORS, tags=["whip"])
-    async def whip_delete(stream_id: str) -> Response:
+    async def whip_delete(request: Request, stream_id: str) -> Response:
         """End a WHIP session (the stream is deleted)."""
         streams = state.require()
-        if streams.get(stream_id).kind != "whip":
+        owner = principal_of(request).owner
+        if streams.get(stream_id, owner).kind != "whip":
             raise ApiError("unknown_stream", f"{stream_id!r} is not a WHIP session")
-        await streams.delete(stream_id)
+        await streams.delete(stream_id, owner)
         return Response(status_code=200)
 
     @app.patch("/v1/whip/{stream_id}", status_code=405, responses={405: {"model": ErrorBody}}, tags=["whip"])
@@ -261,8 +307,10 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
         return {"status": "ok"}
 
     @app.get("/ready", tags=["ops"])
-    async def ready() -> JSONResponse:
-        """Readiness: model loaded, store reachable; degraded parts listed (still ready)."""
+    async def ready(request: Request) -> JSONResponse:
+        """Readiness: model loaded, store reachable; degraded parts listed (still ready).
+        With auth on and no valid key: only ``{"ready": bool}`` (for load-balancer probes)."""
+        bare = auth.enabled and not isinstance(getattr(request.state, "principal", None), Principal)
         checks: dict[str, Any] = {}
         degraded: list[str] = []
         ok = state.engine is not None
@@ -274,7 +322,7 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
             if not store.get("ok", True):
                 ok = False
             degraded += [f"store.{d}" for d in store.get("degraded", [])]
-        body: dict[str, Any] = {"ready": ok, "degraded": degraded, "checks": checks}
+        body: dict[str, Any] = {"ready": ok} if bare else {"ready": ok, "degraded": degraded, "checks": checks}
         if not ok:
             body["error"] = {"code": "not_ready", "message": state.load_error or "not ready"}
         return JSONResponse(body, status_code=200 if ok else 503)
@@ -284,7 +332,7 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
 
 def _collector(state: ServerState) -> StreamCollector:
     if state.streams is None:
-        return StreamCollector(StreamRegistry(None, state.settings), lambda: state.settings.device)
+        return StreamCollector(StreamRegistry(None, state.settings, state.policy), lambda: state.settings.device)
     return StreamCollector(state.streams, lambda: state.device)
 
 

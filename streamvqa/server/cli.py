@@ -16,6 +16,9 @@ def _settings(args: argparse.Namespace):
         device=args.device,
         dtype=args.dtype,
         topology=getattr(args, "topology", None),
+        auth="off" if getattr(args, "insecure", False) else None,
+        api_keys_file=getattr(args, "api_keys_file", None),
+        media_root=getattr(args, "media_root", None),
     )
 
 
@@ -45,8 +48,15 @@ def run_demo(args: argparse.Namespace) -> int:
     return demo(settings, question=args.question)
 
 
+def run_keys(args: argparse.Namespace) -> int:
+    """``streamvqa keys new|hash``: exit code."""
+    from .auth import keys_main
+
+    return keys_main(args)
+
+
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``serve`` and ``demo``; each sets ``func(args) -> int`` (the exit code)."""
+    """Add ``serve``, ``demo`` and ``keys``; each sets ``func(args) -> int`` (the exit code)."""
     p = subparsers.add_parser("serve", help="run the HTTP/WebSocket server")
     p.add_argument("--host", default=None, help="bind address (default 127.0.0.1, env STREAMVQA_HOST)")
     p.add_argument("--port", type=int, default=None, help="port (default 8000, env STREAMVQA_PORT)")
@@ -55,7 +65,23 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     p.add_argument("--topology", default=None, choices=["embedded", "multi"],
                    help="embedded (one process; default). multi is reserved")
+    p.add_argument("--api-keys-file", default=None,
+                   help="API key hashes, name:hash per line or JSON (env STREAMVQA_API_KEYS_FILE)")
+    p.add_argument("--media-root", default=None,
+                   help="file:// sources only inside this directory (env STREAMVQA_MEDIA_ROOT)")
+    p.add_argument("--insecure", action="store_true",
+                   help="run without API keys (same as STREAMVQA_AUTH=off); only on a trusted network")
     p.set_defaults(func=run_serve)
+
+    k = subparsers.add_parser("keys", help="make API keys and their hashes (for STREAMVQA_API_KEYS_FILE)")
+    ks = k.add_subparsers(dest="keys_command", required=True)
+    kn = ks.add_parser("new", help="print a new random key and its hash")
+    kn.add_argument("--name", default=None, help="key name for the printed name:hash line")
+    kn.add_argument("--pbkdf2", action="store_true", help="salted PBKDF2 hash instead of sha256")
+    kh = ks.add_parser("hash", help="print the hash of a key (argument, stdin or prompt)")
+    kh.add_argument("key", nargs="?", default=None, help="the key; omit or '-' to read it from stdin")
+    kh.add_argument("--pbkdf2", action="store_true", help="salted PBKDF2 hash (for keys people chose)")
+    k.set_defaults(func=run_keys)
 
     d = subparsers.add_parser("demo", help="server + sample stream + a question over the WebSocket, then stop")
     d.add_argument("--model", default=None, help='model to load (default "default")')

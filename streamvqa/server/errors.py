@@ -55,7 +55,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, e: ApiError) -> JSONResponse:
-        return error_response(e.code, e.message, e.status)
+        headers = {"WWW-Authenticate": 'Bearer realm="streamvqa"'} if e.status == 401 else None
+        return error_response(e.code, e.message, e.status, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, e: RequestValidationError) -> JSONResponse:
@@ -74,8 +75,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _crash(_: Request, e: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return error_response("internal", f"{type(e).__name__}: {e}", 500)
+        log.exception("unhandled error")  # details in the log only, never to the client
+        return error_response("internal", "internal server error", 500)
 
 
 class BodyLimitMiddleware:

@@ -48,8 +48,31 @@ def uvicorn_config(app: Any, settings: ServerSettings) -> uvicorn.Config:
     )
 
 
+def check_serve_security(settings: ServerSettings) -> None:
+    """``ValueError`` (one line) if ``serve`` must not start: auth on with no API keys, or
+    keys that cannot be read. Auth off only logs a loud warning."""
+    from .auth import load_keys
+
+    keys = load_keys(settings)
+    if settings.auth == "on" and not keys:
+        raise ValueError(
+            "no API keys configured: set STREAMVQA_API_KEYS_FILE (see `streamvqa keys new`) "
+            "or run with --insecure / STREAMVQA_AUTH=off on a trusted network"
+        )
+
+
 def serve(settings: ServerSettings) -> int:
-    """Run the server in the foreground until SIGINT/SIGTERM. Returns the exit code."""
+    """Run the server in the foreground until SIGINT/SIGTERM. Returns the exit code
+    (2 with a one-line reason when :func:`check_serve_security` refuses)."""
+    try:
+        check_serve_security(settings)
+    except ValueError as e:
+        print(f"streamvqa serve: {e}", file=sys.stderr)
+        return 2
+    if settings.auth == "off":
+        log.warning("=" * 72)
+        log.warning("AUTHENTICATION IS OFF (--insecure / STREAMVQA_AUTH=off): do not expose this server")
+        log.warning("=" * 72)
     app = create_app(settings)
     uvicorn.Server(uvicorn_config(app, settings)).run()
     return 0
@@ -110,10 +133,16 @@ def demo(
     """
     from websockets.sync.client import connect
 
-    settings = settings.model_copy(update={"host": "127.0.0.1", "port": 0, "log_level": "warning"})
+    tmpdir = tempfile.TemporaryDirectory(prefix="streamvqa-demo-")
+    tmp = tmpdir.name
+    # the demo is local and throw-away: no API keys, files only from its own temporary directory
+    settings = settings.model_copy(update={"host": "127.0.0.1", "port": 0, "log_level": "warning",
+                                           "auth": "off", "media_root": tmp})
+    log.warning("demo: AUTHENTICATION IS OFF (embedded demo on 127.0.0.1 only)")
+    print("WARNING: the demo runs with authentication OFF (127.0.0.1 only)", file=out)
     server = BackgroundServer(create_app(settings), settings)
     try:
-        with tempfile.TemporaryDirectory(prefix="streamvqa-demo-") as tmp:
+        with tmpdir:
             video, sample_question = write_sample_video(Path(tmp), seconds=12.0)
             question = question or sample_question
             server.start()

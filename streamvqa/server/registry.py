@@ -16,6 +16,7 @@ from streamvqa.proto import ApiError, LastError, StreamCreate, StreamInfo
 from streamvqa.workers.ingest import Frame, IngestConfig, IngestError, IngestStats, IngestWorker, probe_source
 
 from .settings import ServerSettings
+from .urlpolicy import UrlPolicy
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,16 @@ class StreamEntry:
     source: Any  # IngestWorker or WhipSession: .state, .stats(), .last_error
     created_at: float = field(default_factory=time.time)
     options: dict[str, Any] = field(default_factory=dict)
+    owner: str | None = None  # the API key name that created it (None: auth off)
+    active_questions: int = 0  # questions in flight (REST + WebSocket), on the event loop
+
+    def memory_bytes(self) -> int:
+        """KV bytes this stream holds, all tiers."""
+        kv = session_stats(self.session).get("kv_bytes") or {}
+        try:
+            return int(sum(int(v) for v in kv.values()))
+        except (TypeError, ValueError, AttributeError):
+            return 0
 
     @property
     def kind(self) -> str:
@@ -111,25 +122,28 @@ class RetiredTotals:
 class StreamRegistry:
     """Creates, lists and deletes streams. All coroutine methods run on the server's event loop."""
 
-    def __init__(self, engine: Any, settings: ServerSettings) -> None:
+    def __init__(self, engine: Any, settings: ServerSettings, policy: UrlPolicy | None = None) -> None:
         self.engine = engine
         self.settings = settings
+        self.policy = policy or UrlPolicy(settings)
         self._streams: dict[str, StreamEntry] = {}
         self._lock = threading.Lock()  # the metrics collector reads from a scrape thread
         self.retired = RetiredTotals()
 
     # -- lookups ------------------------------------------------------------------------------
 
-    def get(self, stream_id: str) -> StreamEntry:
+    def get(self, stream_id: str, owner: str | None = None) -> StreamEntry:
+        """The stream; ``unknown_stream`` if there is none or (``owner`` given) another key owns it."""
         with self._lock:
             entry = self._streams.get(stream_id)
-        if entry is None:
+        if entry is None or (owner is not None and entry.owner != owner):
             raise ApiError("unknown_stream", f"no stream {stream_id!r}")
         return entry
 
-    def list(self) -> list[StreamEntry]:
+    def list(self, owner: str | None = None) -> list[StreamEntry]:
+        """All streams, or (``owner`` given) that key's."""
         with self._lock:
-            return list(self._streams.values())
+            return [e for e in self._streams.values() if owner is None or e.owner == owner]
 
     def snapshot(self) -> tuple[list[StreamEntry], RetiredTotals]:
         with self._lock:
@@ -148,11 +162,24 @@ class StreamRegistry:
             raise ApiError("unknown_method", f"unknown method {method!r}; available: {', '.join(methods)}")
         return method
 
-    def _check_capacity(self) -> None:
+    def _check_capacity(self, quota: Any = None) -> None:
+        """Server-wide stream cap, then the caller's quotas (``quota``: a Principal or None)."""
         with self._lock:
             n = len(self._streams)
         if n >= self.settings.max_streams:
             raise ApiError("too_many_streams", f"at most {self.settings.max_streams} streams per server")
+        owner = getattr(quota, "owner", None)
+        if owner is None:
+            return
+        mine = self.list(owner)
+        max_streams = getattr(quota, "max_streams", None)
+        if max_streams is not None and len(mine) >= max_streams:
+            raise ApiError("quota_exceeded", f"at most {max_streams} streams for this API key")
+        max_memory = getattr(quota, "max_memory_bytes", None)
+        if max_memory is not None:
+            used = sum(e.memory_bytes() for e in mine)
+            if used >= max_memory:
+                raise ApiError("quota_exceeded", f"this API key's streams hold {used} bytes; quota {max_memory}")
 
     def ingest_config(self, url: str, fps: float) -> IngestConfig:
         s = self.settings
@@ -165,6 +192,10 @@ class StreamRegistry:
                 max_retries=s.max_retries,
                 realtime=s.realtime_files,
                 queue_size=s.ingest_queue_size,
+                max_decode_width=s.max_decode_width,
+                max_decode_height=s.max_decode_height,
+                max_width=min(1280, s.max_decode_width),
+                max_height=min(720, s.max_decode_height),
             )
         except ValidationError as e:
             err = e.errors()[0]
@@ -190,12 +221,18 @@ class StreamRegistry:
         with self._lock:
             self._streams[entry.id] = entry
 
-    async def create(self, req: StreamCreate, probe: bool = False) -> StreamEntry:
-        """Validate, optionally probe, open the engine session and start ingest."""
+    async def create(self, req: StreamCreate, probe: bool = False, principal: Any = None) -> StreamEntry:
+        """Validate, check the URL policy, optionally probe, open the engine session, start ingest.
+
+        ``principal`` (auth on): the caller, who becomes the owner and whose quotas apply.
+        """
         fps = req.fps or self.settings.default_fps
         config = self.ingest_config(req.url, fps)
         method = self.resolve_method(req.method)
-        self._check_capacity()
+        self._check_capacity(principal)
+        target = await self.policy.check(config.url)
+        if target != config.url:
+            config = self.ingest_config(target, fps)
         if probe:
             try:
                 await asyncio.to_thread(probe_source, config)
@@ -205,21 +242,22 @@ class StreamRegistry:
         options = dict(req.options or {})
         session = self._open_session(stream_id, method, options)
         worker = IngestWorker(config, self._sink(session), name=stream_id)
-        entry = StreamEntry(stream_id, config.url, method, fps, req.name, session, worker, options=options)
+        entry = StreamEntry(stream_id, req.url.strip(), method, fps, req.name, session, worker, options=options,
+                            owner=getattr(principal, "owner", None))
         self._add(entry)
         worker.start()
         log.info("stream %s: %s (method %s, fps %g)", stream_id, config.url, method, fps)
         return entry
 
     async def create_whip(
-        self, offer_sdp: str, *, method: str | None, fps: float | None, name: str | None
+        self, offer_sdp: str, *, method: str | None, fps: float | None, name: str | None, principal: Any = None
     ) -> tuple[StreamEntry, str]:
         """Accept a WHIP offer as a new stream; returns the entry and the SDP answer."""
         from streamvqa.workers.ingest.whip import WhipSession  # aiortc is optional
 
         fps = fps or self.settings.default_fps
         method = self.resolve_method(method)
-        self._check_capacity()
+        self._check_capacity(principal)
         stream_id = "w_" + uuid.uuid4().hex[:16]
         session = self._open_session(stream_id, method, {})
         try:
@@ -236,7 +274,8 @@ class StreamRegistry:
         except BaseException:
             self._close_session(stream_id)
             raise
-        entry = StreamEntry(stream_id, f"whip://{stream_id}", method, fps, name, session, whip)
+        entry = StreamEntry(stream_id, f"whip://{stream_id}", method, fps, name, session, whip,
+                            owner=getattr(principal, "owner", None))
         self._add(entry)
         return entry, answer
 
@@ -246,9 +285,9 @@ class StreamRegistry:
         except Exception as e:  # already closed, or the engine is shutting down
             log.debug("close_stream %s: %s", stream_id, e)
 
-    async def delete(self, stream_id: str) -> None:
-        """Stop ingest, close the engine session, forget the stream."""
-        entry = self.get(stream_id)
+    async def delete(self, stream_id: str, owner: str | None = None) -> None:
+        """Stop ingest, close the engine session, forget the stream (``owner``: only theirs)."""
+        entry = self.get(stream_id, owner)
         with self._lock:
             if self._streams.pop(stream_id, None) is None:
                 raise ApiError("unknown_stream", f"no stream {stream_id!r}")

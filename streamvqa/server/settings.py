@@ -43,6 +43,31 @@ class ServerSettings(BaseModel):
     whip_connect_timeout_s: float = Field(30.0, gt=0)
     threads: int | None = Field(None, ge=1, description="torch CPU threads")
     log_level: str = "info"
+    # -- security (docs/security.md) ---------------------------------------------------------
+    auth: Literal["on", "off"] = Field(
+        "on", description='"on": every endpoint but /health needs an API key; "off": no keys (demo, tests)'
+    )
+    api_keys_file: str | None = Field(
+        None, description="file of API keys: `name:hash` lines or JSON (see `streamvqa keys hash`)"
+    )
+    api_keys: str | None = Field(None, description="API keys inline: `name:hash` entries, comma-separated, or JSON")
+    metrics_key_hash: str | None = Field(None, description="hash of a key that alone may read /metrics")
+    metrics_public: bool = Field(False, description="/metrics without a key (only behind a trusted network)")
+    key_max_streams: int | None = Field(None, ge=1, description="streams per API key (None: max_streams)")
+    key_questions_per_minute: int | None = Field(120, ge=1, description="questions per minute per API key")
+    key_max_memory_bytes: int | None = Field(
+        None, ge=1, description="KV bytes a key's streams may hold before its new streams are refused"
+    )
+    media_root: str | None = Field(None, description="file:// sources only inside this directory (None: none)")
+    allow_private_networks: bool = Field(
+        False, description="let rtsp/http sources reach private, loopback, link-local addresses (SSRF)"
+    )
+    allowed_networks: str = Field("", description="CIDRs (comma-separated) allowed even when not public")
+    max_redirects: int = Field(3, ge=0, le=10, description="HTTP redirects followed (each re-checked)")
+    max_questions_per_stream: int = Field(8, ge=1, description="concurrent questions per stream (REST + WS)")
+    ws_messages_per_minute: int = Field(600, ge=1, description="client messages per WebSocket per minute")
+    max_decode_width: int = Field(3840, ge=16, le=65536, description="wider sources fail resolution_too_large")
+    max_decode_height: int = Field(2160, ge=16, le=65536, description="taller sources fail resolution_too_large")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> ServerSettings:

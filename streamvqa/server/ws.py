@@ -7,6 +7,11 @@ task drains a bounded per-connection queue, so a slow reader never blocks the en
 connections: when the queue is full, ``token`` messages for that connection are dropped (the
 ``answer`` still carries the full text; index gaps show the drop), and a reader that cannot take
 a final message within ``ws_send_timeout_s`` is disconnected.
+
+Security: the connection belongs to one API key (checked by the endpoint before this class
+runs); a stream of another key is ``unknown_stream``; client messages are limited in size
+(``payload_too_large``) and rate (``ws_messages_per_minute``, then ``rate_limited``), and
+questions count against the key's questions per minute (``rate_limited``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
@@ -23,21 +29,35 @@ from pydantic import ValidationError
 from streamvqa.proto import ApiError, WsAnswer, WsError, WsQuestion, WsToken
 
 from .answers import AnswerService, is_answer, to_response
+from .auth import ANONYMOUS, Principal
+from .limits import TokenBucket
 from .registry import StreamRegistry
 
 log = logging.getLogger(__name__)
 
 CLOSE_UNKNOWN_STREAM = 4404
 CLOSE_SLOW_READER = 4008
+CLOSE_UNAUTHORIZED = 4401
 
 
 class WsConnection:
     """One accepted WebSocket for one stream."""
 
     def __init__(
-        self, ws: WebSocket, stream_id: str, registry: StreamRegistry, answers: AnswerService
+        self,
+        ws: WebSocket,
+        stream_id: str,
+        registry: StreamRegistry,
+        answers: AnswerService,
+        principal: Principal = ANONYMOUS,
+        take_question: Callable[[Principal], None] | None = None,
+        subprotocol: str | None = None,
     ) -> None:
         settings = answers.settings
+        self.principal = principal
+        self.take_question = take_question
+        self.subprotocol = subprotocol
+        self.message_rate = TokenBucket(settings.ws_messages_per_minute)
         self.ws = ws
         self.stream_id = stream_id
         self.registry = registry
@@ -89,7 +109,7 @@ class WsConnection:
     async def _answer(self, q: WsQuestion) -> None:
         rid = q.request_id
         try:
-            entry = self.registry.get(self.stream_id)
+            entry = self.registry.get(self.stream_id, self.principal.owner)
             async for ev in self.answers.events(entry, q):
                 if is_answer(ev):
                     resp = to_response(ev)
@@ -107,6 +127,9 @@ class WsConnection:
             self.active.pop(rid, None)
 
     async def _handle(self, raw: str | bytes) -> None:
+        if not self.message_rate.take():
+            await self._error(None, "rate_limited", "too many messages on this connection; slow down")
+            return
         size = len(raw.encode() if isinstance(raw, str) else raw)
         if size > self.max_message_bytes:
             await self._error(None, "payload_too_large", f"message of {size} bytes; limit {self.max_message_bytes}")
@@ -134,15 +157,24 @@ class WsConnection:
         if len(self.active) >= self.max_concurrent:
             await self._error(q.request_id, "too_many_questions", f"at most {self.max_concurrent} at once")
             return
+        if self.take_question is not None:
+            try:
+                self.take_question(self.principal)
+            except ApiError as e:
+                await self._error(q.request_id, e.code, e.message)
+                return
         self.active[q.request_id] = asyncio.create_task(self._answer(q))
 
     async def run(self) -> None:
         """Accept, serve until the client disconnects, then cancel what is still running."""
-        await self.ws.accept()
+        if self.subprotocol:
+            await self.ws.accept(subprotocol=self.subprotocol)
+        else:
+            await self.ws.accept()
         sender = asyncio.create_task(self._send_loop())
         try:
             try:
-                self.registry.get(self.stream_id)
+                self.registry.get(self.stream_id, self.principal.owner)
             except ApiError as e:
                 await self._error(None, e.code, e.message)
                 await self.queue.put(None)

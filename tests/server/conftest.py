@@ -5,6 +5,7 @@ Everything binds 127.0.0.1; every server started here is stopped in a ``finally`
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,10 +42,15 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_index_mp4(path, seconds=3.0, fps=10, width=160, height=120)
 
 def lean_settings(**overrides: Any) -> ServerSettings:
-    """Lean settings for tests: files as fast as decoded, nothing dropped, short timeouts."""
+    """Lean settings for tests: files as fast as decoded, nothing dropped, short timeouts.
+
+    Security is relaxed on purpose (tests/security checks it): no API keys, 127.0.0.1 sources
+    allowed, file sources anywhere under the temporary directory pytest writes to.
+    """
     base: dict[str, Any] = dict(
         model=TINY, realtime_files=False, ingest_queue_size=64, default_fps=5.0, open_timeout_s=5.0,
         read_timeout_s=5.0, max_retries=1, default_max_tokens=8, max_tokens=64,
+        auth="off", allow_private_networks=True, media_root=tempfile.gettempdir(),
     )
     base.update(overrides)
     return ServerSettings(**base)

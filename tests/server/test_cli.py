@@ -23,8 +23,9 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 def test_serve_runs_and_stops(clip: Path) -> None:
     port = free_port()
+    env = {**ENV, "STREAMVQA_AUTH": "off", "STREAMVQA_MEDIA_ROOT": str(clip.parent)}
     proc = subprocess.Popen([*CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--model", "tiny:smolvlm"],
-                            cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
 

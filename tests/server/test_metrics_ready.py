@@ -72,7 +72,7 @@ def test_multiprocess_metrics(tmp_path: Path) -> None:
         "from streamvqa.server.app import create_app\n"
         "from streamvqa.server.settings import ServerSettings\n"
         "from tests.server.doubles import EngineDouble\n"
-        "with TestClient(create_app(ServerSettings(), engine=EngineDouble())) as c:\n"
+        "with TestClient(create_app(ServerSettings(auth='off'), engine=EngineDouble())) as c:\n"
         "    t = c.get('/metrics').text\n"
         "    assert 'vqa_questions_total{outcome=\"ok\"}' in t, t\n"
         "    assert 'vqa_streams_active' in t and 'vqa_time_to_first_token_seconds_bucket' in t, t\n"

@@ -1,0 +1,182 @@
+"""Which source URLs the server may open (SSRF and local-file protection).
+
+Called by the registry before ingest starts; returns what ingest should open:
+
+* ``file://`` URLs and plain paths: only inside ``settings.media_root`` (relative paths are taken
+  relative to it). The path is resolved (symlinks followed, ``..`` collapsed) and must stay
+  inside the resolved root; the resolved path is what ingest opens. No media root: no files.
+* ``rtsp(s)://`` and ``http(s)://``: the host is resolved and *every* address must be public
+  (``ipaddress.is_global`` and not multicast; IPv4-mapped IPv6 checked as IPv4), unless
+  ``allow_private_networks`` is set or the address is inside one of ``allowed_networks``.
+* ``http(s)://``: a pre-flight ``GET`` with redirects disabled follows up to ``max_redirects``
+  ``Location`` hops itself, checking each hop like the first URL; ingest then opens the final
+  URL, so FFmpeg has no redirect left to follow on the first open.
+
+Known limits (docs/security.md): the check and FFmpeg's own connect resolve DNS separately (a
+rebinding resolver can answer differently the second time); FFmpeg's reconnects may follow a
+redirect a server introduces later; HLS/DASH playlists may name other hosts. Egress network
+policy is the backstop for these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from streamvqa.proto import ApiError
+from streamvqa.workers.ingest.urls import SourceKind, parse_source_url
+
+from .settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def parse_networks(text: str) -> list[IpNetwork]:
+    """``"10.0.0.0/8, 192.168.1.7"`` -> networks; ``ValueError`` on a bad entry."""
+    nets: list[IpNetwork] = []
+    for part in text.replace(";", ",").split(","):
+        part = part.strip()
+        if part:
+            nets.append(ipaddress.ip_network(part, strict=False))
+    return nets
+
+
+def is_public(ip: IpAddress) -> bool:
+    """Globally routable unicast (not private, loopback, link-local, CGNAT, reserved, unspecified,
+    multicast); IPv4-mapped / 6to4 / Teredo IPv6 judged by the IPv4 address inside."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if inner is not None:
+            return is_public(inner)
+    return bool(ip.is_global) and not ip.is_multicast and not ip.is_unspecified
+
+
+class UrlPolicy:
+    """The URL rules of one server (see the module docstring)."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.allow_private = settings.allow_private_networks
+        try:
+            self.allowed = parse_networks(settings.allowed_networks)
+        except ValueError as e:
+            raise ValueError(f"invalid setting allowed_networks: {e}") from None
+        self.media_root = Path(settings.media_root).resolve() if settings.media_root else None
+        self.max_redirects = settings.max_redirects
+        self.timeout_s = settings.open_timeout_s
+
+    # -- files --------------------------------------------------------------------------------
+
+    def check_file(self, target: str) -> str:
+        """The resolved path of a file source inside the media root, or ``url_forbidden``."""
+        if self.media_root is None:
+            raise ApiError("url_forbidden", "file sources are disabled (no media root is configured)")
+        if "\x00" in target:
+            raise ApiError("url_forbidden", "NUL in file path")
+        path = Path(target)
+        if not path.is_absolute():
+            path = self.media_root / path
+        resolved = path.resolve()  # follows every symlink, collapses ..
+        if not resolved.is_relative_to(self.media_root):
+            raise ApiError("url_forbidden", "file sources must be inside the media root")
+        return str(resolved)
+
+    # -- network ------------------------------------------------------------------------------
+
+    def address_allowed(self, ip: IpAddress) -> bool:
+        if self.allow_private or is_public(ip):
+            return True
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip.version == net.version and ip in net for net in self.allowed)
+
+    async def resolve(self, host: str, port: int | None) -> list[IpAddress]:
+        """Every address ``host`` resolves to (an IP literal: itself)."""
+        try:
+            return [ipaddress.ip_address(host.strip("[]"))]
+        except ValueError:
+            pass
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await asyncio.wait_for(
+                loop.getaddrinfo(host, port or 0, type=socket.SOCK_STREAM), self.timeout_s
+            )
+        except (OSError, TimeoutError, UnicodeError) as e:
+            raise ApiError("source_unreachable", f"cannot resolve {host!r}: {e}") from None
+        addrs: list[IpAddress] = []
+        for family, _, _, _, sockaddr in infos:
+            if family in (socket.AF_INET, socket.AF_INET6):
+                addrs.append(ipaddress.ip_address(str(sockaddr[0]).split("%")[0]))
+        if not addrs:
+            raise ApiError("source_unreachable", f"{host!r} has no IP address")
+        return addrs
+
+    async def check_host(self, url: str) -> None:
+        """``url_forbidden`` unless every address of the URL's host is allowed."""
+        if self.allow_private:
+            return
+        parts = urlsplit(url)
+        host = parts.hostname
+        if not host:
+            raise ApiError("url_forbidden", "URL has no host")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ApiError("invalid_request", "URL has an invalid port") from None
+        for ip in await self.resolve(host, port):
+            if not self.address_allowed(ip):
+                raise ApiError(
+                    "url_forbidden",
+                    f"{host} resolves to a non-public address ({ip}); not allowed by the URL policy",
+                )
+
+    async def follow_redirects(self, url: str) -> str:
+        """Pre-flight an http(s) URL with redirects off; check and follow each ``Location``.
+        Returns the final URL (not a redirect)."""
+        current = url
+        async with httpx.AsyncClient(
+            follow_redirects=False, timeout=self.timeout_s, verify=False, trust_env=False
+        ) as client:
+            for hop in range(self.max_redirects + 1):
+                try:
+                    async with client.stream("GET", current, headers={"Range": "bytes=0-0"}) as resp:
+                        status = resp.status_code
+                        location = resp.headers.get("location")
+                except httpx.HTTPError as e:
+                    raise ApiError("source_unreachable", f"cannot reach {urlsplit(current).netloc}: {e}") from None
+                if status not in _REDIRECTS or not location:
+                    return current
+                if hop == self.max_redirects:
+                    break
+                nxt = urljoin(current, location)
+                if urlsplit(nxt).scheme.lower() not in ("http", "https"):
+                    raise ApiError("url_forbidden", f"redirect to a non-http URL: {nxt[:200]}")
+                await self.check_host(nxt)
+                current = nxt
+        raise ApiError("url_forbidden", f"more than {self.max_redirects} redirects")
+
+    # -- entry point --------------------------------------------------------------------------
+
+    async def check(self, url: str) -> str:
+        """What ingest should open for ``url`` (a resolved path, the URL or its redirect
+        target); ``url_forbidden`` / ``source_unreachable`` / ``unsupported_scheme`` otherwise."""
+        try:
+            src = parse_source_url(url)
+        except Exception as e:  # IngestError
+            raise ApiError(getattr(e, "code", "unsupported_scheme"), getattr(e, "message", str(e))) from None
+        if src.kind is SourceKind.FILE:
+            return self.check_file(src.target)
+        await self.check_host(src.url)
+        if src.kind is SourceKind.HTTP and not self.allow_private:
+            return await self.follow_redirects(src.url)
+        return src.url
