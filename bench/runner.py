@@ -50,7 +50,6 @@ def run(cfg: BenchConfig, log=print) -> dict:
 
 def save(result: dict, name: str | None = None, json_out: str | None = None, plots: bool = True) -> dict:
     """Write `bench/results/<name>.json` (and `json_out`) and the PNG plots; returns the paths."""
-    from bench.plots import all_plots
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = name or result["started"].replace(":", "").replace("-", "")
@@ -58,6 +57,8 @@ def save(result: dict, name: str | None = None, json_out: str | None = None, plo
     if json_out:
         paths["json"].append(json_out)
     if plots:
+        from bench.plots import all_plots  # matplotlib only when plotting
+
         result["plots"] = [os.path.relpath(p, RESULTS) for p in all_plots(result, RESULTS)]
     for p in paths["json"]:
         Path(p).parent.mkdir(parents=True, exist_ok=True)

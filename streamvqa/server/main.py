@@ -172,7 +172,7 @@ def demo(
                     print(f"demo: no frame was encoded: {info.get('last_error')}", file=out)
                     return 1
                 ws_url = server.url.replace("http://", "ws://") + f"/v1/streams/{sid}/ws"
-                print(f"Q: {question}\nA:", end="", file=out, flush=True)
+                print(f"Q: {question}\nA: ", end="", file=out, flush=True)
                 answer = None
                 with connect(ws_url, open_timeout=30, close_timeout=5) as ws:
                     ws.send(json.dumps({"type": "question", "request_id": "demo-1", "question": question,
@@ -180,7 +180,8 @@ def demo(
                     for _ in range(10_000):
                         msg = json.loads(ws.recv(timeout=300))
                         if msg["type"] == "token":
-                            print(msg["text"], end="", file=out, flush=True)
+                            text = msg["text"] if msg["index"] else msg["text"].lstrip()
+                            print(text, end="", file=out, flush=True)
                         elif msg["type"] == "answer":
                             answer = msg
                             break

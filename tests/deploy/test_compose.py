@@ -30,7 +30,7 @@ def test_compose_config_validates():
     if cmd is None:
         pytest.skip("neither `docker compose` (v2 plugin) nor `docker-compose` is installed")
     profiles = [a for p in PROFILES for a in ("--profile", p)]
-    env = {**os.environ, "GRAFANA_ADMIN_PASSWORD": "test-only"}
+    env = {**os.environ, "GRAFANA_ADMIN_PASSWORD": "test-only", "STREAMVQA_API_KEYS": "ops:sha256:" + "0" * 64}
     env.pop("COMPOSE_PROFILES", None)
     r = subprocess.run([*cmd, "-f", str(COMPOSE), *profiles, "config", "-q"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=60)
@@ -41,6 +41,14 @@ def test_compose_refuses_to_run_without_grafana_password():
     """No default password ships: the file insists on GRAFANA_ADMIN_PASSWORD from the caller."""
     grafana = load_yaml(COMPOSE)["services"]["grafana"]
     assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+
+
+def test_servers_require_api_keys_from_the_caller():
+    """Auth is on by default: the file insists on STREAMVQA_API_KEYS and never turns auth off."""
+    for name, svc in _server_services().items():
+        env = svc["environment"]
+        assert env["STREAMVQA_API_KEYS"].startswith("${STREAMVQA_API_KEYS:?"), name
+        assert env.get("STREAMVQA_AUTH", "on") == "on", name
 
 
 def _services() -> dict:

@@ -26,6 +26,15 @@ def one_shot_pieces(adapter, frames, question):
     return pieces, adapter.question_piece(question)
 
 
+def assert_same_logits(reference: torch.Tensor, other: torch.Tensor) -> None:
+    """Equal up to fp32 rounding, relative to the logits' scale: attention over a cache in
+    chunks (or with RoPE tables at other positions) sums in another order, and over SmolLM2's
+    30 layers that reaches ~1e-4 on logits of magnitude ~30 (4e-6 relative); tiny models ~1e-7."""
+    scale = reference.abs().max().item()
+    assert (reference - other).abs().max().item() < 1e-5 * scale
+    assert torch.equal(reference.argmax(-1), other.argmax(-1))
+
+
 @torch.inference_mode()
 def test_chunked_encoding_equals_one_shot_prefill(adapter):
     session, frames = full_session(adapter)
@@ -37,8 +46,7 @@ def test_chunked_encoding_equals_one_shot_prefill(adapter):
     chunked = adapter.forward(adapter.embed(q), q_positions, session.window.cache)
     n = chunked.shape[1]
     assert torch.equal(positions[:, -n:], q_positions)
-    assert (reference[:, -n:] - chunked).abs().max().item() < 1e-4
-    assert torch.equal(reference[:, -n:].argmax(-1), chunked.argmax(-1))
+    assert_same_logits(reference[:, -n:], chunked)
 
 
 @torch.inference_mode()
@@ -66,7 +74,7 @@ def test_rerotated_blocks_equal_direct_prefill_at_those_positions(adapter):
     cache = new_cache(adapter, keys, values)
     placed = adapter.forward(adapter.embed(q), session.tracker.fork(session.tracker.next + shift).place(q), cache)
     n = placed.shape[1]
-    assert (direct[:, -n:] - placed).abs().max().item() < 1e-4
+    assert_same_logits(direct[:, -n:], placed)
 
 
 @torch.inference_mode()
