@@ -1,0 +1,64 @@
+"""A stream session rebuilt from the block store, for a process that did not encode the stream.
+
+Two users:
+- the **answer worker** keeps a read-only answering view per stream and refreshes it before
+  each question (stages 7-9 run on the stored blocks; no frame ever reaches it);
+- an **encoder that restarted** resumes a stream after its last acknowledged block.
+
+What a `StreamSession` needs besides the store is derived state, and all of it can be rebuilt:
+- the sink: the prompt prefix, recomputed by `StreamSession.__init__` (same model, same tokens);
+- the hot window: the longest suffix of blocks whose tokens fit `n_local` (at least one) —
+  exactly what `HotWindow.push` keeps — laid out contiguously after the sink, as
+  `HotWindow._rebuild` does once units have left the window;
+- the position counter: the last block's `pos_end`; the next block index: last index + 1.
+
+Composition over the session: this module sets those fields and leaves the session's code
+alone (engine/session.py has no hook for it).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from streamvqa.engine.session import StreamSession
+from streamvqa.engine.window import HotWindow
+from streamvqa.store.block import Block
+
+FETCH = 8  # blocks leased per round trip while walking back from the newest
+
+
+def sync(session: StreamSession) -> int:
+    """Bring `session`'s window, position counter and block count up to the store; returns the
+    number of blocks the store holds for the stream. Call with the engine lock held."""
+    store = session.store
+    idx = store.index(session.stream_id)
+    if not idx.indices:
+        session._next_index = 0
+        return 0
+    last = idx.indices[-1]
+    window = session.window
+    if session._next_index == last + 1 and window.blocks and window.blocks[-1].index == last:
+        return len(idx.indices)  # nothing new
+    n_local = session.config.n_local
+    chosen: list[Block] = []
+    tokens = 0
+    todo = list(reversed(idx.indices))
+    done = False
+    while todo and not done:
+        batch, todo = todo[:FETCH], todo[FETCH:]
+        for b in store.get_many(session.stream_id, batch):
+            if chosen and n_local is not None and tokens + b.n_tokens > n_local:
+                done = True
+                break
+            chosen.append(b)
+            tokens += b.n_tokens
+    chosen.reverse()
+    fresh = HotWindow(session.adapter, n_local)
+    fresh.set_sink(window.sink)
+    fresh.blocks = deque(chosen)
+    fresh.tokens = tokens
+    fresh._rebuild()
+    session.window = fresh
+    session.tracker.next = chosen[-1].pos_end
+    session._next_index = last + 1
+    return len(idx.indices)

@@ -1,0 +1,77 @@
+"""Configuration shared by the processes of the multi-process topology, validated at the edge.
+
+The supervisor writes it as JSON into the run directory and starts each worker with its path
+(`streamvqa worker <role> --config FILE`); containers can write the same file themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ROLES = ("kvstore", "encoder", "answer")
+
+
+class MultiConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = "default"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    encoder_device: str = "cpu"
+    answer_device: str = "cpu"
+    threads: int | None = Field(None, ge=1, description="torch CPU threads per model worker")
+    max_question_chars: int = Field(2000, ge=1)
+    max_new_tokens: int = Field(512, ge=1)
+    store: dict[str, Any] = Field(
+        description="TieredStoreConfig fields without the fingerprint; the first tier must be host (shm)"
+    )
+    run_dir: str = Field(description="unix sockets and the config file live here")
+    transport: Literal["ipc", "tcp"] = "ipc"
+    tcp_host: str = "127.0.0.1"
+    tcp_base_port: int = Field(7650, ge=1024, le=65000, description="kvstore, encoder, answer: +0, +1, +2")
+    lease_ttl_s: float = Field(30.0, gt=0, description="how long an answer worker may hold mapped blocks")
+    start_timeout_s: float = Field(300.0, gt=0, description="a worker that is not serving by then failed")
+    restart_backoff_s: float = Field(0.5, gt=0, description="first wait before a restart; doubles, max 30 s")
+    frame_timeout_s: float = Field(300.0, gt=0, description="longest a frame may wait for its unit's encode")
+    put_timeout_s: float = Field(120.0, gt=0, description="longest an encoder retries a block write")
+    answer_idle_timeout_s: float = Field(300.0, gt=0, description="longest gap between two answer events")
+    janitor_interval_s: float = Field(10.0, gt=0, description="kvstore: reclaim staging segments of dead writers")
+
+    @model_validator(mode="after")
+    def _check(self) -> MultiConfig:
+        tiers = self.store.get("tiers") or []
+        if not tiers or tiers[0].get("kind", "host") != "host":
+            raise ValueError("multi topology: the store's first tier must be a host (shared-memory) tier")
+        return self
+
+    @property
+    def shm_prefix(self) -> str:
+        return str(self.store["tiers"][0].get("shm_prefix", "streamvqa"))
+
+    def endpoint(self, role: str) -> str:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        if self.transport == "ipc":
+            return f"ipc://{Path(self.run_dir) / (role + '.sock')}"
+        return f"tcp://{self.tcp_host}:{self.tcp_base_port + ROLES.index(role)}"
+
+    def write(self) -> Path:
+        path = Path(self.run_dir) / "config.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(self.model_dump_json(indent=1))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def read(cls, path: str | Path) -> MultiConfig:
+        return cls.model_validate_json(Path(path).read_text())
+
+
+def default_run_dir() -> str:
+    # unix socket paths are limited to ~107 bytes: keep the directory short
+    return tempfile.mkdtemp(prefix="svq-")

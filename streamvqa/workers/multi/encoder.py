@@ -1,0 +1,137 @@
+"""The `encoder` worker: stages 1-6 for the streams placed on it (one worker per encoding device).
+
+It owns the model's hot windows; finished blocks go to the kvstore through `RemoteStore.put`
+(shared-memory staging, acknowledged by the store). A frame's reply returns once the frame is
+taken (and its unit encoded and acknowledged, when it completed one), so the server's ingest
+thread sees backpressure exactly as in embedded mode.
+
+After a restart the server re-opens its streams with ``resume=True``: the session is rebuilt
+from the store (`engine/replica.sync`) and continues after the last acknowledged block. Frames
+of a unit that was not complete when the worker died are lost (counted by the server's ingest
+as ``sink_error`` drops).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import torch
+
+from streamvqa.engine.config import EngineConfig
+from streamvqa.engine.engine import Engine
+from streamvqa.engine.errors import EngineError
+from streamvqa.engine.replica import sync
+from streamvqa.proto import ipc
+from streamvqa.workers.multi.config import MultiConfig
+from streamvqa.workers.multi.remote_store import RemoteStore
+from streamvqa.workers.multi.rpc import RpcClient, RpcServer
+
+log = logging.getLogger(__name__)
+
+
+class _UnitTimer:
+    """Engine observer: the last unit's encode time, read back into the frame's reply."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+
+    def on_unit_encoded(self, stream_id: str, seconds: float, frames: int) -> None:
+        self.local.last = (seconds, frames)
+
+    def on_token(self, *a) -> None:
+        pass
+
+    def on_answer(self, *a) -> None:
+        pass
+
+    def take(self) -> tuple[float, int]:
+        out = getattr(self.local, "last", (0.0, 0))
+        self.local.last = (0.0, 0)
+        return out
+
+
+def build_engine(config: MultiConfig, device: str, role: str) -> tuple[Engine, RemoteStore]:
+    """A model worker's engine over the kvstore (opens the store with this model's fingerprint)."""
+    from streamvqa.models.loading import load_adapter
+
+    ecfg = EngineConfig(model=config.model, device=device, dtype=config.dtype, threads=config.threads,
+                        max_question_chars=config.max_question_chars, max_new_tokens=config.max_new_tokens)
+    if ecfg.threads:
+        torch.set_num_threads(ecfg.threads)
+    adapter = load_adapter(ecfg.model, ecfg.device, ecfg.torch_dtype)
+    client = RpcClient(config.endpoint("kvstore"), name="kvstore")
+    store = RemoteStore(client, adapter.fingerprint(), config.shm_prefix, device=device,
+                        lease_ttl_s=config.lease_ttl_s, put_timeout_s=config.put_timeout_s)
+    store._call("store.open", ipc.OpenStore(fingerprint=store.fingerprint), retry_for=config.start_timeout_s)
+    return Engine(ecfg, adapter=adapter, store=store), store
+
+
+class EncoderService:
+    def __init__(self, config: MultiConfig) -> None:
+        self.config = config
+        self.engine, self.store = build_engine(config, config.encoder_device, "encoder")
+        self.timer = _UnitTimer()
+        self.engine.observers.append(self.timer)
+        self._open_lock = threading.Lock()
+
+    def handlers(self) -> dict:
+        return {
+            "ping": self.ping,
+            "enc.info": self.info,
+            "enc.open": self.open,
+            "enc.frame": self.frame,
+            "enc.close": self.close_stream,
+        }
+
+    def ping(self, body, atts, emit) -> ipc.Pong:
+        return ipc.Pong(role="encoder", pid=os.getpid(), info={"streams": len(self.engine.sessions)})
+
+    def info(self, body, atts, emit) -> ipc.ModelInfo:
+        return ipc.ModelInfo(methods=self.engine.methods(), model=self.engine.model_info())
+
+    def open(self, body: ipc.OpenStream, atts, emit) -> ipc.StreamOpened:
+        with self._open_lock:
+            session = self.engine.sessions.get(body.stream_id)
+            if session is None:
+                session = self.engine.open_stream(body.stream_id, body.method, body.options)
+                if body.resume:
+                    with self.engine.lock, torch.inference_mode():
+                        n = sync(session)
+                    log.info("stream %s resumed after %d stored blocks", body.stream_id, n)
+            return ipc.StreamOpened(stream_id=body.stream_id, next_index=session._next_index)
+
+    def frame(self, body: ipc.PushFrame, atts, emit) -> ipc.EncoderStats:
+        session = self.engine.sessions.get(body.stream_id)
+        if session is None:
+            raise EngineError("unknown_stream", f"stream {body.stream_id!r} is not open on this encoder")
+        image = ipc.to_numpy(body.image, atts)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise EngineError("invalid_frame", f"frames must be HxWx3 uint8, got {list(image.shape)}")
+        self.timer.take()
+        session.push_frame(image, body.t)
+        seconds, frames = self.timer.take()
+        s = session._stats
+        w = session.window
+        return ipc.EncoderStats(
+            frames_received=s.frames_received, frames_encoded=s.frames_encoded, units_encoded=s.units_encoded,
+            window_tokens=w.tokens, window_bytes=w.nbytes, window_blocks=len(w.blocks),
+            encode_seconds_total=s.encode_seconds_total, last_unit_seconds=seconds, last_unit_frames=frames,
+            next_index=session._next_index,
+        )
+
+    def close_stream(self, body: ipc.StreamRef, atts, emit) -> ipc.Empty:
+        # the server drops the stream's blocks from the store itself (the encoder may be down)
+        session = self.engine.sessions.pop(body.stream_id, None)
+        if session is not None:
+            session.closed = True
+        return ipc.Empty()
+
+
+def serve(config: MultiConfig) -> None:
+    from streamvqa.workers.multi.process import run_until_signal
+
+    service = EncoderService(config)
+    server = RpcServer(config.endpoint("encoder"), service.handlers(), threads=8)
+    run_until_signal(server)

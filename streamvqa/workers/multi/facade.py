@@ -1,0 +1,271 @@
+"""`MultiEngine`: what the server sees in the multi-process topology — the `Engine` API shape
+(open_stream / get / close_stream / methods / model_info / observers / health / close) over the
+worker processes, so the registry, REST, WebSocket and metrics code is the same in both modes.
+
+`RemoteSession` is a stream's handle: frames go to the encoder (one RPC per frame, replied once
+taken, so ingest sees the same backpressure as in embedded mode), questions to the answer
+worker (tokens streamed back), statistics are what the encoder reported plus the store's usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import numpy as np
+
+from streamvqa.engine.errors import EngineError
+from streamvqa.engine.types import Answer, SessionStats, TokenEvent
+from streamvqa.proto import ApiError, ipc
+from streamvqa.workers.multi.config import MultiConfig
+from streamvqa.workers.multi.remote_store import RemoteStore
+from streamvqa.workers.multi.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = ("worker_unavailable", "timeout")
+
+
+def _unavailable(role: str, e: ipc.IpcError) -> ApiError:
+    return ApiError("worker_unavailable", f"the {role} worker is unavailable ({e.message}); retry shortly", 503)
+
+
+class RemoteSession:
+    def __init__(self, engine: MultiEngine, stream_id: str, method: str, options: dict) -> None:
+        self.engine = engine
+        self.stream_id = stream_id
+        self.method = method
+        self.options = dict(options)
+        self.closed = False
+        self._lock = threading.Lock()
+        self._stats = SessionStats(method=method)
+        self._enc: ipc.EncoderStats | None = None
+        self._usage: tuple[float, ipc.Usage] | None = None
+        self.acked = 0  # blocks the store acknowledged (indices below are readable)
+        self.resumes = 0
+
+    # -- frames -----------------------------------------------------------------------------
+    def open(self, resume: bool = False) -> None:
+        try:
+            reply, _ = self.engine.supervisor.workers["encoder"].client.call(
+                "enc.open", ipc.OpenStream(stream_id=self.stream_id, method=self.method, options=self.options,
+                                           resume=resume), timeout=self.engine.config.start_timeout_s)
+        except ipc.IpcError as e:
+            if e.code in UNAVAILABLE:
+                raise EngineError("worker_unavailable", f"encoder: {e.message}") from None
+            raise EngineError(e.code, e.message) from None
+        if resume:
+            self.resumes += 1
+        self.acked = max(self.acked, reply.next_index)
+
+    def push_frame(self, image: np.ndarray, t: float) -> None:
+        if self.closed:
+            raise EngineError("stream_closed", f"stream {self.stream_id} is closed")
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise EngineError("invalid_frame", f"frames must be HxWx3 uint8, got {image.shape} {image.dtype}")
+        with self._lock:
+            self._stats.frames_received += 1
+            self._stats.last_frame_t = float(t)
+        ref, raw = ipc.tensor_ref(image, 0)
+        body = ipc.PushFrame(stream_id=self.stream_id, t=float(t), image=ref)
+        client = self.engine.supervisor.workers["encoder"].client
+        for attempt in range(2):
+            try:
+                reply, _ = client.call("enc.frame", body, [raw], timeout=self.engine.config.frame_timeout_s)
+                break
+            except ipc.IpcError as e:
+                if e.code == "unknown_stream" and attempt == 0 and not self.closed:
+                    self.open(resume=True)  # a restarted encoder: continue after the last stored block
+                    continue
+                if e.code in UNAVAILABLE:
+                    raise EngineError("worker_unavailable", f"encoder: {e.message}") from None
+                raise EngineError(e.code, e.message) from None
+        self._took(reply)
+
+    def _took(self, reply: ipc.EncoderStats) -> None:
+        with self._lock:
+            self._enc = reply
+            s = self._stats
+            if reply.last_unit_frames:  # this frame completed a unit (counted here: a restarted
+                s.units_encoded += 1    # encoder starts its own counters from zero)
+                s.frames_encoded += reply.last_unit_frames
+                s.encode_seconds_total += reply.last_unit_seconds
+            s.window_tokens = reply.window_tokens
+            self.acked = max(self.acked, reply.next_index)
+        if reply.last_unit_frames:
+            for obs in self.engine.observers:
+                obs.on_unit_encoded(self.stream_id, reply.last_unit_seconds, reply.last_unit_frames)
+
+    def stats(self) -> SessionStats:
+        usage = self._store_usage()
+        with self._lock:
+            s = SessionStats(**{k: getattr(self._stats, k) for k in self._stats.__dataclass_fields__})
+            enc = self._enc
+        s.kv_bytes = {"device": enc.window_bytes if enc else 0, **(usage.bytes if usage else {})}
+        s.kv_blocks = {"window": enc.window_blocks if enc else 0, **(usage.blocks if usage else {})}
+        return s
+
+    def _store_usage(self) -> ipc.Usage | None:
+        now = time.monotonic()
+        cached = self._usage
+        if cached is not None and now - cached[0] < 1.0:
+            return cached[1]
+        try:
+            usage = self.engine.store.usage(self.stream_id)
+        except Exception:  # the store restarting must not break GET /v1/streams
+            return cached[1] if cached else None
+        self._usage = (now, usage)
+        return usage
+
+    # -- questions --------------------------------------------------------------------------
+    def _events(self, question: str, kwargs: dict) -> Iterator[TokenEvent | Answer]:
+        if self.closed:
+            raise EngineError("stream_closed", f"stream {self.stream_id} is closed")
+        body = ipc.Ask(stream_id=self.stream_id, method=self.method, options=self.options, question=question,
+                       **{k: v for k, v in kwargs.items() if v is not None})
+        client = self.engine.supervisor.workers["answer"].client
+        last = time.perf_counter()
+        try:
+            for kind, msg in client.stream("ans.ask", body, idle_timeout=self.engine.config.answer_idle_timeout_s):
+                now = time.perf_counter()
+                if kind == "event":
+                    for obs in self.engine.observers:
+                        obs.on_token(self.stream_id, now - last)
+                    last = now
+                    yield TokenEvent(msg.text, msg.token_id, msg.index)
+                else:
+                    answer = Answer(
+                        text=msg.text, token_ids=list(msg.token_ids), evidence=[tuple(e) for e in msg.evidence],
+                        timings=dict(msg.timings), finish_reason=msg.finish_reason, tiers=dict(msg.tiers),
+                        evidence_scores=list(msg.evidence_scores), retrieved_blocks=msg.retrieved_blocks,
+                        reused_cache=msg.reused_cache,
+                    )
+                    answer.degraded = list(msg.degraded)  # type: ignore[attr-defined]
+                    for obs in self.engine.observers:
+                        obs.on_answer(self.stream_id, answer)
+                    yield answer
+        except ipc.IpcError as e:
+            if e.code in UNAVAILABLE:
+                raise _unavailable("answer", e) from None
+            raise EngineError(e.code, e.message) from None
+
+    def answer(self, question: str, **kwargs: Any) -> Answer:
+        *_, answer = self._events(question, kwargs)
+        return answer
+
+    async def ask(self, question: str, **kwargs: Any) -> AsyncIterator[TokenEvent | Answer]:
+        it = self._events(question, kwargs)
+        done = object()
+        try:
+            while True:
+                ev = await asyncio.to_thread(next, it, done)
+                if ev is done:
+                    return
+                yield ev
+        finally:
+            await asyncio.to_thread(it.close)  # an abandoned question frees its socket
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class MultiEngine:
+    """The server's engine in the multi-process topology (owns the supervisor it is given)."""
+
+    def __init__(self, config: MultiConfig, supervisor: Supervisor | None = None) -> None:
+        self.config = config
+        self.supervisor = supervisor or Supervisor(config)
+        self.observers: list = []
+        self.sessions: dict[str, RemoteSession] = {}
+        self._lock = threading.Lock()
+        if self.supervisor._monitor is None:
+            self.supervisor.start()
+        info, _ = self.supervisor.workers["encoder"].client.call("enc.info", ipc.Empty(), timeout=30)
+        self._methods = list(info.methods)
+        self._model = dict(info.model)
+        kv = self.supervisor.workers["kvstore"].client
+        self.store = RemoteStore(kv, str(self._model["fingerprint"]), config.shm_prefix)
+        self.supervisor.on_ready.append(self._worker_ready)
+        self.supervisor.on_death.append(self._worker_died)
+
+    def _worker_ready(self, role: str) -> None:
+        if role != "encoder":
+            return
+
+        def resume() -> None:
+            for session in list(self.sessions.values()):
+                if session.closed:
+                    continue
+                try:
+                    session.open(resume=True)
+                except EngineError as e:
+                    log.warning("stream %s: resume failed: %s", session.stream_id, e.message)
+
+        threading.Thread(target=resume, name="resume-streams", daemon=True).start()
+
+    def _worker_died(self, role: str) -> None:
+        log.warning("%s worker died: %s", role, self.supervisor.status()[role])
+
+    # -- Engine API -------------------------------------------------------------------------
+    def methods(self) -> list[str]:
+        return list(self._methods)
+
+    def model_info(self) -> dict:
+        return {**self._model, "topology": "multi"}
+
+    def open_stream(self, stream_id: str, method: str = "rekv", options: dict | None = None) -> RemoteSession:
+        with self._lock:
+            if stream_id in self.sessions:
+                raise EngineError("stream_exists", f"stream {stream_id!r} already exists")
+        session = RemoteSession(self, stream_id, method, options or {})
+        session.open()
+        with self._lock:
+            self.sessions[stream_id] = session
+        return session
+
+    def get(self, stream_id: str) -> RemoteSession:
+        with self._lock:
+            if stream_id not in self.sessions:
+                raise EngineError("unknown_stream", f"no stream {stream_id!r}")
+            return self.sessions[stream_id]
+
+    def close_stream(self, stream_id: str) -> None:
+        session = self.get(stream_id)
+        session.close()
+        with self._lock:
+            self.sessions.pop(stream_id, None)
+        body = ipc.StreamRef(stream_id=stream_id)
+        for role, op in (("encoder", "enc.close"), ("answer", "ans.forget")):
+            try:
+                self.supervisor.workers[role].client.call(op, body, timeout=10)
+            except ipc.IpcError as e:  # a worker that is down has no state for it anyway
+                log.debug("%s %s: %s", op, stream_id, e)
+        try:
+            self.store.drop_stream(stream_id)
+        except Exception as e:
+            log.warning("drop %s from the store: %s", stream_id, e)
+
+    def health(self) -> dict:
+        """For `/ready`: the store's tiers (a cold tier down is `degraded`, still ready) and the
+        workers (one restarting is degraded; the store down means not ready)."""
+        workers = self.supervisor.status()
+        try:
+            h = self.store.health()
+        except Exception as e:
+            h = {"ok": False, "degraded": [], "error": f"kvstore: {e}", "tiers": {}}
+        h["workers"] = workers
+        h["degraded"] = list(h.get("degraded") or []) + [
+            f"worker.{r}" for r, w in workers.items() if w["state"] != "up" and r != "kvstore"
+        ]
+        if workers["kvstore"]["state"] != "up":
+            h["ok"] = False
+        return h
+
+    def close(self) -> None:
+        for stream_id in list(self.sessions):
+            self.sessions[stream_id].close()
+        self.supervisor.stop()

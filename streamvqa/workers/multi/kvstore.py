@@ -1,0 +1,189 @@
+"""The `kvstore` service: owns the TieredStore (host tier in shared memory -> disk -> Redis),
+answers the index, hands out leases and descriptors, takes blocks staged in writers' segments.
+
+Block bytes: a writer (encoder) stages the encoded block in a segment it creates under the
+store's prefix (its PID in the name); `store.put` maps it, verifies checksum and fingerprint,
+copies it into a store-owned segment and acknowledges; the writer then unlinks its staging
+segment. A reader (answer worker) gets descriptors under a lease and maps store segments.
+A janitor (at start and every `janitor_interval_s`) unlinks segments whose owner is dead: the
+store's own after a crash, and staging segments of writers killed mid-put.
+
+Health of cold tiers is probed in the background (a dead Redis must never stall an index
+lookup); while a tier is down the index leaves out blocks held only there, and says which.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from streamvqa.proto import ipc
+from streamvqa.store import format as fmt
+from streamvqa.store import shm
+from streamvqa.store.config import TieredStoreConfig
+from streamvqa.store.tiered import PENDING, TieredStore
+from streamvqa.workers.multi.config import MultiConfig
+from streamvqa.workers.multi.rpc import RpcServer
+
+log = logging.getLogger(__name__)
+
+
+class KvStoreService:
+    def __init__(self, config: MultiConfig, fingerprint: str | None = None) -> None:
+        self.config = config
+        self.store: TieredStore | None = None
+        self._open_lock = threading.Lock()
+        self._health: dict[str, Any] = {"ok": True, "degraded": [], "tiers": {}, "pending_items": 0}
+        self._stop = threading.Event()
+        removed = shm.janitor(config.shm_prefix)
+        if removed:
+            log.info("janitor: removed %d leftover segments", len(removed))
+        if fingerprint:
+            self._open(fingerprint)
+        self._bg = threading.Thread(target=self._background, name="kvstore-health", daemon=True)
+        self._bg.start()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def _open(self, fingerprint: str) -> TieredStore:
+        with self._open_lock:
+            if self.store is None:
+                cfg = TieredStoreConfig.model_validate({**self.config.store, "fingerprint": fingerprint})
+                self.store = TieredStore(cfg)
+                log.info("store open (%s): %d blocks recovered", fingerprint, self.store.stats()["recovered"])
+            elif self.store.fingerprint != fingerprint:
+                raise ipc.IpcError("fingerprint_mismatch",
+                                   f"store holds {self.store.fingerprint}, client has {fingerprint}")
+            return self.store
+
+    def _need(self) -> TieredStore:
+        if self.store is None:
+            raise ipc.IpcError("store_not_open", "send store.open with the model fingerprint first")
+        return self.store
+
+    def _background(self) -> None:
+        last_janitor = time.monotonic()
+        while not self._stop.wait(0.5):
+            if self.store is not None:
+                try:
+                    self._health = self.store.health()
+                except Exception as e:  # report, never die
+                    self._health = {"ok": False, "degraded": [], "error": str(e), "tiers": {}, "pending_items": 0}
+            if time.monotonic() - last_janitor > self.config.janitor_interval_s:
+                last_janitor = time.monotonic()
+                shm.janitor(self.config.shm_prefix)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self.store is not None:
+            self.store.close(timeout=30)
+
+    # -- handlers ---------------------------------------------------------------------------
+    def handlers(self) -> dict:
+        return {
+            "ping": self.ping,
+            "store.open": self.open,
+            "store.put": self.put,
+            "store.index": self.index,
+            "store.lease": self.lease,
+            "store.release": self.release,
+            "store.drop": self.drop,
+            "store.usage": self.usage,
+            "store.health": self.health,
+        }
+
+    def ping(self, body: ipc.Ping, atts, emit) -> ipc.Pong:
+        return ipc.Pong(role="kvstore", pid=_pid(), info={"open": self.store is not None})
+
+    def open(self, body: ipc.OpenStore, atts, emit) -> ipc.StoreOpened:
+        store = self._open(body.fingerprint)
+        return ipc.StoreOpened(fingerprint=store.fingerprint, recovered=int(store.stats()["recovered"]))
+
+    def put(self, body: ipc.PutBlock, atts, emit) -> ipc.PutAck:
+        store = self._need()
+        if not body.segment.startswith(self.config.shm_prefix + "-"):
+            raise ipc.IpcError("invalid_message", "staging segments must carry the store's prefix")
+        try:
+            seg = shm.attach_segment(body.segment)
+        except FileNotFoundError:
+            raise ipc.IpcError("block_not_found", f"staging segment {body.segment} is gone") from None
+        try:
+            if body.length > seg.size:
+                raise ipc.IpcError("invalid_message", f"length {body.length} > segment size {seg.size}")
+            view = seg.buf[: body.length]
+            try:
+                # zero-copy decode: the one copy is put() encoding into a store-owned segment
+                block = fmt.decode(view, expect_fingerprint=store.fingerprint, copy=False, check=True)
+                if (block.stream_id, block.index) != (body.stream_id, body.index):
+                    raise ipc.IpcError("invalid_message", "the staged block is not the one announced")
+                store.put(block)
+            finally:
+                block = None
+                del view
+        finally:
+            shm.release_segment(seg, unlink=False)  # the writer unlinks its own segment
+        return ipc.PutAck(stream_id=body.stream_id, index=body.index)
+
+    def index(self, body: ipc.IndexRequest, atts, emit) -> tuple[ipc.IndexReply, list]:
+        store = self._need()
+        idx = store.index(body.stream_id)
+        down = set(self._health.get("degraded") or [])
+        keep, tiers, unavailable = [], [], []
+        for pos, i in enumerate(idx.indices):
+            tier = store.tier_of(body.stream_id, i)
+            if body.available_only and (tier is None or (tier != PENDING and tier in down)):
+                unavailable.append(i)
+                continue
+            keep.append(pos)
+            tiers.append(tier)
+        if not keep:
+            return ipc.IndexReply(indices=[], times=[], tiers=[], unavailable=unavailable, degraded=sorted(down)), []
+        rep = idx.rep_keys if len(keep) == len(idx.indices) else idx.rep_keys[keep]
+        ref, raw = ipc.tensor_ref(rep, 0)
+        return ipc.IndexReply(
+            indices=[idx.indices[p] for p in keep],
+            times=[idx.times[p] for p in keep],
+            tiers=tiers,
+            unavailable=unavailable,
+            degraded=sorted(down),
+            rep_keys=ref,
+        ), [raw]
+
+    def lease(self, body: ipc.LeaseRequest, atts, emit) -> ipc.LeaseReply:
+        descs = self._need().lease(body.stream_id, body.indices, ttl_s=body.ttl_s)
+        return ipc.LeaseReply(descriptors=[ipc.Descriptor(**d.to_dict()) for d in descs])
+
+    def release(self, body: ipc.ReleaseRequest, atts, emit) -> ipc.Empty:
+        self._need().release(body.lease_id)
+        return ipc.Empty()
+
+    def drop(self, body: ipc.StreamRef, atts, emit) -> ipc.Empty:
+        self._need().drop_stream(body.stream_id)
+        return ipc.Empty()
+
+    def usage(self, body: ipc.UsageRequest, atts, emit) -> ipc.Usage:
+        store = self._need()
+        return ipc.Usage(bytes=store.bytes_by_tier(body.stream_id), blocks=store.blocks_by_tier(body.stream_id))
+
+    def health(self, body: ipc.Empty, atts, emit) -> ipc.Health:
+        h = dict(self._health)
+        if self.store is None:
+            return ipc.Health(ok=True, degraded=[], tiers={}, pending_items=0)
+        return ipc.Health(ok=bool(h.get("ok", False)), degraded=list(h.get("degraded") or []),
+                          pending_items=int(h.get("pending_items") or 0), tiers=dict(h.get("tiers") or {}))
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def serve(config: MultiConfig, fingerprint: str | None = None) -> None:
+    """Run the kvstore service in the foreground (until SIGTERM/SIGINT)."""
+    service = KvStoreService(config, fingerprint)
+    server = RpcServer(config.endpoint("kvstore"), service.handlers(), threads=8)
+    from streamvqa.workers.multi.process import run_until_signal
+
+    run_until_signal(server, service.close)
