@@ -41,9 +41,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def load_engine(settings: ServerSettings) -> Any:
-    """Build the engine the settings name (embedded topology)."""
-    if settings.topology != "embedded":
-        raise ApiError("unsupported_topology", f"topology {settings.topology!r} is not implemented yet; use embedded")
+    """Build the engine the settings name: in-process (embedded), or the worker processes behind
+    an engine-shaped facade (multi; see docs/processes.md). The API code is the same for both."""
+    if settings.topology == "multi":
+        from streamvqa.workers.multi.facade import MultiEngine
+
+        return MultiEngine(multi_config(settings))
     from streamvqa.engine import Engine, EngineConfig
 
     return Engine(
@@ -54,7 +57,29 @@ def load_engine(settings: ServerSettings) -> Any:
             max_question_chars=settings.max_question_chars,
             max_new_tokens=settings.max_tokens,
             threads=settings.threads,
+            store=settings.store_config(),
         )
+    )
+
+
+def multi_config(settings: ServerSettings) -> Any:
+    """The worker processes' shared configuration, from the server settings."""
+    from streamvqa.workers.multi.config import MultiConfig, default_run_dir
+
+    return MultiConfig(
+        model=settings.model,
+        dtype=settings.dtype,
+        encoder_device=settings.encoder_device or settings.device,
+        answer_device=settings.answer_device or settings.device,
+        threads=settings.threads,
+        max_question_chars=settings.max_question_chars,
+        max_new_tokens=settings.max_tokens,
+        store=settings.store_config(),
+        run_dir=settings.run_dir or default_run_dir(),
+        transport=settings.worker_transport,
+        tcp_base_port=settings.worker_base_port,
+        start_timeout_s=settings.worker_start_timeout_s,
+        spawn=settings.worker_spawn,
     )
 
 
@@ -124,8 +149,6 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
     background at startup (``/health`` answers meanwhile, ``/ready`` says 503 until loaded);
     a given engine is used as is and not closed on shutdown."""
     settings = settings or ServerSettings()
-    if settings.topology != "embedded":
-        raise ApiError("unsupported_topology", f"topology {settings.topology!r} is not implemented yet; use embedded")
     registry = CollectorRegistry(auto_describe=True)
     metrics = ServerMetrics(registry, settings.model)
     auth = Authenticator(settings)  # ValueError on unreadable / malformed keys

@@ -28,8 +28,6 @@ def run_serve(args: argparse.Namespace) -> int:
 
     try:
         settings = _settings(args)
-        if settings.topology != "embedded":
-            raise ValueError(f"topology {settings.topology!r} is not implemented yet; use embedded")
     except ValueError as e:
         print(f"streamvqa serve: {e}", file=sys.stderr)
         return 2
@@ -48,6 +46,32 @@ def run_demo(args: argparse.Namespace) -> int:
     return demo(settings, question=args.question)
 
 
+def run_worker(args: argparse.Namespace) -> int:
+    """``streamvqa worker kvstore|encoder|answer``: one process of the multi topology (containers).
+    Configured by ``--config FILE`` (what ``serve --topology=multi`` writes) or ``STREAMVQA_*``."""
+    from streamvqa.workers.multi.__main__ import run_worker as run
+
+    path = args.config
+    if path is None:
+        from .app import multi_config
+
+        try:
+            settings = _worker_settings(args)
+            if settings.run_dir is None and settings.worker_transport == "ipc":
+                raise ValueError("set STREAMVQA_RUN_DIR (shared with the server) or STREAMVQA_WORKER_TRANSPORT=tcp")
+            path = str(multi_config(settings).write())
+        except ValueError as e:
+            print(f"streamvqa worker: {e}", file=sys.stderr)
+            return 2
+    return run(args.role, path, args.fingerprint, args.log_level)
+
+
+def _worker_settings(args: argparse.Namespace):
+    from .settings import ServerSettings
+
+    return ServerSettings.from_env(model=args.model, device=args.device, topology="multi")
+
+
 def run_keys(args: argparse.Namespace) -> int:
     """``streamvqa keys new|hash``: exit code."""
     from .auth import keys_main
@@ -64,7 +88,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda:N")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     p.add_argument("--topology", default=None, choices=["embedded", "multi"],
-                   help="embedded (one process; default). multi is reserved")
+                   help="embedded (one process; default) or multi (kvstore, encoder, answer worker processes)")
     p.add_argument("--api-keys-file", default=None,
                    help="API key hashes, name:hash per line or JSON (env STREAMVQA_API_KEYS_FILE)")
     p.add_argument("--media-root", default=None,
@@ -72,6 +96,15 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--insecure", action="store_true",
                    help="run without API keys (same as STREAMVQA_AUTH=off); only on a trusted network")
     p.set_defaults(func=run_serve)
+
+    w = subparsers.add_parser("worker", help="run one worker process of the multi topology (containers)")
+    w.add_argument("role", choices=["kvstore", "encoder", "answer"])
+    w.add_argument("--config", default=None, help="config file written by serve --topology=multi (else STREAMVQA_*)")
+    w.add_argument("--model", default=None, help='model (without --config); "default", "tiny:<family>" or a dir')
+    w.add_argument("--device", default=None, help="device (without --config)")
+    w.add_argument("--fingerprint", default=None, help="kvstore: open the store at start (else on first client)")
+    w.add_argument("--log-level", default="info")
+    w.set_defaults(func=run_worker)
 
     k = subparsers.add_parser("keys", help="make API keys and their hashes (for STREAMVQA_API_KEYS_FILE)")
     ks = k.add_subparsers(dest="keys_command", required=True)

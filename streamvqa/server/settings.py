@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class ServerSettings(BaseModel):
@@ -19,7 +19,8 @@ class ServerSettings(BaseModel):
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     topology: Literal["embedded", "multi"] = Field(
-        "embedded", description='"embedded" (one process); "multi" is reserved (not implemented yet)'
+        "embedded",
+        description='"embedded": one process; "multi": kvstore, encoder and answer worker processes (docs/processes.md)',
     )
     max_streams: int = Field(16, ge=1)
     max_question_chars: int = Field(2000, ge=1)
@@ -69,6 +70,66 @@ class ServerSettings(BaseModel):
     max_decode_width: int = Field(3840, ge=16, le=65536, description="wider sources fail resolution_too_large")
     max_decode_height: int = Field(2160, ge=16, le=65536, description="taller sources fail resolution_too_large")
 
+    # -- KV store tiers (docs/processes.md, streamvqa/store/config.py) ---------------------------
+    store_host_bytes: int | None = Field(
+        None, ge=1 << 20,
+        description="host-RAM (shared memory) tier budget; None: embedded keeps every block in RAM, multi 2 GiB",
+    )
+    store_disk_path: str | None = Field(None, description="disk tier directory (None: no disk tier)")
+    store_disk_bytes: int = Field(16 << 30, ge=1 << 20, description="disk tier budget")
+    store_redis_url: str | None = Field(None, description="Redis cold tier, redis://host:port/db (None: none)")
+    store_redis_bytes: int = Field(64 << 30, ge=1 << 20, description="Redis tier budget")
+    store_redis_ttl_s: int | None = Field(None, ge=1, description="expiry of blocks in Redis (None: none)")
+    store_redis_timeout_s: float = Field(2.0, gt=0, description="Redis socket timeout; slower is 'down'")
+    store_durable: bool = Field(False, description="acknowledge a block only once it is in disk/Redis")
+    store_write_behind_bytes: int = Field(256 << 20, ge=1 << 20, description="writes queued for a cold tier")
+    store_shm_prefix: str = Field("streamvqa", pattern=r"^[A-Za-z0-9_]{1,24}$",
+                                  description="name prefix of shared-memory segments (one per deployment)")
+    # -- multi topology ------------------------------------------------------------------------
+    run_dir: str | None = Field(None, description="multi: worker sockets, config and logs (None: a temp dir)")
+    encoder_device: str | None = Field(None, description="multi: encoder device (None: device)")
+    answer_device: str | None = Field(None, description="multi: answer worker device (None: device)")
+    worker_transport: Literal["ipc", "tcp"] = Field("ipc", description="multi: unix sockets or tcp")
+    worker_base_port: int = Field(7650, ge=1024, le=65000, description="multi tcp: kvstore/encoder/answer ports")
+    worker_spawn: bool = Field(True, description="multi: start the workers (False: containers run them)")
+    worker_start_timeout_s: float = Field(300.0, gt=0, description="multi: a worker must serve by then")
+
+    @model_validator(mode="after")
+    def _check_store(self) -> ServerSettings:
+        cfg = self.store_config()
+        if cfg is not None:
+            from streamvqa.store.config import TieredStoreConfig
+
+            try:
+                TieredStoreConfig.model_validate({**cfg, "fingerprint": "check-0"})
+            except ValidationError as e:
+                err = e.errors()[0]
+                loc = ".".join(str(p) for p in err["loc"])
+                msg = str(err["msg"]).removeprefix("Value error, ")
+                raise ValueError(f"store: {loc + ': ' if loc else ''}{msg}") from None
+        return self
+
+    def store_config(self) -> dict[str, Any] | None:
+        """`EngineConfig.store` / `TieredStoreConfig` fields (no fingerprint) from the store_*
+        settings; None when nothing is configured in embedded mode (every block in RAM)."""
+        host = self.store_host_bytes
+        if host is None and not self.store_disk_path and not self.store_redis_url and not self.store_durable:
+            if self.topology == "embedded":
+                return None
+        tiers: list[dict[str, Any]] = [
+            {"kind": "host", "budget_bytes": host or (2 << 30), "shm_prefix": self.store_shm_prefix}
+        ]
+        if self.store_disk_path:
+            tiers.append({"kind": "disk", "path": self.store_disk_path, "budget_bytes": self.store_disk_bytes})
+        if self.store_redis_url:
+            tiers.append({"kind": "redis", "url": self.store_redis_url, "budget_bytes": self.store_redis_bytes,
+                          "ttl_s": self.store_redis_ttl_s, "socket_timeout_s": self.store_redis_timeout_s})
+        return {
+            "tiers": tiers,
+            "durable": self.store_durable,
+            "write_behind": {"max_bytes": self.store_write_behind_bytes},
+        }
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> ServerSettings:
         """Settings from ``STREAMVQA_<FIELD>`` variables, then ``overrides`` (None values ignored).
@@ -87,4 +148,5 @@ class ServerSettings(BaseModel):
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
-            raise ValueError(f"invalid setting {loc}: {err['msg']}") from None
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            raise ValueError(f"invalid setting {loc}: {msg}" if loc else f"invalid settings: {msg}") from None

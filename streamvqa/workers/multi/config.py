@@ -33,6 +33,8 @@ class MultiConfig(BaseModel):
     transport: Literal["ipc", "tcp"] = "ipc"
     tcp_host: str = "127.0.0.1"
     tcp_base_port: int = Field(7650, ge=1024, le=65000, description="kvstore, encoder, answer: +0, +1, +2")
+    spawn: bool = Field(True, description="the supervisor starts the workers; False: they run on their own "
+                                          "(containers) and are only watched")
     lease_ttl_s: float = Field(30.0, gt=0, description="how long an answer worker may hold mapped blocks")
     start_timeout_s: float = Field(300.0, gt=0, description="a worker that is not serving by then failed")
     restart_backoff_s: float = Field(0.5, gt=0, description="first wait before a restart; doubles, max 30 s")

@@ -64,6 +64,8 @@ class Supervisor:
     def start(self, timeout: float | None = None) -> Supervisor:
         """Start every worker (kvstore first) and wait until all serve; RuntimeError if not."""
         timeout = timeout or self.config.start_timeout_s
+        if not self.config.spawn:
+            return self._attach(timeout)
         self._config_path = self.config.write()
         shm.janitor(self.config.shm_prefix)
         self._spawn("kvstore")
@@ -75,6 +77,43 @@ class Supervisor:
         self._monitor = threading.Thread(target=self._watch, name="supervisor", daemon=True)
         self._monitor.start()
         return self
+
+    def _attach(self, timeout: float) -> Supervisor:
+        """Workers run on their own (containers): wait until each answers, then watch by ping."""
+        deadline = time.monotonic() + timeout
+        for w in self.workers.values():
+            while w.client.ping(timeout=1.0) is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{w.role} worker is not answering at {w.client.endpoint}")
+                time.sleep(0.2)
+            w.state = "up"
+            w.ready.set()
+        self._monitor = threading.Thread(target=self._watch_external, name="supervisor", daemon=True)
+        self._monitor.start()
+        return self
+
+    def _watch_external(self) -> None:
+        pids: dict[str, int] = {}
+        while not self._stopping.wait(1.0):
+            for w in self.workers.values():
+                pong = w.client.ping(timeout=1.0)
+                if pong is None and w.state == "up":
+                    log.warning("%s worker stopped answering", w.role)
+                    w.state = "down"
+                    w.ready.clear()
+                    w.client.reset()
+                    for fn in list(self.on_death):
+                        fn(w.role)
+                elif pong is not None and (w.state != "up" or pids.get(w.role, pong.pid) != pong.pid):
+                    if w.state == "up":  # restarted between two pings
+                        w.client.reset()
+                    w.restarts += w.role in pids
+                    w.state = "up"
+                    w.ready.set()
+                    for fn in list(self.on_ready):
+                        fn(w.role)
+                if pong is not None:
+                    pids[w.role] = pong.pid
 
     def _wait(self, role: str, timeout: float) -> None:
         w = self.workers[role]
@@ -173,6 +212,9 @@ class Supervisor:
             self._monitor.join(2)
         for role in ("answer", "encoder", "kvstore"):
             w = self.workers[role]
+            if not self.config.spawn:  # not ours to stop
+                w.client.close()
+                continue
             proc = w.proc
             if proc is not None and proc.poll() is None:
                 _kill(proc, signal.SIGTERM)
@@ -183,7 +225,8 @@ class Supervisor:
                     proc.wait(5)
             w.state = "stopped"
             w.client.close()
-        shm.janitor(self.config.shm_prefix)
+        if self.config.spawn:
+            shm.janitor(self.config.shm_prefix)
 
     # -- for operators and tests ------------------------------------------------------------
     def status(self) -> dict[str, dict]:
