@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from streamvqa.policies.retrieval import AllBlocks, ReKVRetriever, Retriever, WindowOnly
+from streamvqa.policies.registry import (
+    RETENTIONS,
+    build_reduction,
+    build_retention,
+    reduction_options,
+    retention_options,
+)
+from streamvqa.policies.retrieval import RETRIEVERS, Retriever, RetrieverUnavailable, build_retriever
 
 
 class MethodConfig(BaseModel):
@@ -16,19 +23,63 @@ class MethodConfig(BaseModel):
 
     unit_frames: int = Field(1, ge=1, le=64, description="frames per stream unit (stage 1)")
     n_local: int | None = Field(15000, ge=1, description="local window in tokens (stage 3); None: unbounded")
-    retrieval: Literal["all", "rekv", "window"] = "rekv"
+    retrieval: Literal[tuple(RETRIEVERS)] = "rekv"  # type: ignore[valid-type]  # policies/retrieval/__init__.py
     topk: int | None = Field(64, ge=1, description="blocks retrieved per layer (stage 7)")
     similarity: Literal["dot", "cosine"] = "dot"
     score_mass: float | None = Field(None, gt=0, le=1, description="adaptive k: blocks covering this score mass")
     min_blocks: int = Field(1, ge=1, description="floor of the adaptive k (topk is its ceiling)")
-    positions: Literal["contiguous", "original"] = "contiguous"
+    positions: Literal["contiguous", "original", "time-aware"] = "contiguous"
+    # retrieval-policy knobs (stage 7); each policy's docstring gives its paper's defaults
+    local_blocks: int = Field(8, ge=0, description="StreamKV: most recent blocks always retrieved")
+    size_temp: float = Field(0.5, ge=0, lt=1, description="StreamKV: per-layer size range topk*(1 +- size_temp)")
+    max_blocks: int = Field(128, ge=1, description="StreamKV: ceiling of a layer's retrieval size")
+    page_size: int = Field(16, ge=1, description="LiveVLM PaR: tokens per page")
+    page_ratio: float = Field(0.4, gt=0, le=1, description="LiveVLM PaR: fraction of pages retrieved")
+    retrieve_tokens: int = Field(12544, ge=1, description="StreamingTOM: tokens retrieved per layer (groups)")
+    caption_tokens: int = Field(20000, ge=1, description="rLiVS: caption token budget")
+    mmr_lambda: float = Field(0.5, ge=0, le=1, description="rLiVS: MMR relevance weight")
+    caption_blocks: bool = Field(False, description="rLiVS: add ReKV top-k blocks to the captions")
+    encoder_dir: str | None = Field(None, description="ReKV external: local CLIP/SigLIP directory")
+    time_gap_scale: float = Field(0.1, ge=0, le=1, description="time-aware positions: kept share of a gap")
+    time_max_gap: int | None = Field(256, ge=0, description="time-aware positions: longest gap kept")
+
+    # -- memory policies (stages 1, 2, 3 and 5); each policy's docstring gives its paper's defaults
+    units: Literal["fixed", "semantic"] = Field("fixed", description="stage 1: unit_frames per unit, or StreamKV segments")
+    segment_theta: float = Field(0.99, ge=-1, le=1, description="StreamKV: adjacent-frame cosine that keeps a segment open")
+    min_segment: int = Field(4, ge=1, description="StreamKV: frames before a segment may close")
+    max_segment: int = Field(64, ge=2, description="StreamKV: frames at most (the most similar pair is merged)")
+    summary: bool = Field(False, description="StreamKV: encode the segment's mean frame after it, always kept")
+    frame_filter: float | None = Field(None, gt=0, le=1, description="StreamMem delta: merge a frame into the previous one above this cosine")
+    reduction: Literal["none", "ctr"] = Field("none", description="stage 2: pre-LLM token reduction")
+    reduction_options: dict = Field(default_factory=dict, description="options of the reduction policy")
+    encode_on: Literal["window", "memory"] = Field("window", description="stage 3: encode on the sliding window or on the retained memory")
+    retention: Literal[tuple(RETENTIONS)] = Field("none", description="stage 5 policy; none: every unit to the store")  # type: ignore[valid-type]
+    retention_options: dict = Field(default_factory=dict, description="options of the retention policy")
+    memory_tokens: int | None = Field(None, ge=1, description="retained memory, tokens per layer; None: no token cap")
+    budget_bytes: dict[Literal["device", "memory", "store"], int] = Field(
+        default_factory=dict, description="per-stream byte budgets: encoder cache, retained memory, stored blocks")
+    demote: bool = Field(False, description="evicted units stay retrievable in the store (demote, don't delete)")
+    keep_memory: bool = Field(False, description="answer from the whole retained memory plus retrieved demoted units")
+
+    @model_validator(mode="after")
+    def _memory_policies(self) -> MethodConfig:
+        if self.retention == "none" and (self.encode_on == "memory" or self.keep_memory):
+            raise ValueError("encode_on='memory' and keep_memory need a retention policy")
+        retention_options(self.retention, self.retention_options)
+        reduction_options(self.reduction, self.reduction_options)
+        if any(v <= 0 for v in self.budget_bytes.values()):
+            raise ValueError("budget_bytes must be positive")
+        return self
+
+    def retention_policy(self):
+        """The stage-5 policy object, or None (keep everything: ReKV, full, sliding-window)."""
+        return build_retention(self.retention, self.retention_options)
+
+    def reducer(self):
+        return build_reduction(self.reduction, self.reduction_options)
 
     def retriever(self) -> Retriever:
-        if self.retrieval == "all":
-            return AllBlocks()
-        if self.retrieval == "window":
-            return WindowOnly()
-        return ReKVRetriever(self.topk, self.similarity, self.score_mass, self.min_blocks)
+        return build_retriever(self)
 
 
 PRESETS: dict[str, tuple[str, MethodConfig]] = {
@@ -40,6 +91,11 @@ PRESETS: dict[str, tuple[str, MethodConfig]] = {
         "ReKV (arXiv 2503.00540): sliding-window encoding with sink tokens, all blocks offloaded, "
         "per-layer top-k retrieval by mean pre-RoPE query, contiguous positions",
         MethodConfig(),
+    ),
+    "rekv-external": (
+        "ReKV with external retrieval (arXiv 2503.00540): frames and question embedded by a local "
+        "CLIP/SigLIP (option encoder_dir or STREAMVQA_ENCODER_DIR), the same blocks for every layer",
+        MethodConfig(retrieval="rekv-external", topk=64),
     ),
     "sliding-window": (
         "Baseline: sink tokens plus the most recent n_local tokens, no retrieval",
@@ -59,11 +115,16 @@ def resolve(method: str, options: dict | None = None) -> MethodConfig:
         raise MethodError("unknown_method", f"unknown method {method!r}; known: {', '.join(PRESETS)}")
     base = PRESETS[method][1]
     try:
-        return MethodConfig.model_validate({**base.model_dump(), **(options or {})})
+        config = MethodConfig.model_validate({**base.model_dump(), **(options or {})})
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
         raise MethodError("invalid_options", f"invalid option {where}: {first['msg']}") from None
+    try:
+        RETRIEVERS[config.retrieval].check(config)  # e.g. an external encoder must be configured
+    except RetrieverUnavailable as e:
+        raise MethodError(e.code, str(e)) from None
+    return config
 
 
 def describe() -> list[dict]:

@@ -6,20 +6,48 @@ a per-layer selection in time order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+
+from streamvqa.store.block import Block
+
+
+class RetrieverUnavailable(ValueError):
+    """A policy that cannot run as configured (e.g. no external encoder); `code` is stable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Caption:
+    """A text memory entry (rLiVS): what the stream showed between t_start and t_end."""
+
+    t_start: float
+    t_end: float
+    text: str
 
 
 @dataclass
 class RetrievalContext:
     """What a policy may look at: the question's mean pre-RoPE query per layer, the stream's
-    representative keys, and which blocks are still in the encoder's local window."""
+    representative keys, and which blocks are still in the encoder's local window. The optional
+    fields default to "absent" so a policy works with whatever the session and the retention
+    policy provide."""
 
     query: torch.Tensor  # [layers, heads * head_dim]
     rep_keys: torch.Tensor  # [blocks, layers, kv_heads, head_dim]
     block_ids: list[int]  # time order
     window_ids: list[int]  # blocks in the local window (most recent)
+    question: str = ""  # the question text (external encoders, caption retrieval)
+    times: list[tuple[float, float]] = field(default_factory=list)  # per block, like block_ids
+    captions: list[Caption] = field(default_factory=list)  # text memory (rLiVS retention), time order
+    # texts -> (embeddings [n, dim], token counts), from the LM's input table (caption index)
+    embed_text: Callable[[list[str]], tuple[torch.Tensor, list[int]]] | None = None
 
 
 @dataclass
@@ -30,6 +58,7 @@ class Selection:
     per_layer: list[list[int]]
     layer_share: dict[int, float] = field(default_factory=dict)
     score: dict[int, float] = field(default_factory=dict)
+    captions: list[Caption] = field(default_factory=list)  # text to prefill after the blocks, time order
 
     @property
     def size(self) -> int:
@@ -57,6 +86,29 @@ class Retriever:
     def score(self, ctx: RetrievalContext) -> torch.Tensor:
         """[layers, blocks] relevance; higher is better."""
         raise NotImplementedError
+
+    def observe(self, block: Block, frames: list[np.ndarray] | None = None) -> None:
+        """Called once per block written (stage 6): policies that keep their own index
+        (pages, external embeddings, summary flags) update it here. Default: nothing."""
+
+    def needs_query(self, n_blocks: int) -> bool:
+        """Whether `select` will look at the question's query (it costs a forward pass)."""
+        return self.topk is not None and (self.topk < n_blocks or self.score_mass is not None)
+
+    @staticmethod
+    def zscore(scores: torch.Tensor) -> torch.Tensor:
+        return (scores - scores.mean(1, keepdim=True)) / scores.std(1, keepdim=True).clamp_min(1e-6)
+
+    @staticmethod
+    def evidence(block_ids: list[int], rows: list[list[int]], z: torch.Tensor) -> Selection:
+        """A Selection from per-layer column indices (any lengths): ids in time order, each
+        chosen block's share of layers and its mean z-score."""
+        n_layers = len(rows)
+        per_layer = [[block_ids[i] for i in sorted(row)] for row in rows]
+        chosen = sorted({i for row in rows for i in row})
+        share = {block_ids[i]: sum(i in row for row in rows) / n_layers for i in chosen}
+        score = {block_ids[i]: float(z[:, i].mean()) for i in chosen}
+        return Selection(per_layer, share, score)
 
     def size(self, z: torch.Tensor) -> int:
         """How many blocks each layer takes, given z-scored scores [layers, blocks]."""

@@ -12,8 +12,8 @@ offered, `similarity="cosine"` normalises).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from streamvqa.policies.retrieval._similarity import query_key_scores
 from streamvqa.policies.retrieval.base import RetrievalContext, Retriever
 
 
@@ -27,10 +27,4 @@ class ReKVRetriever(Retriever):
         self.similarity = similarity
 
     def score(self, ctx: RetrievalContext) -> torch.Tensor:
-        b, n_layers, kv_heads, d = ctx.rep_keys.shape
-        heads = ctx.query.shape[1] // d
-        keys = ctx.rep_keys.float().repeat_interleave(heads // kv_heads, dim=2).reshape(b, n_layers, heads * d)
-        q = ctx.query.float()
-        if self.similarity == "cosine":
-            keys, q = F.normalize(keys, dim=-1), F.normalize(q, dim=-1)
-        return torch.einsum("ld,bld->lb", q, keys)
+        return query_key_scores(ctx.query, ctx.rep_keys, self.similarity)
