@@ -4,15 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from streamvqa.policies.registry import (
-    RETENTIONS,
-    build_reduction,
-    build_retention,
-    reduction_options,
-    retention_options,
-)
 from streamvqa.policies.retrieval import RETRIEVERS, Retriever, RetrieverUnavailable, build_retriever
 
 
@@ -42,41 +35,6 @@ class MethodConfig(BaseModel):
     encoder_dir: str | None = Field(None, description="ReKV external: local CLIP/SigLIP directory")
     time_gap_scale: float = Field(0.1, ge=0, le=1, description="time-aware positions: kept share of a gap")
     time_max_gap: int | None = Field(256, ge=0, description="time-aware positions: longest gap kept")
-
-    # -- memory policies (stages 1, 2, 3 and 5); each policy's docstring gives its paper's defaults
-    units: Literal["fixed", "semantic"] = Field("fixed", description="stage 1: unit_frames per unit, or StreamKV segments")
-    segment_theta: float = Field(0.99, ge=-1, le=1, description="StreamKV: adjacent-frame cosine that keeps a segment open")
-    min_segment: int = Field(4, ge=1, description="StreamKV: frames before a segment may close")
-    max_segment: int = Field(64, ge=2, description="StreamKV: frames at most (the most similar pair is merged)")
-    summary: bool = Field(False, description="StreamKV: encode the segment's mean frame after it, always kept")
-    frame_filter: float | None = Field(None, gt=0, le=1, description="StreamMem delta: merge a frame into the previous one above this cosine")
-    reduction: Literal["none", "ctr"] = Field("none", description="stage 2: pre-LLM token reduction")
-    reduction_options: dict = Field(default_factory=dict, description="options of the reduction policy")
-    encode_on: Literal["window", "memory"] = Field("window", description="stage 3: encode on the sliding window or on the retained memory")
-    retention: Literal[tuple(RETENTIONS)] = Field("none", description="stage 5 policy; none: every unit to the store")  # type: ignore[valid-type]
-    retention_options: dict = Field(default_factory=dict, description="options of the retention policy")
-    memory_tokens: int | None = Field(None, ge=1, description="retained memory, tokens per layer; None: no token cap")
-    budget_bytes: dict[Literal["device", "memory", "store"], int] = Field(
-        default_factory=dict, description="per-stream byte budgets: encoder cache, retained memory, stored blocks")
-    demote: bool = Field(False, description="evicted units stay retrievable in the store (demote, don't delete)")
-    keep_memory: bool = Field(False, description="answer from the whole retained memory plus retrieved demoted units")
-
-    @model_validator(mode="after")
-    def _memory_policies(self) -> MethodConfig:
-        if self.retention == "none" and (self.encode_on == "memory" or self.keep_memory):
-            raise ValueError("encode_on='memory' and keep_memory need a retention policy")
-        retention_options(self.retention, self.retention_options)
-        reduction_options(self.reduction, self.reduction_options)
-        if any(v <= 0 for v in self.budget_bytes.values()):
-            raise ValueError("budget_bytes must be positive")
-        return self
-
-    def retention_policy(self):
-        """The stage-5 policy object, or None (keep everything: ReKV, full, sliding-window)."""
-        return build_retention(self.retention, self.retention_options)
-
-    def reducer(self):
-        return build_reduction(self.reduction, self.reduction_options)
 
     def retriever(self) -> Retriever:
         return build_retriever(self)
