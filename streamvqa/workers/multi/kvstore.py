@@ -167,9 +167,10 @@ class KvStoreService:
         return ipc.Usage(bytes=store.bytes_by_tier(body.stream_id), blocks=store.blocks_by_tier(body.stream_id))
 
     def health(self, body: ipc.Empty, atts, emit) -> ipc.Health:
+        store = self._need()  # the client re-opens a restarted store with its fingerprint
         h = dict(self._health)
-        if self.store is None:
-            return ipc.Health(ok=True, degraded=[], tiers={}, pending_items=0)
+        if not h.get("tiers"):  # opened since the last background probe
+            h = self._health = store.health()
         return ipc.Health(ok=bool(h.get("ok", False)), degraded=list(h.get("degraded") or []),
                           pending_items=int(h.get("pending_items") or 0), tiers=dict(h.get("tiers") or {}))
 
