@@ -1,4 +1,7 @@
-"""`streamvqa bench [--quick] [--json OUT] [--model M]`: every section, one run, tables + JSON + plots."""
+"""`streamvqa bench [--quick] [--json OUT] [--model M]`: every section, one run, tables + JSON + plots.
+
+`streamvqa bench real --dataset D --questions FILE ...`: a real benchmark replayed against a server
+(`bench/replay.py`)."""
 
 from __future__ import annotations
 
@@ -14,6 +17,10 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--name", help="results file name (bench/results/<name>.json); default: a timestamp")
     p.add_argument("--no-plots", action="store_true")
     p.set_defaults(func=main)
+    # `bench real ...`: replay a real benchmark against a server (bench/replay.py); plain `bench` is unchanged
+    from bench.replay import add_parser as add_real
+
+    add_real(p.add_subparsers(dest="bench_command", metavar="{real}"))
 
 
 def main(args: argparse.Namespace) -> int:
