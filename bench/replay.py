@@ -31,6 +31,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -278,6 +279,7 @@ class ReplayConfig:
     request_timeout_s: float = 600.0
     poll_s: float = 0.1
     rate_limit_retries: int = 5
+    concurrency: int = 1  # videos replayed at once (each is one live stream on the server)
 
 
 def native_fps(path: Path) -> float | None:
@@ -345,7 +347,10 @@ class Replayer:
         or it made no progress for ``stall_timeout_s``. Returns (last info, stalled)."""
         last_progress, marker = time.monotonic(), None
         while True:
-            info = self._request("GET", f"/v1/streams/{sid}").json()
+            r = self._request("GET", f"/v1/streams/{sid}")
+            if r.status_code != 200:  # gone (deleted, server restarted): nothing to wait for
+                return {"state": "gone", "last_error": _error_body(r)}, False
+            info = r.json()
             t = info.get("last_frame_t")
             if info.get("state") in FINAL_STATES or (at is not None and t is not None and t >= at):
                 return info, False
@@ -393,7 +398,12 @@ class Replayer:
                     req["at"] = q.ask_at
                 t_ask = time.monotonic()
                 row["asked_wall_s"] = t_ask - t0
-                ar = self._request("POST", f"/v1/streams/{sid}/questions", json=req)
+                try:
+                    ar = self._request("POST", f"/v1/streams/{sid}/questions", json=req)
+                except httpx.HTTPError as e:  # one lost answer must not end the run
+                    row["error"] = {"code": "client_error", "message": f"{type(e).__name__}: {e}"}
+                    rows.append(row)
+                    continue
                 row["latency_s"] = time.monotonic() - t_ask
                 if ar.status_code == 200:
                     a = ar.json()
@@ -404,12 +414,16 @@ class Replayer:
                 rows.append(row)
                 self.log(f"  {q.id} @ {q.ask_at if q.ask_at is not None else 'end'}: "
                          f"{row['prediction']!r}" + (f" error {row['error']['code']}" if row["error"] else ""))
-            final = self._request("GET", f"/v1/streams/{sid}").json()
+            fr = self._request("GET", f"/v1/streams/{sid}")
+            final = fr.json() if fr.status_code == 200 else {"state": "gone"}
             for row in rows:
                 row["stream"].update(state=final.get("state"), frames_encoded=final.get("frames_encoded"),
                                      last_error=final.get("last_error"))
         finally:
-            self._request("DELETE", f"/v1/streams/{sid}")
+            try:
+                self._request("DELETE", f"/v1/streams/{sid}")
+            except httpx.HTTPError as e:
+                self.log(f"  DELETE /v1/streams/{sid} failed: {e}")
         return rows
 
 
@@ -479,17 +493,28 @@ def run(questions: list[BenchQuestion], cfg: ReplayConfig, judge: Judge | None =
         log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Replay every video of ``questions`` against ``cfg.server``; the result (JSON-able)."""
     t0 = time.monotonic()
-    groups = by_video(questions)
+    groups = list(by_video(questions).items())
     replayer = Replayer(cfg, log=log)
+
+    def one(k: int) -> list[dict]:
+        video, qs = groups[k]
+        log(f"[{k + 1}/{len(groups)}] {video}: {len(qs)} questions")
+        video_rows = replayer.replay_video(qs)
+        by_id = {q.id: q for q in qs}
+        for row in video_rows:
+            score_row(by_id[row["id"]], row, judge)
+        return video_rows
+
     rows: list[dict] = []
     try:
-        for k, (video, qs) in enumerate(groups.items()):
-            log(f"[{k + 1}/{len(groups)}] {video}: {len(qs)} questions")
-            video_rows = replayer.replay_video(qs)
-            by_id = {q.id: q for q in qs}
-            for row in video_rows:
-                score_row(by_id[row["id"]], row, judge)
-            rows += video_rows
+        if cfg.concurrency <= 1:
+            for k in range(len(groups)):
+                rows += one(k)
+        else:
+            # live streams in parallel (real-time playback dominates a run); rows keep file order
+            with ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="replay") as pool:
+                for video_rows in pool.map(one, range(len(groups))):
+                    rows += video_rows
     finally:
         replayer.close()
     return {
@@ -502,6 +527,7 @@ def run(questions: list[BenchQuestion], cfg: ReplayConfig, judge: Judge | None =
         "max_tokens": cfg.max_tokens,
         "judge": {"url": judge.cfg.endpoint, "model": judge.cfg.model} if judge else None,
         "videos": len(groups),
+        "concurrency": cfg.concurrency,
         "summary": summarise(rows),
         "rows": rows,
         "seconds": time.monotonic() - t0,
@@ -560,6 +586,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--fps", default=None, help="sampling rate per stream: a number, or 'native' (each video's own "
                    "frame rate, capped at 120); default: the server's")
     p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--parallel", type=int, default=1, metavar="N", help="replay N videos at once (N live streams; "
+                   "the server's max_streams applies)")
     p.add_argument("--tasks", default=None, help="comma-separated task names to keep")
     p.add_argument("--limit", type=int, default=None, help="at most this many questions (file order)")
     p.add_argument("--stall-timeout", type=float, default=120.0, help="give up waiting for a timestamp after this "
@@ -612,7 +640,7 @@ def main(args: argparse.Namespace) -> int:
         cfg = ReplayConfig(server=server, api_key=None if args.embedded else os.environ.get(SERVER_KEY_ENV),
                            method=args.method, options=options, fps=fps, native_fps=args.fps == "native",
                            videos_dir=videos, video_url_prefix=args.video_url_prefix, max_tokens=args.max_tokens,
-                           stall_timeout_s=args.stall_timeout)
+                           stall_timeout_s=args.stall_timeout, concurrency=max(1, args.parallel))
         return run(questions, cfg, judge, log=log)
 
     try:

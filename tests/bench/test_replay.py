@@ -254,8 +254,9 @@ def test_replay_end_to_end_with_judge(media, engine):
     with ChatCompletionsDouble(reply) as double, \
             embedded_server(TINY, media, realtime=True, engine=engine, load_timeout_s=60) as url:
         judge = Judge(JudgeConfig(url=double.url, model="judge-1"))
+        # both videos at once: two live streams on one server
         cfg = ReplayConfig(server=url, videos_dir=media, fps=FPS, method="rekv", max_tokens=4,
-                           stall_timeout_s=30, request_timeout_s=60)
+                           stall_timeout_s=30, request_timeout_s=60, concurrency=2)
         try:
             result = run(questions, cfg, judge)
         finally:
@@ -265,7 +266,8 @@ def test_replay_end_to_end_with_judge(media, engine):
     assert left == []  # every replayed stream was deleted
 
     rows = {r["id"]: r for r in result["rows"]}
-    assert len(rows) == 3 and result["videos"] == 2
+    assert len(rows) == 3 and result["videos"] == 2 and result["concurrency"] == 2
+    assert len({r["stream"]["id"] for r in rows.values()}) == 2  # one stream per video
     for r in rows.values():
         assert r["error"] is None, r["error"]
         assert isinstance(r["prediction"], str) and r["latency_s"] > 0
@@ -299,12 +301,16 @@ def test_replay_end_to_end_with_judge(media, engine):
 
 def test_replay_reports_missing_videos_and_source_errors(media, engine):
     qs = load("streamingbench", streamingbench_file(media))
-    missing = [dataclasses.replace(q, video="nope.mp4") for q in qs[:1]]
+    (media / "broken.mp4").write_bytes(b"not a video at all" * 64)
+    bad = [dataclasses.replace(qs[0], video="nope.mp4"), dataclasses.replace(qs[1], video="broken.mp4")]
     with embedded_server(TINY, media, engine=engine, load_timeout_s=60) as url:
-        result = run(missing, ReplayConfig(server=url, videos_dir=media, fps=FPS))
-    (row,) = result["rows"]
-    assert row["error"]["code"] == "video_not_found" and row["correct"] is None
-    assert result["summary"]["errors"] == 1 and result["summary"]["accuracy"] is None
+        result = run(bad, ReplayConfig(server=url, videos_dir=media, fps=FPS, stall_timeout_s=30))
+    missing, broken = result["rows"]
+    assert missing["error"]["code"] == "video_not_found" and missing["correct"] is None
+    # the server accepts the stream, ingest fails, the question finds nothing encoded
+    assert broken["stream_state_at_ask"] == "failed" and broken["stream"]["last_error"]["code"]
+    assert broken["error"]["code"] == "empty_stream" and broken["prediction"] is None and broken["correct"] is None
+    assert result["summary"]["errors"] == 2 and result["summary"]["accuracy"] is None
 
 
 def test_cli_embedded_mlvu_json(media, tmp_path, capsys):
