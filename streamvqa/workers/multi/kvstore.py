@@ -23,6 +23,7 @@ from streamvqa.proto import ipc
 from streamvqa.store import format as fmt
 from streamvqa.store import shm
 from streamvqa.store.config import TieredStoreConfig
+from streamvqa.store.errors import StoreError
 from streamvqa.store.tiered import PENDING, TieredStore
 from streamvqa.workers.multi.config import MultiConfig
 from streamvqa.workers.multi.rpc import RpcServer
@@ -151,7 +152,12 @@ class KvStoreService:
         ), [raw]
 
     def lease(self, body: ipc.LeaseRequest, atts, emit) -> ipc.LeaseReply:
-        descs = self._need().lease(body.stream_id, body.indices, ttl_s=body.ttl_s)
+        try:
+            descs = self._need().lease(body.stream_id, body.indices, ttl_s=body.ttl_s)
+        except StoreError as e:
+            if "leased" in str(e):  # the host tier cannot hold all of them at once: ask for fewer
+                raise ipc.IpcError("host_full", str(e)) from None
+            raise
         return ipc.LeaseReply(descriptors=[ipc.Descriptor(**d.to_dict()) for d in descs])
 
     def release(self, body: ipc.ReleaseRequest, atts, emit) -> ipc.Empty:
@@ -171,6 +177,7 @@ class KvStoreService:
         h = dict(self._health)
         if not h.get("tiers"):  # opened since the last background probe
             h = self._health = store.health()
+        h["pending_items"] = store.stats()["pending_items"]  # no I/O: always current
         return ipc.Health(ok=bool(h.get("ok", False)), degraded=list(h.get("degraded") or []),
                           pending_items=int(h.get("pending_items") or 0), tiers=dict(h.get("tiers") or {}))
 

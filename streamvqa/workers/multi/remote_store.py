@@ -92,9 +92,20 @@ class RemoteStore:
             shm.release_segment(seg, unlink=True)
 
     def get_many(self, stream_id: str, indices: list[int]) -> list[Block]:
+        """Blocks in the order asked. A host tier too small to hold them all under one lease is
+        read in smaller leases (each copied out and released before the next)."""
         if not indices:
             return []
-        reply, _ = self._call("store.lease", ipc.LeaseRequest(stream_id=stream_id, indices=list(indices),
+        try:
+            return self._lease_copy(stream_id, list(indices))
+        except StoreError as e:
+            if getattr(e, "code", None) != "host_full" or len(indices) == 1:
+                raise
+        half = len(indices) // 2
+        return self.get_many(stream_id, indices[:half]) + self.get_many(stream_id, indices[half:])
+
+    def _lease_copy(self, stream_id: str, indices: list[int]) -> list[Block]:
+        reply, _ = self._call("store.lease", ipc.LeaseRequest(stream_id=stream_id, indices=indices,
                                                               ttl_s=self.lease_ttl_s), retry_for=5.0)
         descs = [BlockDescriptor(**d.model_dump()) for d in reply.descriptors]
         pinned = self.device.startswith("cuda") and torch.cuda.is_available()
