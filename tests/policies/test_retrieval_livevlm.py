@@ -2,7 +2,7 @@
 
 import torch
 
-from streamvqa.policies.retrieval import PaRRetriever, RetrievalContext, ReKVRetriever
+from streamvqa.policies.retrieval import PaRRetriever, ReKVRetriever, RetrievalContext
 from streamvqa.policies.retrieval.livevlm import page_keys
 from streamvqa.store.block import Block
 
