@@ -1,0 +1,23 @@
+"""The registry: every retrieval name builds from a method config; "none" answers from the
+compact cache (the window) without a query pass."""
+
+import torch
+
+from streamvqa.policies.presets import MethodConfig, resolve
+from streamvqa.policies.retrieval import RETRIEVERS, NoRetrieval, RetrievalContext, Retriever
+
+
+def test_every_registered_policy_builds_from_a_method_config():
+    for name in RETRIEVERS:
+        if name == "rekv-external":
+            continue  # needs an encoder directory: tests/policies/test_retrieval_external.py
+        retriever = MethodConfig(retrieval=name).retriever()
+        assert isinstance(retriever, Retriever), name
+        assert resolve("rekv", {"retrieval": name}).retrieval == name
+
+
+def test_no_retrieval_uses_the_compact_cache_and_skips_the_query_pass():
+    r = MethodConfig(retrieval="none").retriever()
+    assert isinstance(r, NoRetrieval) and not r.needs_query(100)
+    ctx = RetrievalContext(torch.zeros(2, 4), torch.zeros(5, 2, 1, 4), [0, 1, 2, 3, 4], window_ids=[3, 4])
+    assert r.select(ctx).per_layer == [[3, 4], [3, 4]]
