@@ -53,9 +53,10 @@ def test_serve_runs_and_stops(clip: Path) -> None:
 
 
 def test_serve_rejects_bad_input() -> None:
+    # multi is implemented (tests/multiproc); without API keys it is refused like embedded
     r = subprocess.run([*CLI, "serve", "--topology", "multi"], cwd=REPO, env=ENV, capture_output=True,
                        text=True, timeout=60)
-    assert r.returncode != 0 and "not implemented" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.returncode != 0 and "API keys" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = subprocess.run([*CLI, "serve", "--port", "99999"], cwd=REPO, env=ENV, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode != 0 and "port" in r.stderr and len(r.stderr.strip().splitlines()) == 1

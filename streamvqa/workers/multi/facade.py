@@ -92,6 +92,7 @@ class RemoteSession:
             s = self._stats
             if reply.last_unit_frames:  # this frame completed a unit (counted here: a restarted
                 s.units_encoded += 1    # encoder starts its own counters from zero)
+                self._usage = None  # the store holds one more block
                 s.frames_encoded += reply.last_unit_frames
                 s.encode_seconds_total += reply.last_unit_seconds
             s.window_tokens = reply.window_tokens

@@ -42,10 +42,11 @@ class Worker:
     next_start: float = 0.0
     last_exit: int | None = None
     ready: threading.Event = field(default_factory=threading.Event)
+    remote_pid: int | None = None  # attach mode: the PID the worker reports
 
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
+        return self.proc.pid if self.proc is not None else self.remote_pid
 
 
 class Supervisor:
@@ -82,10 +83,11 @@ class Supervisor:
         """Workers run on their own (containers): wait until each answers, then watch by ping."""
         deadline = time.monotonic() + timeout
         for w in self.workers.values():
-            while w.client.ping(timeout=1.0) is None:
+            while (pong := w.client.ping(timeout=1.0)) is None:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{w.role} worker is not answering at {w.client.endpoint}")
                 time.sleep(0.2)
+            w.remote_pid = pong.pid
             w.state = "up"
             w.ready.set()
         self._monitor = threading.Thread(target=self._watch_external, name="supervisor", daemon=True)
@@ -113,7 +115,7 @@ class Supervisor:
                     for fn in list(self.on_ready):
                         fn(w.role)
                 if pong is not None:
-                    pids[w.role] = pong.pid
+                    pids[w.role] = w.remote_pid = pong.pid
 
     def _wait(self, role: str, timeout: float) -> None:
         w = self.workers[role]
