@@ -17,11 +17,12 @@ from streamvqa.engine.errors import EngineError
 from streamvqa.engine.layout import layout_for
 from streamvqa.engine.sampling import TextStream, next_token
 from streamvqa.engine.types import Answer, SessionStats, TokenEvent
-from streamvqa.engine.window import HotWindow, Sink, new_cache, place
+from streamvqa.engine.window import HotWindow, Sink, new_cache, place, prefill
 from streamvqa.models.base import ModelAdapter
 from streamvqa.policies.presets import MethodConfig
 from streamvqa.policies.retrieval.base import Caption, RetrievalContext, Selection
 from streamvqa.policies.retrieval.rlivs import caption_text
+from streamvqa.policies.stages import MemoryStages
 from streamvqa.store.base import BlockStore
 from streamvqa.store.block import Block
 
@@ -70,6 +71,7 @@ class StreamSession:
         self.closed = False
         with self.lock, torch.inference_mode():
             self._encode_prefix()
+        self.stages = MemoryStages(self)  # units, reduction, retention, budgets (policies/stages.py)
 
     # -- stages 1-6: online encoding ---------------------------------------------------------
     def _encode_prefix(self) -> None:
@@ -91,6 +93,9 @@ class StreamSession:
         with self._push_lock:
             self._stats.frames_received += 1
             self._stats.last_frame_t = float(t)
+            if self.stages.active:  # every preset that retains, reduces, segments or has byte budgets
+                self.stages.push(image, float(t))
+                return
             self._pending.append((image, float(t)))
             if len(self._pending) >= self.config.unit_frames:
                 unit, self._pending = self._pending, []
@@ -139,6 +144,10 @@ class StreamSession:
         s.window_tokens = self.window.tokens
         s.kv_bytes = {"device": self.window.nbytes, **self.store.bytes_by_tier(self.stream_id)}
         s.kv_blocks = {"window": len(self.window.blocks), **self.store.blocks_by_tier(self.stream_id)}
+        if self.stages.memory is not None:
+            s.kv_bytes["memory"] = self.stages.memory_bytes()
+            s.kv_blocks["memory"] = len(self.stages.memory.units)
+            s.memory_tokens = self.stages.memory.tokens
         return s
 
     # -- stages 7-9: answering ---------------------------------------------------------------
@@ -154,12 +163,17 @@ class StreamSession:
         if self._next_index == 0:
             raise EngineError("empty_stream", f"stream {self.stream_id} has no encoded frames yet")
 
-    def _retrieve(self, question: str, at: float | None) -> tuple[Selection, dict[int, tuple[float, float]]]:
+    def _retrieve(self, question: str, at: float | None, candidates: tuple | None = None,
+                  ) -> tuple[Selection, dict[int, tuple[float, float]]] | Selection:
         """Stage 7: run the question over the hot window to get its mean pre-RoPE query per
-        layer, then let the policy choose blocks per layer."""
-        index = self.store.index(self.stream_id)
-        ids, rep, times = index.indices, index.rep_keys, index.times
-        if at is not None:
+        layer, then let the policy choose blocks per layer. `candidates` (ids, rep_keys, times)
+        replaces the store's index (retained-memory units; their Selection alone is returned)."""
+        if candidates is not None:
+            ids, rep, times = candidates
+        else:
+            index = self.store.index(self.stream_id)
+            ids, rep, times = index.indices, index.rep_keys, index.times
+        if at is not None and candidates is None:
             keep = [i for i, (_, t1) in enumerate(times) if t1 <= at]
             if not keep:
                 raise EngineError("empty_stream", f"nothing was encoded before t={at}")
@@ -177,12 +191,17 @@ class StreamSession:
             query = torch.stack([q[0].float().mean(0) for q in cap.q]).cpu()
         ctx = RetrievalContext(query=query, rep_keys=rep, block_ids=ids, window_ids=window_ids, question=question,
                                times=times, captions=list(self.captions), embed_text=self._embed_text)
+        if candidates is not None:
+            return self.retriever.select(ctx)
         return self.retriever.select(ctx), dict(zip(ids, times, strict=True))
 
     def _answer_iter(
         self, question: str, max_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
         at: float | None = None, seed: int | None = None,
     ) -> Iterator[TokenEvent | Answer]:
+        if self.stages.active:  # a question closes the open unit: it must see every frame
+            with self._push_lock:
+                self.stages.flush()
         self._check(question, max_tokens, temperature, top_p)
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -190,14 +209,24 @@ class StreamSession:
         with self.lock, torch.inference_mode():
             timings["queue_s"] = time.perf_counter() - start
             t = time.perf_counter()
-            chosen, times = self._retrieve(question, at)
+            memory = self.stages.memory
+            if memory is not None:  # stages 7-8 over the retained memory (and demoted units)
+                chosen, times, tiers = self.stages.select(question, at)
+            else:
+                chosen, times = self._retrieve(question, at)
             selection = chosen.per_layer
             wanted = sorted({i for layer in selection for i in layer})
-            tiers = self._tiers_of(wanted)  # where the blocks were before retrieval promoted them
+            if memory is None:
+                tiers = self._tiers_of(wanted)  # where the blocks were before retrieval promoted them
             key = (tuple(tuple(layer) for layer in selection), tuple(chosen.captions))
+            if memory is not None:
+                key = (key, memory.version, at)
             assembled, self._assembled = self._assembled, None  # owned by this answer until it ends
             reused = assembled is not None and assembled.key == key
-            if not reused:
+            if not reused and memory is not None:
+                cache, end = self.stages.assemble(chosen, at)
+                assembled = Assembled(key, cache, cache.get_seq_length(), end)
+            elif not reused:
                 assembled = self._assemble(key, selection, wanted, chosen.captions)
             timings["retrieval_s"] = time.perf_counter() - t
             t = time.perf_counter()
@@ -205,7 +234,7 @@ class StreamSession:
             end = max(assembled.end, self.tracker.next) if self.config.positions == "original" else assembled.end
             tracker = self.tracker.fork(end)
             piece = adapter.question_piece(question)
-            logits = adapter.forward(adapter.embed(piece), tracker.place(piece), cache, logits="last")[0, -1]
+            logits = prefill(adapter, adapter.embed(piece), tracker.place(piece), cache)[0, -1]
             timings["prefill_s"] = time.perf_counter() - t
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         stream = TextStream(adapter.tokenizer)

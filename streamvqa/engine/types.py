@@ -43,6 +43,11 @@ class SessionStats:
     kv_blocks: dict[str, int] = field(default_factory=dict)
     last_frame_t: float | None = None
     encode_seconds_total: float = 0.0
+    frames_merged: int = 0  # redundant frames averaged into a neighbour (StreamMem filter, StreamKV cap)
+    units_dropped: int = 0  # units not written because the stream's store budget was spent
+    tokens_evicted: int = 0  # retained-memory tokens dropped by retention (summed over layers)
+    memory_tokens: list[int] = field(default_factory=list)  # retained tokens per layer
+    kv_peak_bytes: dict[str, int] = field(default_factory=dict)  # highest bytes seen per tier
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -62,6 +62,26 @@ class HotWindow:
         self._rebuild()
         return True
 
+    def make_room(self, n_new: int, cap: int) -> bool:
+        """Before encoding `n_new` tokens: drop oldest units so the window plus the new unit
+        stays within `cap` tokens (a byte budget: the cache never holds more). True if rebuilt."""
+        if self.tokens + n_new <= cap or not self.blocks:
+            return False
+        while self.blocks and self.tokens + n_new > cap:
+            self.tokens -= self.blocks.popleft().n_tokens
+        self._rebuild()
+        return True
+
+    def load_memory(self, layers: list, units: dict, layout: str, next_original: int) -> None:
+        """Encode on the retained memory (InfiniPot-V, StreamMem, StreamingVLM): the cache is
+        the sink plus every retained token, at its original or contiguous position."""
+        assert self.sink is not None
+        keys, values, end = place_memory(self.adapter, self.sink, layers, units, layout)
+        self.cache = new_cache(self.adapter, keys, values)
+        self.blocks.clear()
+        self.tokens = layers[0].n if layers else 0
+        self.next = end if layout == "contiguous" else next_original
+
     def _rebuild(self) -> None:
         assert self.sink is not None
         blocks = list(self.blocks)
@@ -112,3 +132,87 @@ def place(
         keys.append(torch.cat(k_parts, dim=1))
         values.append(torch.cat(v_parts, dim=1))
     return keys, values
+
+
+def rotate_heads(adapter: ModelAdapter, keys: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """RoPE on pre-RoPE keys [H, n, d] at per-head positions [H, P, n]."""
+    if keys.shape[1] == 0:
+        return keys
+    if bool((positions == positions[:1]).all()):
+        return adapter.rotate(keys, positions[0])
+    return torch.cat([adapter.rotate(keys[h:h + 1], positions[h]) for h in range(keys.shape[0])])
+
+
+def contiguous_tokens(mem, units: dict, start: int) -> tuple[torch.Tensor, int]:
+    """Token-level contiguous layout (StreamingVLM's shrink mode): per head, runs of retained
+    tokens are laid back to back from `start`. A unit held whole is one run of its original
+    extent (so nothing moves while nothing is missing); otherwise a run is a unit's visual grid
+    (M-RoPE structure kept) or a stretch of consecutive text positions; gaps close."""
+    H, P, n = mem.positions.shape
+    if n == 0:
+        return mem.positions, start
+    out = torch.empty_like(mem.positions)
+    ends = []
+    order = sorted(units)
+    n_tok = torch.zeros(max(order) + 1, dtype=torch.long)
+    p0 = torch.zeros_like(n_tok)
+    ext = torch.zeros_like(n_tok)
+    for u in order:
+        n_tok[u], p0[u], ext[u] = units[u].n_tokens, units[u].pos_start, units[u].pos_end - units[u].pos_start
+    for h in range(H):
+        unit, pos = mem.unit[h], mem.positions[h]
+        counts = torch.bincount(unit, minlength=len(n_tok))
+        whole = (counts[unit] == n_tok[unit]) & (mem.weight[h] == 1)
+        first = pos[0]
+        change = torch.ones(n, dtype=torch.bool)
+        same_unit = unit[1:] == unit[:-1]
+        jump = (first[1:] != first[:-1] + 1) & ((P == 1) | ~mem.visual[h][1:])
+        change[1:] = ~same_unit | (~whole[1:] & ((mem.visual[h][1:] != mem.visual[h][:-1]) | jump))
+        run = change.long().cumsum(0) - 1
+        R = int(run[-1]) + 1
+        big = 1 << 60
+        lo = torch.full((R,), big).scatter_reduce(0, run, pos.min(0).values, "amin")
+        hi = torch.full((R,), -big).scatter_reduce(0, run, pos.max(0).values, "amax")
+        width = hi - lo + 1
+        run_whole = torch.zeros(R, dtype=torch.bool).scatter_reduce(0, run, whole, "amax")
+        run_unit = torch.zeros(R, dtype=torch.long).scatter_reduce(0, run, unit, "amax")
+        lo = torch.where(run_whole, p0[run_unit], lo)
+        width = torch.where(run_whole, ext[run_unit], width)
+        offset = start + torch.cat([torch.zeros(1, dtype=torch.long), width.cumsum(0)[:-1]])
+        out[h] = pos - lo[run] + offset[run]
+        ends.append(start + int(width.sum()))
+    return out, max(ends)
+
+
+def place_memory(adapter: ModelAdapter, sink: Sink, layers: list, units: dict, layout: str,
+                 ) -> tuple[list[torch.Tensor], list[torch.Tensor], int]:
+    """Per layer: the sink, then the retained tokens rotated at their original or contiguous
+    positions (per head). Returns keys, values and the next free position."""
+    dev, dt = adapter.device, adapter.dtype
+    sink_keys = adapter.rotate(sink.keys.to(dev, dt), sink.positions)
+    keys, values, end = [], [], sink.end
+    for i, mem in enumerate(layers):
+        if layout == "contiguous":
+            pos, e = contiguous_tokens(mem, units, sink.end)
+        else:
+            pos = mem.positions
+            e = int(pos.max()) + 1 if mem.n else sink.end
+        end = max(end, e)
+        k = rotate_heads(adapter, mem.keys.to(dev, dt), pos)
+        keys.append(torch.cat([sink_keys[i], k], dim=1))
+        values.append(torch.cat([sink.values[i].to(dev, dt), mem.values.to(dev, dt)], dim=1))
+    return keys, values, end
+
+
+def prefill(adapter: ModelAdapter, embeds: torch.Tensor, positions: torch.Tensor, cache: DynamicCache,
+            logits: str = "last") -> torch.Tensor:
+    """Forward `embeds` into `cache`. Layer-adaptive memories give layers different lengths; one
+    causal mask cannot serve them, so such a cache is prefilled one token at a time (a single
+    query needs no mask, and every layer attends to all of its own keys): exact, only slower."""
+    lengths = {layer.keys.shape[-2] for layer in cache.layers if getattr(layer, "keys", None) is not None}
+    if len(lengths) <= 1 or embeds.shape[1] == 1:
+        return adapter.forward(embeds, positions, cache, logits=logits)
+    out = None
+    for i in range(embeds.shape[1]):
+        out = adapter.forward(embeds[:, i:i + 1], positions[:, i:i + 1], cache, logits=logits)
+    return out

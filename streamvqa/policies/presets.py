@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from streamvqa.policies.registry import (
+    RETENTIONS,
+    build_reduction,
+    build_retention,
+    reduction_options,
+    retention_options,
+)
 from streamvqa.policies.retrieval import RETRIEVERS, Retriever, RetrieverUnavailable, build_retriever
 
 
@@ -36,6 +43,41 @@ class MethodConfig(BaseModel):
     time_gap_scale: float = Field(0.1, ge=0, le=1, description="time-aware positions: kept share of a gap")
     time_max_gap: int | None = Field(256, ge=0, description="time-aware positions: longest gap kept")
 
+    # -- memory policies (stages 1, 2, 3 and 5); each policy's docstring gives its paper's defaults
+    units: Literal["fixed", "semantic"] = Field("fixed", description="stage 1: unit_frames per unit, or StreamKV segments")
+    segment_theta: float = Field(0.99, ge=-1, le=1, description="StreamKV: adjacent-frame cosine that keeps a segment open")
+    min_segment: int = Field(4, ge=1, description="StreamKV: frames before a segment may close")
+    max_segment: int = Field(64, ge=2, description="StreamKV: frames at most (the most similar pair is merged)")
+    summary: bool = Field(False, description="StreamKV: encode the segment's mean frame after it, always kept")
+    frame_filter: float | None = Field(None, gt=0, le=1, description="StreamMem delta: merge a frame into the previous one above this cosine")
+    reduction: Literal["none", "ctr"] = Field("none", description="stage 2: pre-LLM token reduction")
+    reduction_options: dict = Field(default_factory=dict, description="options of the reduction policy")
+    encode_on: Literal["window", "memory"] = Field("window", description="stage 3: encode on the sliding window or on the retained memory")
+    retention: Literal[tuple(RETENTIONS)] = Field("none", description="stage 5 policy; none: every unit to the store")  # type: ignore[valid-type]
+    retention_options: dict = Field(default_factory=dict, description="options of the retention policy")
+    memory_tokens: int | None = Field(None, ge=1, description="retained memory, tokens per layer; None: no token cap")
+    budget_bytes: dict[Literal["device", "memory", "store"], int] = Field(
+        default_factory=dict, description="per-stream byte budgets: encoder cache, retained memory, stored blocks")
+    demote: bool = Field(False, description="evicted units stay retrievable in the store (demote, don't delete)")
+    keep_memory: bool = Field(False, description="answer from the whole retained memory plus retrieved demoted units")
+
+    @model_validator(mode="after")
+    def _memory_policies(self) -> MethodConfig:
+        if self.retention == "none" and (self.encode_on == "memory" or self.keep_memory):
+            raise ValueError("encode_on='memory' and keep_memory need a retention policy")
+        retention_options(self.retention, self.retention_options)
+        reduction_options(self.reduction, self.reduction_options)
+        if any(v <= 0 for v in self.budget_bytes.values()):
+            raise ValueError("budget_bytes must be positive")
+        return self
+
+    def retention_policy(self):
+        """The stage-5 policy object, or None (keep everything: ReKV, full, sliding-window)."""
+        return build_retention(self.retention, self.retention_options)
+
+    def reducer(self):
+        return build_reduction(self.reduction, self.reduction_options)
+
     def retriever(self) -> Retriever:
         return build_retriever(self)
 
@@ -59,7 +101,59 @@ PRESETS: dict[str, tuple[str, MethodConfig]] = {
         "Baseline: sink tokens plus the most recent n_local tokens, no retrieval",
         MethodConfig(n_local=2048, retrieval="window", topk=None),
     ),
+    # -- memory policies (docs/methods.md has the table: stage by stage, defaults, paper) ----------
+    "streamkv": (
+        "StreamKV (arXiv 2511.07278): semantic segments (cos 0.99, 4-64 frames) + summary unit, ReKV "
+        "window, guidance-prompt scores with layer-adaptive budgets keeping 60% of each segment's frames",
+        MethodConfig(units="semantic", summary=True, retention="streamkv", retrieval="streamkv", topk=64),
+    ),
+    "infinipot-v": (
+        "InfiniPot-V (arXiv 2506.15745): encode on the memory; at |M| tokens compress to 75% by TaR "
+        "(key redundancy with recent frames) and VaN (value norm), per head, original positions",
+        MethodConfig(n_local=None, encode_on="memory", retention="infinipot-v", memory_tokens=5462,
+                     retrieval="all", topk=None, positions="original"),
+    ),
+    "streammem": (
+        "StreamMem (arXiv 2508.15717): redundant frames merged (cos 0.95), 8-frame clips encoded on the "
+        "memory, chat-template proxy attention top-k per head + per-frame prototypes, 6K tokens",
+        MethodConfig(n_local=None, unit_frames=8, frame_filter=0.95, encode_on="memory", retention="streammem",
+                     memory_tokens=6144, retrieval="all", topk=None, positions="original"),
+    ),
+    "livevlm": (
+        "LiveVLM (arXiv 2505.15269): short-term FIFO window of exact KV, long-term memory by Vision Sink "
+        "Bucketing (12K tokens), PaR page retrieval",
+        MethodConfig(n_local=2048, retention="livevlm", memory_tokens=12000, retrieval="livevlm"),
+    ),
+    "streamingtom": (
+        "StreamingTOM (arXiv 2510.18269): Causal Temporal Reduction to 50 tokens per frame before the "
+        "LLM, 4,800-token window, 4-bit Online Quantized Memory, group top-k retrieval",
+        MethodConfig(n_local=4800, reduction="ctr", retention="streamingtom", retrieval="streamingtom"),
+    ),
+    "streamingvlm": (
+        "StreamingVLM (arXiv 2510.09608): attention sinks + 16 s vision window + text sink/window "
+        "(512/512), encoded on the memory at contiguous positions",
+        MethodConfig(n_local=None, encode_on="memory", retention="streamingvlm", retrieval="all", topk=None),
+    ),
+    "resv": (
+        "V-Rex ReSV (arXiv 2512.12284, abstract only; our reading): temporal/spatial key-similarity "
+        "clustering per head, per-layer adaptive counts, 6K tokens",
+        MethodConfig(retention="resv", memory_tokens=6144, retrieval="all", topk=None),
+    ),
+    "rlivs": (
+        "rLiVS (arXiv 2510.17364): 16-frame clips encoded on 6.25% attention-selected tokens of the "
+        "last 16 clips; model-written captions as long-term memory, MMR caption retrieval",
+        MethodConfig(n_local=None, unit_frames=16, encode_on="memory", retention="rlivs", keep_memory=True,
+                     retrieval="rlivs"),
+    ),
+    "hybrid": (
+        "Ours: ReKV window; InfiniPot-V TaR+VaN compaction of a 4K-token hot memory always answered from; "
+        "evicted units demoted to the store and brought back by ReKV top-k (adaptive, 2-8 units)",
+        MethodConfig(n_local=2048, retention="infinipot-v", memory_tokens=4096, demote=True, keep_memory=True,
+                     retrieval="rekv", topk=8, score_mass=0.9, min_blocks=2),
+    ),
 }
+
+_MERGED = ("retention_options", "reduction_options", "budget_bytes")  # options add to a preset's dicts
 
 
 class MethodError(ValueError):
@@ -73,7 +167,11 @@ def resolve(method: str, options: dict | None = None) -> MethodConfig:
         raise MethodError("unknown_method", f"unknown method {method!r}; known: {', '.join(PRESETS)}")
     base = PRESETS[method][1]
     try:
-        config = MethodConfig.model_validate({**base.model_dump(), **(options or {})})
+        fields = {**base.model_dump(), **(options or {})}
+        for name in _MERGED:
+            if isinstance((options or {}).get(name), dict):
+                fields[name] = {**getattr(base, name), **options[name]}
+        config = MethodConfig.model_validate(fields)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"])

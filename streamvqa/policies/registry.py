@@ -1,0 +1,59 @@
+"""Names of the stage-1/2/5 policies a MethodConfig may choose, and their option checks.
+
+Each entry is "module:Class"; the class carries its pydantic `Options` (paper defaults, unknown
+options refused), so a misconfigured stream is refused when its method is resolved.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+RETENTIONS: dict[str, str | None] = {
+    "none": None,
+    "streamkv": "streamvqa.policies.streamkv:StreamKV",
+    "infinipot-v": "streamvqa.policies.infinipot_v:InfiniPotV",
+    "streammem": "streamvqa.policies.streammem:StreamMem",
+    "livevlm": "streamvqa.policies.livevlm:VisionSinkBucketing",
+    "streamingtom": "streamvqa.policies.streamingtom:OnlineQuantizedMemory",
+    "streamingvlm": "streamvqa.policies.streamingvlm:StreamingVLM",
+    "resv": "streamvqa.policies.resv:ReSV",
+    "rlivs": "streamvqa.policies.rlivs:RLiVS",
+}
+
+REDUCTIONS: dict[str, str | None] = {
+    "none": None,
+    "ctr": "streamvqa.policies.streamingtom:CausalTemporalReduction",
+}
+
+
+def _load(path: str):
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def retention_options(name: str, options: dict):
+    path = RETENTIONS[name]
+    if path is None:
+        if options:
+            raise ValueError("retention 'none' takes no retention_options")
+        return None
+    return _load(path).Options.model_validate(options)
+
+
+def reduction_options(name: str, options: dict):
+    path = REDUCTIONS[name]
+    if path is None:
+        if options:
+            raise ValueError("reduction 'none' takes no reduction_options")
+        return None
+    return _load(path).Options.model_validate(options)
+
+
+def build_retention(name: str, options: dict):
+    path = RETENTIONS[name]
+    return None if path is None else _load(path)(retention_options(name, options))
+
+
+def build_reduction(name: str, options: dict):
+    path = REDUCTIONS[name]
+    return None if path is None else _load(path)(reduction_options(name, options))
