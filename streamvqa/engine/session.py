@@ -19,10 +19,10 @@ from streamvqa.engine.sampling import TextStream, next_token
 from streamvqa.engine.types import Answer, SessionStats, TokenEvent
 from streamvqa.engine.window import HotWindow, Sink, new_cache, place, prefill
 from streamvqa.models.base import ModelAdapter
+from streamvqa.policies import stages  # module import: stages imports engine modules too
 from streamvqa.policies.presets import MethodConfig
 from streamvqa.policies.retrieval.base import Caption, RetrievalContext, Selection
 from streamvqa.policies.retrieval.rlivs import caption_text
-from streamvqa.policies.stages import MemoryStages
 from streamvqa.store.base import BlockStore
 from streamvqa.store.block import Block
 
@@ -71,7 +71,7 @@ class StreamSession:
         self.closed = False
         with self.lock, torch.inference_mode():
             self._encode_prefix()
-        self.stages = MemoryStages(self)  # units, reduction, retention, budgets (policies/stages.py)
+        self.stages = stages.MemoryStages(self)  # units, reduction, retention, budgets (policies/stages.py)
 
     # -- stages 1-6: online encoding ---------------------------------------------------------
     def _encode_prefix(self) -> None:
