@@ -40,26 +40,25 @@ def vsb_select(scores: torch.Tensor, positions: torch.Tensor, budget: int, capac
     n_buckets = max(1, budget // capacity)
     lo, hi = int(positions.min()), int(positions.max())
     bucket = ((positions - lo) * n_buckets // (hi - lo + 1)).clamp(0, n_buckets - 1)
-    order = scores.argsort(descending=True, stable=True).tolist()
+    order = scores.argsort(descending=True, stable=True)
     kept = forced.clone()
-    fill = torch.zeros(n_buckets, dtype=torch.long)
-    fill.index_add_(0, bucket[kept], torch.ones(int(kept.sum()), dtype=torch.long))
-    for j in order[:phase1]:  # phase 1: the strongest sinks, wherever they are
-        if int(kept.sum()) >= budget:
-            break
-        if not kept[j]:
-            kept[j] = True
-            fill[bucket[j]] += 1
-    for j in order:  # phase 2: spread over positions, one bucket's room at a time
-        if int(kept.sum()) >= budget:
-            break
-        if not kept[j] and fill[bucket[j]] < capacity:
-            kept[j] = True
-            fill[bucket[j]] += 1
-    for j in order:  # buckets full before the budget: the next best tokens
-        if int(kept.sum()) >= budget:
-            break
-        kept[j] = True
+    # phase 1: the strongest sinks, wherever they are
+    room = max(0, budget - int(kept.sum()))
+    first = order[~kept[order]][: min(phase1, room)]
+    kept[first] = True
+    # phase 2: the others in descending score, while their bucket has room
+    fill = torch.zeros(n_buckets, dtype=torch.long).index_add_(0, bucket[kept], torch.ones(int(kept.sum()), dtype=torch.long))
+    cand = order[~kept[order]]  # descending score
+    b = bucket[cand]
+    by_bucket = torch.argsort(b, stable=True)  # stable: score order kept within a bucket
+    start = torch.searchsorted(b[by_bucket], b[by_bucket], right=False)
+    rank = torch.empty_like(b)
+    rank[by_bucket] = torch.arange(b.numel()) - start
+    ok = cand[rank < (capacity - fill[b]).clamp_min(0)]
+    kept[ok[: max(0, budget - int(kept.sum()))]] = True
+    # buckets full before the budget: the next best tokens
+    rest = order[~kept[order]]
+    kept[rest[: max(0, budget - int(kept.sum()))]] = True
     idx = kept.nonzero().squeeze(1)
     if idx.numel() > budget:  # forced tokens alone exceed the budget: the latest ones stay
         idx = idx[-budget:]

@@ -71,4 +71,8 @@ def test_long_stream_never_exceeds_any_budget(cheap_frames, method):
         assert peak <= BUDGETS[tier], (tier, peak)
     assert stats.kv_peak_bytes["device"] > BUDGETS["device"] // 4  # the budget was actually in play
     answer = session.answer("What happened?", max_tokens=2)
-    assert answer.evidence
+    if session.stages.memory is not None:  # answered from the retained memory
+        assert answer.evidence
+        assert max(u.t_end for u in session.stages.memory.units.values()) >= FRAMES - 32  # the recent past
+    else:  # the store budget was spent long ago: later units were not written (see docs/methods.md)
+        assert stats.units_dropped > 0
