@@ -138,6 +138,7 @@ class MemoryStages:
         self.device_bytes = b.get("device")
         self.store_bytes = b.get("store")
         self.store_used = 0
+        self.extra_tokens = 0  # tokens a policy's probe or caption adds to the cache for a moment
 
     @property
     def layout(self) -> str:
@@ -289,10 +290,12 @@ class MemoryStages:
         self._peak("store", self.store_used)
 
     def _make_room(self, n: int) -> None:
-        """Before a forward of n tokens: the encoder cache must stay within its byte budget."""
+        """Before a forward of n tokens: the encoder cache must stay within its byte budget,
+        with room left for the policy's probe or caption that follows (`extra_tokens`)."""
         cap = self.device_cap()
         if cap is None:
             return
+        n += self.extra_tokens
         if n > cap:
             raise EngineError("budget_too_small", f"a unit of {n} tokens does not fit the device budget "
                                                   f"({self.device_bytes} bytes)")
@@ -352,7 +355,9 @@ class MemoryStages:
         wpos = torch.arange(m).view(1, -1).expand(rows, -1) + s.window.next
         with capture(a.attention_layers(), q=True, kv=False) as cap:
             a.forward(a.embed(piece), wpos, s.window.cache, logits="none")
+        self._peak("device", s.window.nbytes)
         s.window.cache.crop(-m)
+        self.extra_tokens = max(self.extra_tokens, m)
         d = a.head_dim
         return [Capture.heads(q, d).cpu() for q in cap.q], torch.arange(m).view(1, -1).expand(rows, -1) + s.tracker.next
 
@@ -382,7 +387,9 @@ class MemoryStages:
             fed += 1
             for i, q in enumerate(cap.q):
                 per_layer[i].append(Capture.heads(q, d).cpu())
+        self._peak("device", s.window.nbytes)
         cache.crop(-fed)
+        self.extra_tokens = max(self.extra_tokens, m + max_tokens)
         queries = [torch.cat(q, dim=1) if q else torch.zeros(a.n_heads, 0, d) for q in per_layer]
         positions = torch.arange(m, m + len(ids)).view(1, -1).expand(rows, -1) + s.tracker.next
         text = a.tokenizer.decode(ids, skip_special_tokens=True)
