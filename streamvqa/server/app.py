@@ -66,11 +66,15 @@ def multi_config(settings: ServerSettings) -> Any:
     """The worker processes' shared configuration, from the server settings."""
     from streamvqa.workers.multi.config import MultiConfig, default_run_dir
 
+    enc = [d.strip() for d in (settings.encoder_device or settings.device).split(",") if d.strip()]
+    ans = [d.strip() for d in (settings.answer_device or settings.device).split(",") if d.strip()]
     return MultiConfig(
         model=settings.model,
         dtype=settings.dtype,
-        encoder_device=settings.encoder_device or settings.device,
-        answer_device=settings.answer_device or settings.device,
+        encoder_device=enc[0],
+        answer_device=ans[0],
+        encoder_devices=enc,
+        answer_devices=ans,
         threads=settings.threads,
         max_question_chars=settings.max_question_chars,
         max_new_tokens=settings.max_tokens,

@@ -50,7 +50,11 @@ def run_worker(args: argparse.Namespace) -> int:
     """``streamvqa worker kvstore|encoder|answer``: one process of the multi topology (containers).
     Configured by ``--config FILE`` (what ``serve --topology=multi`` writes) or ``STREAMVQA_*``."""
     from streamvqa.workers.multi.__main__ import run_worker as run
+    from streamvqa.workers.multi.config import ROLE_RE
 
+    if not ROLE_RE.match(args.role):
+        print(f"streamvqa worker: role must be kvstore, encoder[-N] or answer[-N], not {args.role!r}", file=sys.stderr)
+        return 2
     path = args.config
     if path is None:
         from .app import multi_config
@@ -98,7 +102,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_serve)
 
     w = subparsers.add_parser("worker", help="run one worker process of the multi topology (containers)")
-    w.add_argument("role", choices=["kvstore", "encoder", "answer"])
+    w.add_argument("role", help="kvstore, encoder[-N] or answer[-N] (one encoder/answer worker per device)")
     w.add_argument("--config", default=None, help="config file written by serve --topology=multi (else STREAMVQA_*)")
     w.add_argument("--model", default=None, help='model (without --config); "default", "tiny:<family>" or a dir')
     w.add_argument("--device", default=None, help="device (without --config)")

@@ -87,8 +87,12 @@ class ServerSettings(BaseModel):
                                   description="name prefix of shared-memory segments (one per deployment)")
     # -- multi topology ------------------------------------------------------------------------
     run_dir: str | None = Field(None, description="multi: worker sockets, config and logs (None: a temp dir)")
-    encoder_device: str | None = Field(None, description="multi: encoder device (None: device)")
-    answer_device: str | None = Field(None, description="multi: answer worker device (None: device)")
+    encoder_device: str | None = Field(
+        None, description="multi: encoder device(s), comma-separated: one encoder worker each (None: device)"
+    )
+    answer_device: str | None = Field(
+        None, description="multi: answer device(s), comma-separated: one answer worker each (None: device)"
+    )
     worker_transport: Literal["ipc", "tcp"] = Field("ipc", description="multi: unix sockets or tcp")
     worker_base_port: int = Field(7650, ge=1024, le=65000, description="multi tcp: kvstore/encoder/answer ports")
     worker_spawn: bool = Field(True, description="multi: start the workers (False: containers run them)")

@@ -29,16 +29,17 @@ log = logging.getLogger(__name__)
 
 
 class AnswerService:
-    def __init__(self, config: MultiConfig) -> None:
+    def __init__(self, config: MultiConfig, role: str = "answer") -> None:
         self.config = config
-        self.engine, self.store = build_engine(config, config.answer_device, "answer")
+        self.role = role
+        self.engine, self.store = build_engine(config, config.device_of(role), role)
         self._open_lock = threading.Lock()
 
     def handlers(self) -> dict:
         return {"ping": self.ping, "ans.ask": self.ask, "ans.forget": self.forget}
 
     def ping(self, body, atts, emit) -> ipc.Pong:
-        return ipc.Pong(role="answer", pid=os.getpid(), info={"replicas": len(self.engine.sessions)})
+        return ipc.Pong(role=self.role, pid=os.getpid(), info={"replicas": len(self.engine.sessions)})
 
     def replica(self, stream_id: str, method: str, options: dict) -> StreamSession:
         with self._open_lock:
@@ -81,9 +82,9 @@ class AnswerService:
         return ipc.Empty()
 
 
-def serve(config: MultiConfig) -> None:
+def serve(config: MultiConfig, role: str = "answer") -> None:
     from streamvqa.workers.multi.process import run_until_signal
 
-    service = AnswerService(config)
-    server = RpcServer(config.endpoint("answer"), service.handlers(), threads=8)
+    service = AnswerService(config, role)
+    server = RpcServer(config.endpoint(role), service.handlers(), threads=8)
     run_until_signal(server)

@@ -7,13 +7,15 @@ The supervisor writes it as JSON into the run directory and starts each worker w
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-ROLES = ("kvstore", "encoder", "answer")
+ROLES = ("kvstore", "encoder", "answer")  # the kinds; several encoders/answers are encoder-1, answer-1, ...
+ROLE_RE = re.compile(r"^(kvstore|encoder(-[1-9][0-9]?)?|answer(-[1-9][0-9]?)?)$")
 
 
 class MultiConfig(BaseModel):
@@ -23,6 +25,12 @@ class MultiConfig(BaseModel):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     encoder_device: str = "cpu"
     answer_device: str = "cpu"
+    encoder_devices: list[str] | None = Field(
+        None, min_length=1, max_length=16, description="one encoder worker per device (None: [encoder_device])"
+    )
+    answer_devices: list[str] | None = Field(
+        None, min_length=1, max_length=16, description="one answer worker per device (None: [answer_device])"
+    )
     threads: int | None = Field(None, ge=1, description="torch CPU threads per model worker")
     max_question_chars: int = Field(2000, ge=1)
     max_new_tokens: int = Field(512, ge=1)
@@ -54,12 +62,26 @@ class MultiConfig(BaseModel):
     def shm_prefix(self) -> str:
         return str(self.store["tiers"][0].get("shm_prefix", "streamvqa"))
 
+    def roles(self) -> list[str]:
+        """Every worker: kvstore, encoder[, encoder-1 ...], answer[, answer-1 ...]."""
+        enc = self.encoder_devices or [self.encoder_device]
+        ans = self.answer_devices or [self.answer_device]
+        return (["kvstore"] + ["encoder" + (f"-{i}" if i else "") for i in range(len(enc))]
+                + ["answer" + (f"-{i}" if i else "") for i in range(len(ans))])
+
+    def device_of(self, role: str) -> str:
+        kind, _, n = role.partition("-")
+        devices = (self.encoder_devices or [self.encoder_device]) if kind == "encoder" else \
+            (self.answer_devices or [self.answer_device])
+        return devices[int(n or 0)]
+
     def endpoint(self, role: str) -> str:
-        if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}")
+        roles = self.roles()
+        if role not in roles:
+            raise ValueError(f"unknown role {role!r}; this topology has {', '.join(roles)}")
         if self.transport == "ipc":
             return f"ipc://{Path(self.run_dir) / (role + '.sock')}"
-        return f"tcp://{self.tcp_host}:{self.tcp_base_port + ROLES.index(role)}"
+        return f"tcp://{self.tcp_host}:{self.tcp_base_port + roles.index(role)}"
 
     def write(self) -> Path:
         path = Path(self.run_dir) / "config.json"

@@ -69,9 +69,10 @@ def build_engine(config: MultiConfig, device: str, role: str) -> tuple[Engine, R
 
 
 class EncoderService:
-    def __init__(self, config: MultiConfig) -> None:
+    def __init__(self, config: MultiConfig, role: str = "encoder") -> None:
         self.config = config
-        self.engine, self.store = build_engine(config, config.encoder_device, "encoder")
+        self.role = role
+        self.engine, self.store = build_engine(config, config.device_of(role), role)
         self.timer = _UnitTimer()
         self.engine.observers.append(self.timer)
         self._open_lock = threading.Lock()
@@ -86,7 +87,7 @@ class EncoderService:
         }
 
     def ping(self, body, atts, emit) -> ipc.Pong:
-        return ipc.Pong(role="encoder", pid=os.getpid(), info={"streams": len(self.engine.sessions)})
+        return ipc.Pong(role=self.role, pid=os.getpid(), info={"streams": len(self.engine.sessions)})
 
     def info(self, body, atts, emit) -> ipc.ModelInfo:
         return ipc.ModelInfo(methods=self.engine.methods(), model=self.engine.model_info())
@@ -129,9 +130,9 @@ class EncoderService:
         return ipc.Empty()
 
 
-def serve(config: MultiConfig) -> None:
+def serve(config: MultiConfig, role: str = "encoder") -> None:
     from streamvqa.workers.multi.process import run_until_signal
 
-    service = EncoderService(config)
-    server = RpcServer(config.endpoint("encoder"), service.handlers(), threads=8)
+    service = EncoderService(config, role)
+    server = RpcServer(config.endpoint(role), service.handlers(), threads=8)
     run_until_signal(server)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -35,8 +36,9 @@ def _unavailable(role: str, e: ipc.IpcError) -> ApiError:
 
 
 class RemoteSession:
-    def __init__(self, engine: MultiEngine, stream_id: str, method: str, options: dict) -> None:
+    def __init__(self, engine: MultiEngine, stream_id: str, method: str, options: dict, encoder: str) -> None:
         self.engine = engine
+        self.encoder = encoder  # the encoder worker this stream is placed on
         self.stream_id = stream_id
         self.method = method
         self.options = dict(options)
@@ -51,7 +53,7 @@ class RemoteSession:
     # -- frames -----------------------------------------------------------------------------
     def open(self, resume: bool = False) -> None:
         try:
-            reply, _ = self.engine.supervisor.workers["encoder"].client.call(
+            reply, _ = self.engine.supervisor.workers[self.encoder].client.call(
                 "enc.open", ipc.OpenStream(stream_id=self.stream_id, method=self.method, options=self.options,
                                            resume=resume), timeout=self.engine.config.start_timeout_s)
         except ipc.IpcError as e:
@@ -72,7 +74,7 @@ class RemoteSession:
             self._stats.last_frame_t = float(t)
         ref, raw = ipc.tensor_ref(image, 0)
         body = ipc.PushFrame(stream_id=self.stream_id, t=float(t), image=ref)
-        client = self.engine.supervisor.workers["encoder"].client
+        client = self.engine.supervisor.workers[self.encoder].client
         for attempt in range(2):
             try:
                 reply, _ = client.call("enc.frame", body, [raw], timeout=self.engine.config.frame_timeout_s)
@@ -117,7 +119,9 @@ class RemoteSession:
             return cached[1]
         try:
             usage = self.engine.store.usage(self.stream_id)
-        except Exception:  # the store restarting must not break GET /v1/streams
+        except Exception:  # the store restarting must not break (or stall) GET /v1/streams
+            if cached is not None:
+                self._usage = (now, cached[1])  # do not ask again for a second
             return cached[1] if cached else None
         self._usage = (now, usage)
         return usage
@@ -128,7 +132,7 @@ class RemoteSession:
             raise EngineError("stream_closed", f"stream {self.stream_id} is closed")
         body = ipc.Ask(stream_id=self.stream_id, method=self.method, options=self.options, question=question,
                        **{k: v for k, v in kwargs.items() if v is not None})
-        client = self.engine.supervisor.workers["answer"].client
+        client = self.engine.supervisor.workers[self.engine.answer_role(self.stream_id)].client
         last = time.perf_counter()
         try:
             for kind, msg in client.stream("ans.ask", body, idle_timeout=self.engine.config.answer_idle_timeout_s):
@@ -185,7 +189,10 @@ class MultiEngine:
         self._lock = threading.Lock()
         if self.supervisor._monitor is None:
             self.supervisor.start()
-        info, _ = self.supervisor.workers["encoder"].client.call("enc.info", ipc.Empty(), timeout=30)
+        roles = list(self.supervisor.workers)
+        self.encoders = [r for r in roles if r.startswith("encoder")]
+        self.answers = [r for r in roles if r.startswith("answer")]
+        info, _ = self.supervisor.workers[self.encoders[0]].client.call("enc.info", ipc.Empty(), timeout=30)
         self._methods = list(info.methods)
         self._model = dict(info.model)
         kv = self.supervisor.workers["kvstore"].client
@@ -193,13 +200,33 @@ class MultiEngine:
         self.supervisor.on_ready.append(self._worker_ready)
         self.supervisor.on_death.append(self._worker_died)
 
+    def _up(self, role: str) -> bool:
+        return self.supervisor.workers[role].state == "up"
+
+    def place(self) -> str:
+        """The encoder for a new stream: the one (up) with the fewest streams."""
+        with self._lock:
+            load = {r: 0 for r in self.encoders}
+            for s in self.sessions.values():
+                load[s.encoder] = load.get(s.encoder, 0) + 1
+        up = [r for r in self.encoders if self._up(r)] or self.encoders
+        return min(up, key=lambda r: (load[r], self.encoders.index(r)))
+
+    def answer_role(self, stream_id: str) -> str:
+        """A stream's answer worker: always the same one while it is up (its replica is warm),
+        another one that is up otherwise."""
+        home = self.answers[zlib.crc32(stream_id.encode()) % len(self.answers)]
+        if self._up(home):
+            return home
+        return next((r for r in self.answers if self._up(r)), home)
+
     def _worker_ready(self, role: str) -> None:
-        if role != "encoder":
+        if not role.startswith("encoder"):
             return
 
         def resume() -> None:
             for session in list(self.sessions.values()):
-                if session.closed:
+                if session.closed or session.encoder != role:
                     continue
                 try:
                     session.open(resume=True)
@@ -222,7 +249,7 @@ class MultiEngine:
         with self._lock:
             if stream_id in self.sessions:
                 raise EngineError("stream_exists", f"stream {stream_id!r} already exists")
-        session = RemoteSession(self, stream_id, method, options or {})
+        session = RemoteSession(self, stream_id, method, options or {}, self.place())
         session.open()
         with self._lock:
             self.sessions[stream_id] = session
@@ -240,7 +267,7 @@ class MultiEngine:
         with self._lock:
             self.sessions.pop(stream_id, None)
         body = ipc.StreamRef(stream_id=stream_id)
-        for role, op in (("encoder", "enc.close"), ("answer", "ans.forget")):
+        for role, op in [(session.encoder, "enc.close")] + [(r, "ans.forget") for r in self.answers]:
             try:
                 self.supervisor.workers[role].client.call(op, body, timeout=10)
             except ipc.IpcError as e:  # a worker that is down has no state for it anyway

@@ -156,7 +156,15 @@ class RemoteStore:
         self._call("store.drop", ipc.StreamRef(stream_id=stream_id), retry_for=5.0)
 
     def usage(self, stream_id: str | None = None) -> ipc.Usage:
-        reply, _ = self._call("store.usage", ipc.UsageRequest(stream_id=stream_id), timeout=5.0)
+        """Bytes and blocks per tier. Quick to fail (callers sit on the server's event loop)."""
+        try:
+            reply, _ = self.client.call("store.usage", ipc.UsageRequest(stream_id=stream_id), timeout=2.0,
+                                        connect_wait=0.2)
+        except ipc.IpcError as e:
+            if e.code != "store_not_open":
+                raise _store_error(e) from None
+            self.open()
+            reply, _ = self.client.call("store.usage", ipc.UsageRequest(stream_id=stream_id), timeout=2.0)
         return reply
 
     def bytes_by_tier(self, stream_id: str | None = None) -> dict[str, int]:

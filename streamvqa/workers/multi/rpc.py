@@ -219,12 +219,13 @@ class RpcClient:
         self.reset()
 
     # -- calls -----------------------------------------------------------------------------
-    def _request(self, op: str, body: BaseModel, atts: list) -> tuple[zmq.Socket, int, str]:
+    def _request(self, op: str, body: BaseModel, atts: list,
+                 connect_wait: float = CONNECT_WAIT_S) -> tuple[zmq.Socket, int, str]:
         s, epoch = self._checkout()
         rid = f"{self._prefix}-{next(self._ids)}"
         msg = ipc.pack(ipc.Request(id=rid, op=op, body=ipc.dumps(body)), list(atts))
         # IMMEDIATE: writable only once a peer is connected (a fresh socket needs a moment)
-        if not s.poll(int(CONNECT_WAIT_S * 1000), zmq.POLLOUT):
+        if not s.poll(int(connect_wait * 1000), zmq.POLLOUT):
             self._drop(s)
             raise WorkerUnavailable(f"{self.name} is not reachable at {self.endpoint}")
         try:
@@ -255,9 +256,10 @@ class RpcClient:
                 return rep, body, atts
 
     def call(self, op: str, body: BaseModel | None = None, atts: list = (), *,
-             timeout: float = 30.0) -> tuple[Any, list[bytes]]:
-        """One request, one reply body (validated) and its attachments. Raises IpcError."""
-        s, epoch, rid = self._request(op, body or ipc.Empty(), atts)
+             timeout: float = 30.0, connect_wait: float = CONNECT_WAIT_S) -> tuple[Any, list[bytes]]:
+        """One request, one reply body (validated) and its attachments. Raises IpcError.
+        `connect_wait`: how long a fresh connection may take before the peer counts as down."""
+        s, epoch, rid = self._request(op, body or ipc.Empty(), atts, min(connect_wait, timeout))
         ok = False
         try:
             _, reply, ratts = self._next(s, epoch, rid, op, time.monotonic() + timeout)
@@ -296,7 +298,7 @@ class RpcClient:
 
     def ping(self, timeout: float = 1.0) -> ipc.Pong | None:
         try:
-            reply, _ = self.call("ping", ipc.Ping(), timeout=timeout)
+            reply, _ = self.call("ping", ipc.Ping(), timeout=timeout, connect_wait=timeout)
             return reply
         except ipc.IpcError:
             return None

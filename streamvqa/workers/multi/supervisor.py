@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamvqa.store import shm
-from streamvqa.workers.multi.config import ROLES, MultiConfig
+from streamvqa.workers.multi.config import MultiConfig
 from streamvqa.workers.multi.rpc import RpcClient
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Supervisor:
     def __init__(self, config: MultiConfig, *, env: dict[str, str] | None = None) -> None:
         self.config = config
         self.env = env
-        self.workers = {r: Worker(r, RpcClient(config.endpoint(r), name=r)) for r in ROLES}
+        self.workers = {r: Worker(r, RpcClient(config.endpoint(r), name=r)) for r in config.roles()}
         self.on_ready: list[Callable[[str], None]] = []
         self.on_death: list[Callable[[str], None]] = []
         self._lock = threading.RLock()
@@ -71,10 +71,11 @@ class Supervisor:
         shm.janitor(self.config.shm_prefix)
         self._spawn("kvstore")
         self._wait("kvstore", timeout)
-        self._spawn("encoder")
-        self._spawn("answer")
-        self._wait("encoder", timeout)
-        self._wait("answer", timeout)
+        model_roles = [r for r in self.workers if r != "kvstore"]
+        for role in model_roles:  # the model workers load in parallel
+            self._spawn(role)
+        for role in model_roles:
+            self._wait(role, timeout)
         self._monitor = threading.Thread(target=self._watch, name="supervisor", daemon=True)
         self._monitor.start()
         return self
@@ -212,7 +213,9 @@ class Supervisor:
         self._stopping.set()
         if self._monitor is not None and self._monitor is not threading.current_thread():
             self._monitor.join(2)
-        for role in ("answer", "encoder", "kvstore"):
+        order = [r for r in self.workers if r.startswith("answer")] + \
+            [r for r in self.workers if r.startswith("encoder")] + ["kvstore"]
+        for role in order:
             w = self.workers[role]
             if not self.config.spawn:  # not ours to stop
                 w.client.close()
