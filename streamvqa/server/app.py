@@ -111,6 +111,8 @@ class ServerState:
         if isinstance(observers, list):
             observers.append(self.metrics)
         self.registry.register(StreamCollector(self.streams, lambda: self.device))
+        for collector in getattr(engine, "collectors", lambda: [])():  # topology-specific (multi: workers)
+            self.registry.register(collector)
         self.loaded.set()
 
     @property

@@ -75,7 +75,9 @@ def test_serve_topology_multi_over_http(clip: Path) -> None:
                        timeout=60)
         assert a.status_code == 200, a.text
         assert a.json()["tokens"] >= 1 and a.json()["evidence"]
-        assert "vqa_questions_total" in httpx.get(f"{base}/metrics").text
+        metrics = httpx.get(f"{base}/metrics").text
+        assert "vqa_questions_total" in metrics
+        assert 'vqa_worker_up{role="encoder"} 1.0' in metrics and 'vqa_kv_tier_up{tier="host"} 1.0' in metrics
     finally:
         out = _stop(proc)
     assert "Application shutdown complete" in out, out[-3000:]

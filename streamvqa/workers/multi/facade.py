@@ -277,6 +277,10 @@ class MultiEngine:
         except Exception as e:
             log.warning("drop %s from the store: %s", stream_id, e)
 
+    def collectors(self) -> list:
+        """Prometheus collectors the server registers next to its own."""
+        return [WorkerCollector(self)]
+
     def health(self) -> dict:
         """For `/ready`: the store's tiers (a cold tier down is `degraded`, still ready) and the
         workers (one restarting is degraded; the store down means not ready)."""
@@ -297,3 +301,39 @@ class MultiEngine:
         for stream_id in list(self.sessions):
             self.sessions[stream_id].close()
         self.supervisor.stop()
+
+
+class WorkerCollector:
+    """Prometheus collector for the multi topology: worker states and restarts, cold tier health
+    and the write-behind queue (the store's health, as `/ready` shows it). Registered by the
+    server when its engine offers `collectors()`; reads only what the supervisor already knows,
+    plus one health call (cached by the kvstore) per scrape."""
+
+    def __init__(self, engine: MultiEngine) -> None:
+        self.engine = engine
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        status = self.engine.supervisor.status()
+        up = GaugeMetricFamily("vqa_worker_up", "1 if the worker process serves", labels=["role"])
+        restarts = CounterMetricFamily("vqa_worker_restarts", "worker restarts by the supervisor", labels=["role"])
+        for role, w in status.items():
+            up.add_metric([role], 1.0 if w["state"] == "up" else 0.0)
+            restarts.add_metric([role], float(w["restarts"]))
+        yield up
+        yield restarts
+        try:
+            h = self.engine.store.health()
+        except Exception:
+            return
+        tier_up = GaugeMetricFamily("vqa_kv_tier_up", "1 if the store tier is reachable", labels=["tier"])
+        for name, t in (h.get("tiers") or {}).items():
+            tier_up.add_metric([name], 1.0 if t.get("ok") else 0.0)
+        yield tier_up
+        pending = GaugeMetricFamily("vqa_kv_write_behind_items", "blocks queued for a colder tier")
+        pending.add_metric([], float(h.get("pending_items") or 0))
+        yield pending
