@@ -451,6 +451,10 @@ class MemoryStages:
         layers = self.memory.view()
         out = {}
         for u in units:
+            packed = self.memory.packed.get(u)
+            if packed is not None and hasattr(packed, "rep"):  # OQM keeps the exact group key
+                out[u] = packed.rep
+                continue
             rows = []
             for layer in layers:
                 m = (layer.unit == u).unsqueeze(-1).float()  # [H, n, 1]

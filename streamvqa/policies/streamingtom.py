@@ -169,6 +169,8 @@ class QuantizedUnit(Packed):
         self.meta = [(m.positions, m.unit, m.frame, m.patch, m.visual, m.weight) for m in layers]
         self.shape = [tuple(m.keys.shape) for m in layers]
         self.dtype = layers[0].keys.dtype
+        # the group's representative key: its mean pre-RoPE key, taken before quantization [L, H, d]
+        self.rep = torch.stack([m.keys.float().mean(dim=1) for m in layers])
         self.data = []
         for m in layers:
             kc, ks, ko = quantize(m.keys, bits)
