@@ -172,7 +172,10 @@ class RemoteSession:
                     return
                 yield ev
         finally:
-            await asyncio.to_thread(it.close)  # an abandoned question frees its socket
+            try:
+                await asyncio.to_thread(it.close)  # an abandoned question frees its socket
+            except (ValueError, RuntimeError):  # still running in a cancelled to_thread: it ends on its own
+                pass
 
     def close(self) -> None:
         self.closed = True
