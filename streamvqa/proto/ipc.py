@@ -236,6 +236,11 @@ class Ask(_Msg):
     top_p: float = Field(1.0, gt=0, le=1)
     at: float | None = None
     seed: int | None = None
+    ask_id: str | None = Field(None, max_length=64, description="names the question for ans.cancel")
+
+
+class CancelAsk(_Msg):
+    ask_id: str = Field(min_length=1, max_length=64)
 
 
 class TokenMsg(_Msg):
@@ -276,6 +281,7 @@ OPS: dict[str, tuple[type[_Msg], type[_Msg]]] = {
     "enc.close": (StreamRef, Empty),
     "ans.ask": (Ask, AnswerMsg),  # events: TokenMsg
     "ans.forget": (StreamRef, Empty),
+    "ans.cancel": (CancelAsk, Empty),  # the caller went away: stop generating
 }
 EVENTS: dict[str, type[_Msg]] = {"ans.ask": TokenMsg}
 

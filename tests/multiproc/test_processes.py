@@ -152,6 +152,24 @@ def test_kill_store_keeps_acknowledged_blocks(durable_cluster):
         engine.close_stream("ks")
 
 
+def test_abandoned_question_is_cancelled(durable_cluster):
+    """A caller that goes away (WebSocket closed) stops the answer worker's generation."""
+    engine = durable_cluster
+    session = engine.open_stream("kc", "rekv", {})
+    try:
+        for i, f in enumerate(frames(3, seed=9)):
+            session.push_frame(f, float(i))
+        before = engine.supervisor.workers["answer"].client.ping().info["cancelled"]
+        it = session._events("describe everything in detail", {"max_tokens": 512})
+        assert next(it).index == 0
+        it.close()  # abandon after the first token
+        ping = engine.supervisor.workers["answer"].client.ping
+        assert wait_until(lambda: ping().info["cancelled"] > before, 60)
+        assert session.answer("what is shown?", max_tokens=4).token_ids  # the worker serves on
+    finally:
+        engine.close_stream("kc")
+
+
 def test_health_reports_workers(durable_cluster):
     h = durable_cluster.health()
     assert h["ok"] and set(h["workers"]) == {"kvstore", "encoder", "answer"}

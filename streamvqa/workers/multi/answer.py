@@ -34,12 +34,20 @@ class AnswerService:
         self.role = role
         self.engine, self.store = build_engine(config, config.device_of(role), role)
         self._open_lock = threading.Lock()
+        self._cancelled: set[str] = set()  # ask ids whose caller went away
+        self.cancelled_total = 0
 
     def handlers(self) -> dict:
-        return {"ping": self.ping, "ans.ask": self.ask, "ans.forget": self.forget}
+        return {"ping": self.ping, "ans.ask": self.ask, "ans.forget": self.forget, "ans.cancel": self.cancel}
+
+    def cancel(self, body: ipc.CancelAsk, atts, emit) -> ipc.Empty:
+        with self._open_lock:
+            self._cancelled.add(body.ask_id)
+        return ipc.Empty()
 
     def ping(self, body, atts, emit) -> ipc.Pong:
-        return ipc.Pong(role=self.role, pid=os.getpid(), info={"replicas": len(self.engine.sessions)})
+        return ipc.Pong(role=self.role, pid=os.getpid(), info={"replicas": len(self.engine.sessions),
+                                                                  "cancelled": self.cancelled_total})
 
     def replica(self, stream_id: str, method: str, options: dict) -> StreamSession:
         with self._open_lock:
@@ -60,12 +68,22 @@ class AnswerService:
         skipped = self.store.unavailable(body.stream_id)
         down = list(self.store.degraded)
         answer: Answer | None = None
-        for ev in session._answer_iter(body.question, max_tokens=body.max_tokens, temperature=body.temperature,
-                                       top_p=body.top_p, at=body.at, seed=body.seed):
-            if isinstance(ev, TokenEvent):
-                emit(ipc.TokenMsg(text=ev.text, token_id=ev.token_id, index=ev.index))
-            else:
-                answer = ev
+        it = session._answer_iter(body.question, max_tokens=body.max_tokens, temperature=body.temperature,
+                                  top_p=body.top_p, at=body.at, seed=body.seed)
+        try:
+            for ev in it:
+                if isinstance(ev, TokenEvent):
+                    if body.ask_id is not None and body.ask_id in self._cancelled:
+                        self.cancelled_total += 1
+                        raise ipc.IpcError("cancelled", "the caller went away")
+                    emit(ipc.TokenMsg(text=ev.text, token_id=ev.token_id, index=ev.index))
+                else:
+                    answer = ev
+        finally:
+            it.close()  # a cancelled answer leaves no answer cache behind (the next one rebuilds it)
+            if body.ask_id is not None:
+                with self._open_lock:
+                    self._cancelled.discard(body.ask_id)
         assert answer is not None
         tiers = dict(answer.tiers)
         if skipped:

@@ -85,7 +85,7 @@ class MultiConfig(BaseModel):
 
     def write(self) -> Path:
         path = Path(self.run_dir) / "config.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # sockets: this user only
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(self.model_dump_json(indent=1))
         tmp.replace(path)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -130,10 +131,12 @@ class RemoteSession:
     def _events(self, question: str, kwargs: dict) -> Iterator[TokenEvent | Answer]:
         if self.closed:
             raise EngineError("stream_closed", f"stream {self.stream_id} is closed")
+        ask_id = uuid.uuid4().hex
         body = ipc.Ask(stream_id=self.stream_id, method=self.method, options=self.options, question=question,
-                       **{k: v for k, v in kwargs.items() if v is not None})
+                       ask_id=ask_id, **{k: v for k, v in kwargs.items() if v is not None})
         client = self.engine.supervisor.workers[self.engine.answer_role(self.stream_id)].client
         last = time.perf_counter()
+        finished = False
         try:
             for kind, msg in client.stream("ans.ask", body, idle_timeout=self.engine.config.answer_idle_timeout_s):
                 now = time.perf_counter()
@@ -150,13 +153,21 @@ class RemoteSession:
                         reused_cache=msg.reused_cache,
                     )
                     answer.degraded = list(msg.degraded)  # type: ignore[attr-defined]
+                    finished = True
                     for obs in self.engine.observers:
                         obs.on_answer(self.stream_id, answer)
                     yield answer
         except ipc.IpcError as e:
+            finished = True
             if e.code in UNAVAILABLE:
                 raise _unavailable("answer", e) from None
             raise EngineError(e.code, e.message) from None
+        finally:
+            if not finished:  # abandoned (client gone): stop the worker generating for nobody
+                try:
+                    client.call("ans.cancel", ipc.CancelAsk(ask_id=ask_id), timeout=2.0, connect_wait=0.2)
+                except ipc.IpcError:
+                    pass
 
     def answer(self, question: str, **kwargs: Any) -> Answer:
         *_, answer = self._events(question, kwargs)
