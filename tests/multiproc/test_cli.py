@@ -113,3 +113,15 @@ def test_workers_started_individually() -> None:
                 os.kill(p.pid, signal.SIGKILL)
                 p.wait(10)
     assert wait_until(lambda: not shm.list_segments(config.shm_prefix), 10)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["worker", "bogus"], "role must be"),
+    (["worker", "kvstore"], "STREAMVQA_RUN_DIR"),
+    (["worker", "encoder-3", "--config", "/nonexistent/config.json"], "bad config"),
+])
+def test_worker_rejects_bad_input(args: list[str], words: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMVQA_")}
+    r = subprocess.run([*CLI, *args], cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
