@@ -104,3 +104,30 @@ def test_unreachable_peer():
     client = RpcClient(f"ipc://{tempfile.mkdtemp(prefix='svq-')}/none.sock", "ghost")
     with pytest.raises(WorkerUnavailable):
         client.call("ping", ipc.Ping(), timeout=1)
+
+
+def test_slow_tier_counts_as_degraded(tmp_path):
+    """A tier that answers, but slower than slow_tier_s, is degraded like a dead one."""
+    import uuid
+
+    from streamvqa.store import shm
+    from streamvqa.workers.multi.config import MultiConfig
+    from streamvqa.workers.multi.kvstore import KvStoreService
+    from tests.multiproc.conftest import wait_until
+
+    pre = f"svqslow{uuid.uuid4().hex[:6]}"
+    cfg = MultiConfig(run_dir=str(tmp_path), slow_tier_s=0.05,
+                      store={"tiers": [{"kind": "host", "budget_bytes": 1 << 20, "shm_prefix": pre},
+                                       {"kind": "disk", "path": str(tmp_path / "kv"), "budget_bytes": 1 << 20}]})
+    service = KvStoreService(cfg, fingerprint="test-0")
+    try:
+        disk = service.store.tiers[1]
+        health = lambda: service.health(ipc.Empty(), [], None)  # noqa: E731
+        assert wait_until(lambda: health().tiers.get("disk", {}).get("ping_s") is not None, 10)
+        assert health().degraded == []
+        disk.ping = lambda: (time.sleep(0.2), True)[1]
+        assert wait_until(lambda: "disk" in health().degraded, 10)
+        assert health().tiers["disk"]["slow"] is True and health().ok  # still serving from warm tiers
+    finally:
+        service.close()
+    assert not shm.list_segments(pre)

@@ -68,12 +68,34 @@ class KvStoreService:
         while not self._stop.wait(0.5):
             if self.store is not None:
                 try:
-                    self._health = self.store.health()
+                    self._health = self._probe(self.store)
                 except Exception as e:  # report, never die
                     self._health = {"ok": False, "degraded": [], "error": str(e), "tiers": {}, "pending_items": 0}
             if time.monotonic() - last_janitor > self.config.janitor_interval_s:
                 last_janitor = time.monotonic()
                 shm.janitor(self.config.shm_prefix)
+
+    def _probe(self, store: TieredStore) -> dict[str, Any]:
+        """The store's health, plus latency: a tier whose ping is slower than `slow_tier_s` is
+        degraded like a dead one (answers come from warm tiers instead of waiting on it)."""
+        h = store.health()
+        for tier in store.tiers:
+            ping = getattr(tier, "ping", None)
+            info = h["tiers"].get(tier.name)
+            if ping is None or info is None or not info.get("ok"):
+                continue
+            start = time.monotonic()
+            try:
+                ok = bool(ping())
+            except Exception:
+                ok = False
+            info["ping_s"] = round(time.monotonic() - start, 6)
+            if not ok or info["ping_s"] > self.config.slow_tier_s:
+                info["ok"] = False
+                info["slow"] = ok
+                if tier.name not in h["degraded"]:
+                    h["degraded"].append(tier.name)
+        return h
 
     def close(self) -> None:
         self._stop.set()
@@ -176,7 +198,7 @@ class KvStoreService:
         store = self._need()  # the client re-opens a restarted store with its fingerprint
         h = dict(self._health)
         if not h.get("tiers"):  # opened since the last background probe
-            h = self._health = store.health()
+            h = self._health = self._probe(store)
         h["pending_items"] = store.stats()["pending_items"]  # no I/O: always current
         return ipc.Health(ok=bool(h.get("ok", False)), degraded=list(h.get("degraded") or []),
                           pending_items=int(h.get("pending_items") or 0), tiers=dict(h.get("tiers") or {}))
