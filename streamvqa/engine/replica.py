@@ -29,7 +29,10 @@ FETCH = 8  # blocks leased per round trip while walking back from the newest
 
 def sync(session: StreamSession) -> int:
     """Bring `session`'s window, position counter and block count up to the store; returns the
-    number of blocks the store holds for the stream. Call with the engine lock held."""
+    number of blocks the store holds for the stream. Call with the engine lock held.
+
+    Window blocks already fetched by the previous call are reused (blocks are immutable once
+    acknowledged), so a refresh leases only the blocks stored since."""
     store = session.store
     idx = store.index(session.stream_id)
     if not idx.indices:
@@ -39,6 +42,10 @@ def sync(session: StreamSession) -> int:
     window = session.window
     if session._next_index == last + 1 and window.blocks and window.blocks[-1].index == last:
         return len(idx.indices)  # nothing new
+    times = dict(zip(idx.indices, idx.times, strict=True))
+    # reuse only blocks the store still describes the same way (a store that lost a stream and
+    # saw it re-encoded from 0 must not be answered from stale copies)
+    have = {b.index: b for b in window.blocks if tuple(times.get(b.index, ())) == (b.t_start, b.t_end)}
     n_local = session.config.n_local
     chosen: list[Block] = []
     tokens = 0
@@ -46,7 +53,10 @@ def sync(session: StreamSession) -> int:
     done = False
     while todo and not done:
         batch, todo = todo[:FETCH], todo[FETCH:]
-        for b in store.get_many(session.stream_id, batch):
+        missing = [i for i in batch if i not in have]
+        fetched = {b.index: b for b in store.get_many(session.stream_id, missing)} if missing else {}
+        for i in batch:
+            b = have.get(i) or fetched[i]
             if chosen and n_local is not None and tokens + b.n_tokens > n_local:
                 done = True
                 break

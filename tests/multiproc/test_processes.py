@@ -41,6 +41,9 @@ def test_answers_equal_embedded(durable_cluster, embedded, method, options):
         for i, f in enumerate(clip):
             emb.push_frame(f, i * 0.5)
             multi.push_frame(f, i * 0.5)
+            if i == 3:  # mid-stream: the answer worker's replica is refreshed (reusing blocks) later
+                assert multi.answer(QUESTIONS[0], max_tokens=8).token_ids == \
+                    emb.answer(QUESTIONS[0], max_tokens=8).token_ids
         assert multi.acked == 8
         for q in QUESTIONS:
             a = emb.answer(q, max_tokens=12)
