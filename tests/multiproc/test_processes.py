@@ -173,6 +173,16 @@ def test_abandoned_question_is_cancelled(durable_cluster):
         engine.close_stream("kc")
 
 
+def test_methods_with_a_retained_memory_are_refused(durable_cluster):
+    """Their memory lives in the encoder only: refused clearly instead of answered differently."""
+    with pytest.raises(EngineError) as e:
+        durable_cluster.open_stream("mem", "streamkv", {})
+    assert e.value.code == "invalid_options" and "retained memory" in e.value.message
+    assert "mem" not in durable_cluster.sessions
+    durable_cluster.open_stream("mem", "rekv", {})  # the id is free again
+    durable_cluster.close_stream("mem")
+
+
 def test_health_reports_workers(durable_cluster):
     h = durable_cluster.health()
     assert h["ok"] and set(h["workers"]) == {"kvstore", "encoder", "answer"}

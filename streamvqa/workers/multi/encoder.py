@@ -31,6 +31,19 @@ from streamvqa.workers.multi.rpc import RpcClient, RpcServer
 log = logging.getLogger(__name__)
 
 
+def check_replicable(session) -> None:
+    """Refuse (and forget) a session whose method keeps state outside the store: a retained
+    memory, semantic units, reduction or byte budgets (policies/stages.py). The answer worker
+    rebuilds streams from stored blocks only, so it would answer such a stream differently."""
+    stages = getattr(session, "stages", None)
+    if stages is not None and getattr(stages, "active", False):
+        raise EngineError(
+            "invalid_options",
+            f"method {session.method!r} keeps a retained memory in the encoder, which the multi topology does "
+            "not ship to the answer worker yet; use full, rekv, rekv-external or sliding-window (docs/processes.md)",
+        )
+
+
 class _UnitTimer:
     """Engine observer: the last unit's encode time, read back into the frame's reply."""
 
@@ -97,6 +110,11 @@ class EncoderService:
             session = self.engine.sessions.get(body.stream_id)
             if session is None:
                 session = self.engine.open_stream(body.stream_id, body.method, body.options)
+                try:
+                    check_replicable(session)
+                except EngineError:
+                    self.engine.sessions.pop(body.stream_id, None)
+                    raise
                 if body.resume:
                     with self.engine.lock, torch.inference_mode():
                         n = sync(session)
