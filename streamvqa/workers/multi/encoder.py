@@ -32,15 +32,21 @@ log = logging.getLogger(__name__)
 
 
 def check_replicable(session) -> None:
-    """Refuse (and forget) a session whose method keeps state outside the store: a retained
-    memory, semantic units, reduction or byte budgets (policies/stages.py). The answer worker
+    """Refuse a session whose method keeps state outside the store: a retained memory, semantic
+    units, reduction or byte budgets (policies/stages.py), or a retriever with its own index of
+    the frames (rekv-external). The answer worker
     rebuilds streams from stored blocks only, so it would answer such a stream differently."""
     stages = getattr(session, "stages", None)
-    if stages is not None and getattr(stages, "active", False):
+    from streamvqa.policies.retrieval.base import Retriever
+
+    observe = getattr(type(getattr(session, "retriever", None)), "observe", Retriever.observe)
+    stateful_retriever = observe is not Retriever.observe  # indexes blocks as written (rekv-external)
+    if stateful_retriever or (stages is not None and getattr(stages, "active", False)):
         raise EngineError(
             "invalid_options",
-            f"method {session.method!r} keeps a retained memory in the encoder, which the multi topology does "
-            "not ship to the answer worker yet; use full, rekv, rekv-external or sliding-window (docs/processes.md)",
+            f"method {session.method!r} keeps a retained memory (or a retrieval index) in the encoder, which the "
+            "multi topology does not ship to the answer worker yet; use full, rekv or sliding-window "
+            "(docs/processes.md)",
         )
 
 
