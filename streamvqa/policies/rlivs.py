@@ -24,7 +24,8 @@ from pydantic import Field
 
 from streamvqa.policies.memory import Options, RetainContext, Retention, TokenMemory, attention
 
-PROMPT = "Describe what's happening in this video."
+# the instruction closes the user turn and opens the assistant's (ChatML, every family served here)
+PROMPT = "Describe what's happening in this video.<|im_end|>\n<|im_start|>assistant\n"
 
 
 class RLiVSOptions(Options):
