@@ -37,7 +37,6 @@ ERROR_STATUS: dict[str, int] = {
     "retries_exhausted": 422,
     # server
     "not_ready": 503,  # the model is still loading
-    "unsupported_topology": 501,
     "internal": 500,
 }
 

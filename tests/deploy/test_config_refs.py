@@ -73,6 +73,8 @@ def test_command_lines_found():
     where = [w for w, _ in _command_lines()]
     assert "Dockerfile" in where and any(w.startswith("compose:") for w in where)
     assert any(w.startswith("server.yaml") for w in where)
+    roles = {argv[2] for w, argv in _command_lines() if w.startswith("node.yaml") and argv[1] == "worker"}
+    assert roles == {"kvstore", "encoder", "answer"}, roles
 
 
 @pytest.mark.parametrize("where,argv", _command_lines(), ids=[w for w, _ in _command_lines()])
@@ -83,7 +85,7 @@ def test_cli_flags_exist(where, argv):
         args = parser.parse_args(argv[1:])
     except SystemExit:
         pytest.fail(f"{where}: `{' '.join(argv)}` is rejected by the streamvqa parser")
-    assert args.command in {"serve", "demo"}, where
+    assert args.command in {"serve", "demo", "worker"}, where
     sub = parser._subparsers._group_actions[0].choices[args.command]  # the real serve/demo parser
     flags = {o for a in sub._actions for o in a.option_strings}
     for tok in argv[2:]:

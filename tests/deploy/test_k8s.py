@@ -90,14 +90,23 @@ def test_store_shares_memory_backed_shm_with_its_workers():
             assert mounts.get("/dev/shm") in shm, (doc["metadata"]["name"], c["name"])
 
 
-def test_scrape_annotations_and_reserved_roles():
+def test_scrape_annotations_and_multi_roles():
     for _, doc, _, _ in _streamvqa_containers():
         ann = doc["spec"]["template"]["metadata"]["annotations"]
         assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/path"] == "/metrics"
         assert ann["prometheus.io/port"] == "8000"
     node = next(d for _, d in k8s_docs() if d["metadata"]["name"] == "streamvqa-node")
-    assert node["metadata"]["annotations"]["streamvqa.io/status"] == "reserved"
-    assert node["spec"]["replicas"] == 0
+    spec = node["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in spec["containers"]}
+    assert set(containers) == {"server", "kvstore", "encoder", "answer"}
+    # the server attaches to workers Kubernetes runs; all share the sockets' run directory
+    cm = next(d for _, d in k8s_docs() if d["metadata"]["name"] == "streamvqa-multi-config")
+    assert cm["data"]["STREAMVQA_WORKER_SPAWN"] == "false"
+    run_dir = cm["data"]["STREAMVQA_RUN_DIR"]
+    for name, c in containers.items():
+        assert run_dir in {m["mountPath"] for m in c["volumeMounts"]}, name
+    for gpu_role in ("encoder", "answer"):
+        assert containers[gpu_role]["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 
 def test_no_secret_values_only_references():
