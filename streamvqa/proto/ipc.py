@@ -195,6 +195,9 @@ class OpenStream(_Msg):
 class StreamOpened(_Msg):
     stream_id: str
     next_index: int  # blocks already stored (resume) or 0
+    # the method keeps state the store does not hold (a retained memory, a retriever's own
+    # index): questions go to this encoder (`enc.ask`), which holds the exact session
+    answers_here: bool = False
 
 
 class PushFrame(_Msg):
@@ -216,6 +219,28 @@ class EncoderStats(_Msg):
     last_unit_seconds: float = 0.0
     last_unit_frames: int = 0
     next_index: int  # blocks acknowledged by the store so far (indices below are durable-acked)
+
+
+class StartIngest(_Msg):
+    """Run a URL source's ingest (PyAV: rtsp/http/file) in the encoder, feeding the stream's
+    session. `config` holds `IngestConfig` fields, validated again by the encoder; the URL is
+    the one the server's URL policy resolved and allowed (the encoder applies no policy)."""
+
+    stream_id: str = Field(min_length=1, max_length=128)
+    config: dict[str, Any]
+
+
+class IngestPoll(_Msg):
+    """A stream's ingest as the encoder sees it: the ingest's counters (`IngestStats.to_dict()`
+    of this encoder's ingest, from zero after a restart) and what the session took since the
+    previous poll (deltas: the server adds them up, so a restart loses none)."""
+
+    active: bool  # an ingest was started here for the stream
+    stats: dict[str, Any] = Field(default_factory=dict)
+    frames: int = 0  # frames the session took since the last poll
+    last_t: float | None = None  # stream time of the newest of them
+    units: list[tuple[float, int]] = Field(default_factory=list, max_length=100_000)  # (encode s, frames)
+    encoder: EncoderStats | None = None  # the session's window after them
 
 
 class ModelInfo(_Msg):
@@ -279,11 +304,16 @@ OPS: dict[str, tuple[type[_Msg], type[_Msg]]] = {
     "enc.open": (OpenStream, StreamOpened),
     "enc.frame": (PushFrame, EncoderStats),
     "enc.close": (StreamRef, Empty),
+    "enc.ingest": (StartIngest, Empty),  # start (or restart) a URL source's ingest here
+    "enc.poll": (StreamRef, IngestPoll),
+    "enc.ingest_stop": (StreamRef, IngestPoll),  # stop it; the final deltas
+    "enc.ask": (Ask, AnswerMsg),  # events: TokenMsg; streams whose state lives in the encoder
+    "enc.cancel": (CancelAsk, Empty),
     "ans.ask": (Ask, AnswerMsg),  # events: TokenMsg
     "ans.forget": (StreamRef, Empty),
     "ans.cancel": (CancelAsk, Empty),  # the caller went away: stop generating
 }
-EVENTS: dict[str, type[_Msg]] = {"ans.ask": TokenMsg}
+EVENTS: dict[str, type[_Msg]] = {"ans.ask": TokenMsg, "enc.ask": TokenMsg}
 
 
 # ----------------------------------------------------------------------------- (de)serialisation

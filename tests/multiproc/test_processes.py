@@ -173,14 +173,53 @@ def test_abandoned_question_is_cancelled(durable_cluster):
         engine.close_stream("kc")
 
 
-def test_methods_with_a_retained_memory_are_refused(durable_cluster):
-    """Their memory lives in the encoder only: refused clearly instead of answered differently."""
-    with pytest.raises(EngineError) as e:
-        durable_cluster.open_stream("mem", "streamkv", {})
-    assert e.value.code == "invalid_options" and "retained memory" in e.value.message
-    assert "mem" not in durable_cluster.sessions
-    durable_cluster.open_stream("mem", "rekv", {})  # the id is free again
-    durable_cluster.close_stream("mem")
+# methods whose state the store does not hold: answered by the encoder that owns the session
+STATEFUL = [("streamkv", {}), ("infinipot-v", {"memory_tokens": 200}), ("livevlm", {"n_local": 40})]
+
+
+@pytest.mark.parametrize("method, options", STATEFUL)
+def test_stateful_methods_answer_on_the_encoder_equal_embedded(durable_cluster, embedded, method, options):
+    sid = f"st-{method}"
+    clip = frames(8, seed=2)
+    emb = embedded.open_stream(sid, method, options)
+    multi = durable_cluster.open_stream(sid, method, options)
+    assert multi.answers_on_encoder
+    before = durable_cluster.supervisor.workers["answer"].client.ping().info["replicas"]
+    try:
+        for i, f in enumerate(clip):
+            emb.push_frame(f, i * 0.5)
+            multi.push_frame(f, i * 0.5)
+            if i == 3:
+                assert multi.answer(QUESTIONS[0], max_tokens=8).token_ids == \
+                    emb.answer(QUESTIONS[0], max_tokens=8).token_ids
+        for q in QUESTIONS:
+            a = emb.answer(q, max_tokens=12)
+            b = multi.answer(q, max_tokens=12)
+            assert b.token_ids == a.token_ids, q
+            assert b.text == a.text
+            assert b.evidence == a.evidence
+        # the answer worker never built a replica for it
+        assert durable_cluster.supervisor.workers["answer"].client.ping().info["replicas"] == before
+    finally:
+        embedded.close_stream(sid)
+        durable_cluster.close_stream(sid)
+
+
+def test_stateful_abandoned_question_is_cancelled_on_the_encoder(durable_cluster):
+    engine = durable_cluster
+    session = engine.open_stream("kce", "streamkv", {})
+    try:
+        for i, f in enumerate(frames(3, seed=9)):
+            session.push_frame(f, float(i))
+        ping = engine.supervisor.workers["encoder"].client.ping
+        before = ping().info["cancelled"]
+        it = session._events("describe everything in detail", {"max_tokens": 512})
+        assert next(it).index == 0
+        it.close()
+        assert wait_until(lambda: ping().info["cancelled"] > before, 60)
+        assert session.answer("what is shown?", max_tokens=4).token_ids
+    finally:
+        engine.close_stream("kce")
 
 
 def test_health_reports_workers(durable_cluster):

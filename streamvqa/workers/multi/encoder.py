@@ -9,6 +9,11 @@ After a restart the server re-opens its streams with ``resume=True``: the sessio
 from the store (`engine/replica.sync`) and continues after the last acknowledged block. Frames
 of a unit that was not complete when the worker died are lost (counted by the server's ingest
 as ``sink_error`` drops).
+
+Streams whose method keeps state the store does not hold (a retained memory, semantic units,
+a retriever's own index: `replicable`) are also answered here (`enc.ask`): the encoder holds
+the exact session, so the answer is the embedded one. Their questions share the model lock with
+encoding, as in embedded mode.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from streamvqa.engine.engine import Engine
 from streamvqa.engine.errors import EngineError
 from streamvqa.engine.replica import sync
 from streamvqa.proto import ipc
+from streamvqa.workers.multi.asking import Cancels, answer_ask
 from streamvqa.workers.multi.config import MultiConfig
 from streamvqa.workers.multi.remote_store import RemoteStore
 from streamvqa.workers.multi.rpc import RpcClient, RpcServer
@@ -31,23 +37,18 @@ from streamvqa.workers.multi.rpc import RpcClient, RpcServer
 log = logging.getLogger(__name__)
 
 
-def check_replicable(session) -> None:
-    """Refuse a session whose method keeps state outside the store: a retained memory, semantic
-    units, reduction or byte budgets (policies/stages.py), or a retriever with its own index of
-    the frames (rekv-external). The answer worker
-    rebuilds streams from stored blocks only, so it would answer such a stream differently."""
-    stages = getattr(session, "stages", None)
+def replicable(session) -> bool:
+    """Whether the store holds all of `session`'s state, so a replica rebuilt from stored blocks
+    answers exactly as the session would. Not so for a method with a retained memory, semantic
+    units, reduction or byte budgets (policies/stages.py), nor for a retriever with its own
+    index of the frames (rekv-external): such a stream's questions are answered by the encoder
+    that owns its session (`enc.ask`)."""
     from streamvqa.policies.retrieval.base import Retriever
 
+    stages = getattr(session, "stages", None)
     observe = getattr(type(getattr(session, "retriever", None)), "observe", Retriever.observe)
     stateful_retriever = observe is not Retriever.observe  # indexes blocks as written (rekv-external)
-    if stateful_retriever or (stages is not None and getattr(stages, "active", False)):
-        raise EngineError(
-            "invalid_options",
-            f"method {session.method!r} keeps a retained memory (or a retrieval index) in the encoder, which the "
-            "multi topology does not ship to the answer worker yet; use full, rekv or sliding-window "
-            "(docs/processes.md)",
-        )
+    return not (stateful_retriever or (stages is not None and getattr(stages, "active", False)))
 
 
 class _UnitTimer:
@@ -95,6 +96,7 @@ class EncoderService:
         self.timer = _UnitTimer()
         self.engine.observers.append(self.timer)
         self._open_lock = threading.Lock()
+        self.cancels = Cancels()  # enc.ask ids whose caller went away
 
     def handlers(self) -> dict:
         return {
@@ -103,10 +105,13 @@ class EncoderService:
             "enc.open": self.open,
             "enc.frame": self.frame,
             "enc.close": self.close_stream,
+            "enc.ask": self.ask,
+            "enc.cancel": self.cancel,
         }
 
     def ping(self, body, atts, emit) -> ipc.Pong:
-        return ipc.Pong(role=self.role, pid=os.getpid(), info={"streams": len(self.engine.sessions)})
+        return ipc.Pong(role=self.role, pid=os.getpid(), info={"streams": len(self.engine.sessions),
+                                                                  "cancelled": self.cancels.total})
 
     def info(self, body, atts, emit) -> ipc.ModelInfo:
         return ipc.ModelInfo(methods=self.engine.methods(), model=self.engine.model_info())
@@ -116,16 +121,14 @@ class EncoderService:
             session = self.engine.sessions.get(body.stream_id)
             if session is None:
                 session = self.engine.open_stream(body.stream_id, body.method, body.options)
-                try:
-                    check_replicable(session)
-                except EngineError:
-                    self.engine.sessions.pop(body.stream_id, None)
-                    raise
                 if body.resume:
+                    # a retained memory / retriever index is not in the store: it restarts empty
+                    # and fills again from the frames after the resume point (docs/processes.md)
                     with self.engine.lock, torch.inference_mode():
                         n = sync(session)
                     log.info("stream %s resumed after %d stored blocks", body.stream_id, n)
-            return ipc.StreamOpened(stream_id=body.stream_id, next_index=session._next_index)
+            return ipc.StreamOpened(stream_id=body.stream_id, next_index=session._next_index,
+                                    answers_here=not replicable(session))
 
     def frame(self, body: ipc.PushFrame, atts, emit) -> ipc.EncoderStats:
         session = self.engine.sessions.get(body.stream_id)
@@ -145,6 +148,19 @@ class EncoderService:
             encode_seconds_total=s.encode_seconds_total, last_unit_seconds=seconds, last_unit_frames=frames,
             next_index=session._next_index,
         )
+
+    def ask(self, body: ipc.Ask, atts, emit) -> ipc.AnswerMsg:
+        """A question for a stream whose state lives here: the session itself answers (stages
+        7-9 after its frames, under the engine's model lock), exactly as in embedded mode."""
+        session = self.engine.sessions.get(body.stream_id)
+        if session is None:
+            raise EngineError("unknown_stream", f"stream {body.stream_id!r} is not open on this encoder")
+        return answer_ask(session, body, emit, self.cancels, self.store.unavailable(body.stream_id),
+                          list(self.store.degraded))
+
+    def cancel(self, body: ipc.CancelAsk, atts, emit) -> ipc.Empty:
+        self.cancels.add(body.ask_id)
+        return ipc.Empty()
 
     def close_stream(self, body: ipc.StreamRef, atts, emit) -> ipc.Empty:
         # the server drops the stream's blocks from the store itself (the encoder may be down)

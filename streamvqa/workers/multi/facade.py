@@ -4,7 +4,8 @@ worker processes, so the registry, REST, WebSocket and metrics code is the same 
 
 `RemoteSession` is a stream's handle: frames go to the encoder (one RPC per frame, replied once
 taken, so ingest sees the same backpressure as in embedded mode), questions to the answer
-worker (tokens streamed back), statistics are what the encoder reported plus the store's usage.
+worker (tokens streamed back) — or to the stream's encoder when its method keeps state the
+store does not hold (`enc.ask`), statistics are what the encoder reported plus the store's usage.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class RemoteSession:
         self._usage: tuple[float, ipc.Usage] | None = None
         self.acked = 0  # blocks the store acknowledged (indices below are readable)
         self.resumes = 0
+        self.answers_on_encoder = False  # its state lives in the encoder (retained memory etc.)
 
     # -- frames -----------------------------------------------------------------------------
     def open(self, resume: bool = False) -> None:
@@ -63,6 +65,7 @@ class RemoteSession:
             raise EngineError(e.code, e.message) from None
         if resume:
             self.resumes += 1
+        self.answers_on_encoder = reply.answers_here
         self.acked = max(self.acked, reply.next_index)
 
     def push_frame(self, image: np.ndarray, t: float) -> None:
@@ -134,11 +137,13 @@ class RemoteSession:
         ask_id = uuid.uuid4().hex
         body = ipc.Ask(stream_id=self.stream_id, method=self.method, options=self.options, question=question,
                        ask_id=ask_id, **{k: v for k, v in kwargs.items() if v is not None})
-        client = self.engine.supervisor.workers[self.engine.answer_role(self.stream_id)].client
+        # the encoder answers streams whose state only it holds; answer workers the others
+        role, ns = (self.encoder, "enc") if self.answers_on_encoder else (self.engine.answer_role(self.stream_id), "ans")
+        client = self.engine.supervisor.workers[role].client
         last = time.perf_counter()
         finished = False
         try:
-            for kind, msg in client.stream("ans.ask", body, idle_timeout=self.engine.config.answer_idle_timeout_s):
+            for kind, msg in client.stream(f"{ns}.ask", body, idle_timeout=self.engine.config.answer_idle_timeout_s):
                 now = time.perf_counter()
                 if kind == "event":
                     for obs in self.engine.observers:
@@ -159,13 +164,14 @@ class RemoteSession:
                     yield answer
         except ipc.IpcError as e:
             finished = True
-            if e.code in UNAVAILABLE:
-                raise _unavailable("answer", e) from None
+            if e.code in UNAVAILABLE or (ns == "enc" and e.code == "unknown_stream" and not self.closed):
+                # (an encoder that restarted and has not resumed the stream yet: retry shortly)
+                raise _unavailable("encoder" if ns == "enc" else "answer", e) from None
             raise EngineError(e.code, e.message) from None
         finally:
             if not finished:  # abandoned (client gone): stop the worker generating for nobody
                 try:
-                    client.call("ans.cancel", ipc.CancelAsk(ask_id=ask_id), timeout=2.0, connect_wait=0.2)
+                    client.call(f"{ns}.cancel", ipc.CancelAsk(ask_id=ask_id), timeout=2.0, connect_wait=0.2)
                 except ipc.IpcError:
                     pass
 
