@@ -7,7 +7,12 @@ snippets with needle questions. Deterministic given --seed and the step counts; 
 the wall time (stage 2 stops early, keeping what it has). Prints the loss curve and held-out
 exact-match accuracy per question type.
 
-    .venv/bin/python tools/train_default_model.py --minutes 35 --out streamvqa/models/grounded/weights/grounded-v1.safetensors
+The committed v2 weights (recipe C of docs/model_card.md; ~3 minutes on one H200):
+
+    python tools/train_default_model.py --seed 0 --device cuda --minutes 3 --eval-every 150
+
+On a CPU: the same command with `--device cpu` (bf16 autocast only where the CPU has AVX-512 BF16
+or AMX; fp32 otherwise). Stage 2 trains the word tables and the soft prompt (template.py).
 """
 
 from __future__ import annotations
@@ -81,7 +86,8 @@ def parse_loss(vision: GroundedVision, x: torch.Tensor, y: dict[str, torch.Tenso
     return loss, acc
 
 
-def stage1(vision: GroundedVision, seed: int, steps: int, batch: int, max_s: float, lr0: float = 2e-3) -> None:
+def stage1(vision: GroundedVision, seed: int, steps: int, batch: int, max_s: float, lr0: float = 2e-3,
+           device: str = "cpu") -> dict:
     rng = np.random.default_rng(seed)
     params = list(vision.tower.parameters()) + list(vision.head.parameters())
     opt = torch.optim.AdamW(params, lr=lr0, weight_decay=1e-4)
@@ -92,7 +98,7 @@ def stage1(vision: GroundedVision, seed: int, steps: int, batch: int, max_s: flo
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = parse_batch(rng, batch)
-        loss, acc = parse_loss(vision, x, y)
+        loss, acc = parse_loss(vision, x.to(device), {k: v.to(device) for k, v in y.items()})
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -104,16 +110,17 @@ def stage1(vision: GroundedVision, seed: int, steps: int, batch: int, max_s: flo
     vision.eval()
     with torch.no_grad():
         x, y = parse_batch(np.random.default_rng(seed + 12345), 512)
-        _, acc = parse_loss(vision, x, y)
+        _, acc = parse_loss(vision, x.to(device), {k: v.to(device) for k, v in y.items()})
     log("stage1 held-out head accuracy " + " ".join(f"{k}={v:.3f}" for k, v in acc.items()))
+    return {"stage1_steps_done": step + 1, "stage1_s": round(time.time() - t0, 1), "stage1_head_accuracy": acc}
 
 
 # -- stage 2 ---------------------------------------------------------------------------------
-def train_batch(rng: np.random.Generator, p_snippet: float, batch: int) -> list[Sample]:
+def train_batch(rng: np.random.Generator, p_snippet: float, batch: int, max_frames: int = 16) -> list[Sample]:
     """All scenes, or all snippets with the same number of frames (little padding)."""
     if rng.random() >= p_snippet:
         return [scene_sample(rng) for _ in range(batch)]
-    n = int(rng.integers(2, 7))
+    n = int(rng.integers(2, max_frames + 1))
     out: list[Sample] = []
     while len(out) < batch:
         s = snippet_sample(rng, n_frames=n)
@@ -122,11 +129,18 @@ def train_batch(rng: np.random.Generator, p_snippet: float, batch: int) -> list[
     return out
 
 
+def to_device(batch: dict, device: str) -> dict:
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+AMP = {"on": True}  # bf16 autocast for the LM (set from --amp)
+
+
 def lm_loss(lm, vision, batch: dict, emb) -> torch.Tensor:
     x = embed(batch["ids"], batch["frames"], vision, emb)
     labels = batch["labels"][:, 1:]
     keep = labels != IGNORE
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=AMP["on"]):
         h = lm.model(inputs_embeds=x, attention_mask=batch["mask"]).last_hidden_state[:, :-1]
         logits = lm.lm_head(h[keep])  # only where an answer token is predicted
     return F.cross_entropy(logits.float(), labels[keep])
@@ -152,11 +166,11 @@ def exact_match(lm, vision, samples: list[Sample], toks: Tokens, pad_id: int, ba
     hits: dict[str, list[int]] = defaultdict(list)
     for i in range(0, len(samples), batch):
         chunk = samples[i:i + batch]
-        b = collate(chunk, toks, vision.n_tokens, pad_id)
+        b = to_device(collate(chunk, toks, vision.n_tokens, pad_id, n_prompt=vision.prompt.shape[0]), emb.weight.device.type)
         x = embed(b["ids"], b["frames"], vision, emb)
         labels = b["labels"][:, 1:]
         keep = labels != IGNORE
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=AMP["on"]):
             h = lm.model(inputs_embeds=x, attention_mask=b["mask"]).last_hidden_state[:, :-1]
             pred = lm.lm_head(h[keep]).float().argmax(-1)
         ok = torch.ones_like(labels, dtype=torch.bool)
@@ -175,11 +189,13 @@ def stage2(lm, vision, tok, args, deadline: float) -> dict:
     toks = Tokens(tok)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 2
     emb = lm.get_input_embeddings()
-    params = [vision.colour_words, vision.shape_words, vision.digit_words, vision.count_words, vision.position_words]
+    params = [vision.colour_words, vision.shape_words, vision.digit_words, vision.count_words, vision.position_words,
+              vision.prompt]
+    n_prompt = vision.prompt.shape[0]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     rng = np.random.default_rng(args.seed + 1)
     evalset = held_out(args.seed + 999, args.eval_per_type, args.eval_snippets)
-    history, results = [], {}
+    history, results, evals = [], {}, []
     t0 = time.time()
     ema = None
     for step in range(args.steps):
@@ -187,8 +203,8 @@ def stage2(lm, vision, tok, args, deadline: float) -> dict:
         lr = args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         for g in opt.param_groups:
             g["lr"] = lr
-        samples = train_batch(rng, args.p_snippet, args.batch)
-        loss = lm_loss(lm, vision, collate(samples, toks, vision.n_tokens, pad_id), emb)
+        samples = train_batch(rng, args.p_snippet, args.batch, args.snippet_frames)
+        loss = lm_loss(lm, vision, to_device(collate(samples, toks, vision.n_tokens, pad_id, n_prompt), args.device), emb)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -199,6 +215,7 @@ def stage2(lm, vision, tok, args, deadline: float) -> dict:
         last = step == args.steps - 1 or time.time() > deadline
         if (args.eval_every and step and step % args.eval_every == 0) or last:
             results = exact_match(lm, vision, evalset, toks, pad_id)
+            evals.append({"step": step, "s": round(time.time() - t0, 1), **results})
             log(f"held-out at step {step}: " + " ".join(f"{k}={v:.3f}" for k, v in results.items()))
             if args.out:
                 vision.save(Path(args.out))
@@ -207,23 +224,36 @@ def stage2(lm, vision, tok, args, deadline: float) -> dict:
             if step < args.steps - 1:
                 log(f"stage2 stopped at step {step} (time cap)")
             break
-    return {"loss_curve": history, "held_out": results, "steps_done": step + 1}
+    return {"loss_curve": history, "held_out": results, "evals": evals, "steps_done": step + 1,
+            "stage2_s": round(time.time() - t0, 1)}
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--minutes", type=float, default=45.0, help="wall-time cap for the whole run")
-    ap.add_argument("--stage1-steps", type=int, default=400)
+    ap.add_argument("--stage1-steps", type=int, default=600)
     ap.add_argument("--stage1-batch", type=int, default=64)
     ap.add_argument("--stage1-max-s", type=float, default=600.0)
     ap.add_argument("--stage1-lr", type=float, default=2e-3)
     ap.add_argument("--init", default=None, help="start from saved weights (e.g. to refine the tower)")
     ap.add_argument("--tables-from", default=None, help="take the word tables from these saved weights")
-    ap.add_argument("--steps", type=int, default=700, help="stage-2 steps (cosine schedule length)")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--steps", type=int, default=600, help="stage-2 steps (cosine schedule length)")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--p-snippet", type=float, default=0.35)
+    ap.add_argument("--snippet-frames", type=int, default=16, help="most frames in a training snippet")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
+                    help="bf16 autocast for the LM; auto: on CUDA, or on CPUs with AVX-512 BF16 / AMX")
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--eval-per-type", type=int, default=30)
     ap.add_argument("--eval-snippets", type=int, default=60)
@@ -233,13 +263,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     start = time.time()
+    AMP["on"] = args.amp == "bf16" or (args.amp == "auto" and (args.device.startswith("cuda") or _cpu_has_bf16()))
+    log(f"device {args.device}, bf16 autocast {'on' if AMP['on'] else 'off'}, threads {args.threads}")
     deadline = start + args.minutes * 60
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = ensure_smollm2()
-    lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval().to(args.device)
     tok = AutoTokenizer.from_pretrained(path)
     for p in lm.parameters():
         p.requires_grad_(False)
@@ -249,16 +281,19 @@ def main(argv: list[str] | None = None) -> int:
         log(f"initialised from {args.init}")
     else:
         vision = GroundedVision(GroundedVisionConfig(), emb, tok)
+    vision.to(args.device)
     log(f"vision params {sum(p.numel() for p in vision.parameters())}")
+    s1: dict = {}
     if args.stage1_steps > 0:
-        stage1(vision, args.seed, args.stage1_steps, args.stage1_batch, max_s=args.stage1_max_s, lr0=args.stage1_lr)
+        s1 = stage1(vision, args.seed, args.stage1_steps, args.stage1_batch, max_s=args.stage1_max_s,
+                    lr0=args.stage1_lr, device=args.device)
     for p in list(vision.tower.parameters()) + list(vision.head.parameters()):
         p.requires_grad_(False)
     if args.tables_from:  # word tables trained in another run (the tower's classes are unchanged)
         other = GroundedVision.load(Path(args.tables_from), emb, tok)
         with torch.no_grad():
-            for name in ("colour_words", "shape_words", "digit_words", "count_words", "position_words"):
-                getattr(vision, name).copy_(getattr(other, name))
+            for name in ("colour_words", "shape_words", "digit_words", "count_words", "position_words", "prompt"):
+                getattr(vision, name).copy_(getattr(other, name))  # noqa: B909
         log(f"word tables from {args.tables_from}")
     if args.steps > 0:
         report = stage2(lm, vision, tok, args, deadline)
@@ -272,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             vision.save(Path(args.out))
             log(f"saved {args.out}")
         report = {"held_out": results, "steps_done": 0}
+    report.update(s1)
     report.update({"seed": args.seed, "wall_s": round(time.time() - start, 1), "args": vars(args)})
     log(f"done in {report['wall_s']:.0f} s")
     if args.report:

@@ -36,7 +36,7 @@ def held_out_questions(seed: int, n_per_type: int, size: tuple[int, int] = (128,
     return out
 
 
-def load_default_adapter(weights: str | None = None, threads: int | None = None):
+def load_default_adapter(weights: str | None = None, threads: int | None = None, device: str = "cpu"):
     """The served default model (real SmolLM2 + grounded vision weights)."""
     from pathlib import Path
 
@@ -45,7 +45,8 @@ def load_default_adapter(weights: str | None = None, threads: int | None = None)
 
     if threads:
         torch.set_num_threads(threads)
-    return DefaultAdapter.from_pretrained(ensure_smollm2(), vision_weights=Path(weights) if weights else None)
+    return DefaultAdapter.from_pretrained(ensure_smollm2(), device=device,
+                                          vision_weights=Path(weights) if weights else None)
 
 
 @torch.inference_mode()
@@ -78,6 +79,7 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--seed", type=int, default=EVAL_SEED)
     p.add_argument("--weights", default=None, help="vision weights (default: the committed ones)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--json", default=None, metavar="OUT", help="write the result as JSON")
     return p
 
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if args.per_type < 1:
         print("streamvqa eval frames: --per-type must be at least 1", file=sys.stderr)
         return 2
-    adapter = load_default_adapter(args.weights, args.threads)
+    adapter = load_default_adapter(args.weights, args.threads, args.device)
     result = evaluate(adapter, held_out_questions(args.seed, args.per_type))
     result["model"] = adapter.name
     print(table(result["per_type"], result["accuracy"], result["n"]))

@@ -88,6 +88,7 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--no-mp4", action="store_true", help="feed rendered frames instead of decoded H.264")
     p.add_argument("--model", default="default", help="engine model (default: the grounded default model)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--json", default=None, metavar="OUT", help="write the result as JSON")
     return p
 
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from streamvqa.engine import Engine, EngineConfig
 
     options = json.loads(args.options) if args.options else None
-    engine = Engine(EngineConfig(model=args.model, threads=args.threads))
+    engine = Engine(EngineConfig(model=args.model, threads=args.threads, device=args.device))
     try:
         result = evaluate(engine, args.method, options, args.minutes, args.streams, args.seed,
                           via_mp4=not args.no_mp4, fps=args.fps)

@@ -64,14 +64,24 @@ class DefaultAdapter(ModelAdapter):
 
     def _visual(self, frames: list[np.ndarray]) -> torch.Tensor:
         batch = torch.from_numpy(np.stack(frames)).to(self.device)
-        return self.vision(batch).reshape(-1, self.model.config.hidden_size)
+        return self.vision(batch)  # [n_frames, n_tokens, hidden]
+
+    def prefix_piece(self) -> Piece:
+        """The system prompt and user-turn opening, then the trained soft prompt (template.py)."""
+        piece = [self.text_segment(template.PREFIX)]
+        prompt = getattr(self.vision, "prompt", None)
+        if prompt is not None:
+            piece.append(Segment(embeds=prompt.detach()))
+        return piece
 
     def unit_piece(self, frames: list[np.ndarray], t_start: float) -> Piece:
-        return [
-            self.text_segment(template.frame_open(t_start)),
-            Segment(embeds=self._visual(frames)),
-            self.text_segment(template.FRAME_CLOSE),
-        ]
+        """Per frame: its 11 caption tokens and a newline (12 tokens; no text timestamp, the
+        engine keeps each block's time)."""
+        close = self.text_segment(template.FRAME_CLOSE)
+        piece: Piece = []
+        for vis in self._visual(frames):
+            piece += [Segment(embeds=vis), close]
+        return piece
 
     def reference_inputs(self, frames: list[tuple[np.ndarray, float]], question: str) -> dict:
         """The whole sequence as input embeddings for `generate` (no vision path in the LM)."""

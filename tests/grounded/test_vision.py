@@ -74,7 +74,7 @@ def test_missing_checksum_is_an_error(fake_lm, tmp_path):
 
 def test_default_weights_path():
     p = default_weights_path()
-    assert p.name == "grounded-v1.safetensors" and p.parent.name == "weights"
+    assert p.name == "grounded-v2.safetensors" and p.parent.name == "weights"
 
 
 @pytest.mark.slow
@@ -86,3 +86,41 @@ def test_random_init_with_real_lm(real_lm):
     # a confident "red" colour prediction reproduces the LM's own embedding of " red"
     red = tok(" red", add_special_tokens=False)["input_ids"][-1]
     assert torch.allclose(v.colour_words[1 + v.config.colours.index("red")], lm.get_input_embeddings().weight[red])
+
+
+def test_compact_caption_fills_occupied_positions_in_order(fake_lm):
+    """Object slots take the occupied positions (left, right, top, bottom, centre order), then
+    "nothing"; 11 visual tokens per frame."""
+    emb, tok = fake_lm
+    v = GroundedVision(GroundedVisionConfig(), emb, tok).eval()
+    assert v.n_tokens == 11
+    b, p = 1, v.n_pos
+    colour = torch.full((b, p, v.n_colour), -9.0)
+    shape = torch.full((b, p, v.n_shape), -9.0)
+    colour[..., 0] = shape[..., 0] = 9.0  # nothing everywhere ...
+    for pos, c, s in ((3, 1, 2), (0, 4, 5)):  # ... but bottom: red square, left: yellow cross
+        colour[0, pos] = -9.0
+        shape[0, pos] = -9.0
+        colour[0, pos, c] = shape[0, pos, s] = 9.0
+    from streamvqa.models.grounded.vision import SceneParse
+
+    parse = SceneParse(colour=colour, shape=shape, digit=torch.zeros(b, v.n_digit), count=torch.zeros(b, v.n_count))
+    idx, used = v.slots(parse)
+    assert idx[0, :2].tolist() == [0, 3] and used[0].tolist() == [True, True, False]
+    w = v.words(parse)
+    assert w.shape == (1, 11, 32)
+    assert torch.allclose(w[0, 2], v.colour_words[4], atol=1e-3)  # yellow
+    assert torch.allclose(w[0, 4], v.position_words[0])  # left
+    assert torch.allclose(w[0, 7], v.position_words[3])  # bottom
+    assert torch.allclose(w[0, 8], v.colour_words[0]) and torch.allclose(w[0, 10], v.position_words[p])
+
+
+def test_soft_prompt_is_saved_and_loaded(fake_lm, tmp_path):
+    emb, tok = fake_lm
+    v = GroundedVision(GroundedVisionConfig(), emb, tok)
+    assert v.prompt.shape == (len(GroundedVisionConfig().prompt_text.split()), 32)
+    with torch.no_grad():
+        v.prompt.add_(2.0)
+    v.save(tmp_path / "w.safetensors")
+    w = GroundedVision.load(tmp_path / "w.safetensors", emb, tok)
+    assert torch.equal(v.prompt, w.prompt)

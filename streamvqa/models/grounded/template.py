@@ -2,6 +2,17 @@
 
 Training and serving must build the very same token sequence, so both import these strings.
 ChatML, as SmolLM2-Instruct expects, with a short system prompt (a long one costs every step).
+
+Default model (`streamvqa.models.default`, v2 layout), 12 tokens per frame::
+
+    PREFIX <soft prompt>                        once per stream
+    <11 visual tokens> FRAME_CLOSE              per frame (no text timestamp: order is time)
+    question(q) answer(a) <|im_end|>
+
+At 1 fps ten minutes are 7200 tokens, inside SmolLM2's 8192 positions. The frame's time is kept
+by the engine beside its cache block (evidence, `at=`), not written into the prompt.
+
+`frame_open` / `timestamp` are the timestamped wrapper the other (SmolVLM-style) families use.
 """
 
 PREFIX = "<|im_start|>system\nYou watch a video and answer questions about it.<|im_end|>\n<|im_start|>user\n"
@@ -16,7 +27,7 @@ def timestamp(t: float) -> str:
 
 
 def frame_open(t: float) -> str:
-    """"[00:01:23]": ten tokens, the same for every frame (short: it is paid once per frame)."""
+    """"[00:01:23]": ten tokens (the other families' frame wrapper; the default model has none)."""
     return f"[{timestamp(t)}]"
 
 
@@ -26,3 +37,11 @@ ANSWER_STYLE = " Answer with one word."
 def question(q: str) -> str:
     """The question, an instruction for one-word answers, then the assistant turn opens."""
     return f"{q.strip()}{ANSWER_STYLE}{ANSWER_OPEN}"
+
+
+def answer(a: str) -> str:
+    """How a one-word answer is written in training: words with a leading space, so that the
+    answer is the very token the caption uses (" red", " triangle", " centre" are single tokens);
+    digits bare ("7", as in the caption). Evaluation strips the space."""
+    a = a.strip()
+    return a if a.isdigit() else " " + a

@@ -5,12 +5,17 @@ A tiny BatchNorm CNN (three stride-2 convolutions, 64x64 input, an 8x8 grid) fee
 shape (each with a "nothing" option), plus the digit shown (or none) and the object count.
 The connector turns each prediction into a softmax-weighted mixture of word embeddings
 (tables initialised from the frozen LM's embeddings of the attribute words, then trained) and
-lays them out in a caption-like token sequence the language model reads::
+lays them out in a compact caption the language model reads, 11 tokens per frame::
 
-    <count> <digit> left <colour> <shape> right <colour> <shape> ... centre <colour> <shape>
+    <count> <digit> <colour> <shape> <place> <colour> <shape> <place> <colour> <shape> <place>
 
-The position words are trainable template tokens too. Only what we train is saved: the tower,
-the head and the small word tables (never the LM's 49152 x 576 embedding table).
+The three object slots hold the occupied positions (head: P(shape != nothing) > 0.5, at most
+three, in the fixed order left, right, top, bottom, centre); unused slots read
+"nothing nothing nothing". E.g. " two none red circle left blue star top nothing nothing nothing".
+A trainable soft prompt (initialised from the LM's embeddings of `PROMPT_TEXT`) follows the
+system prompt once per stream and tells the LM how to read the lines.
+Only what we train is saved: the tower, the head, the small word tables and the soft prompt
+(never the LM's 49152 x 576 embedding table).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-WEIGHTS_NAME = "grounded-v1.safetensors"
+WEIGHTS_NAME = "grounded-v2.safetensors"
 
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "black")
 SHAPES = ("circle", "square", "triangle", "star", "cross")
@@ -33,6 +38,7 @@ COUNT_WORDS = ("zero", "one", "two", "three")
 DIGITS = tuple(str(d) for d in range(10))
 NOTHING = "nothing"
 NO_DIGIT = "none"
+PROMPT_TEXT = " Each line is one video frame: object count, digit, then colour, shape and place of each object.\n"
 
 
 def default_weights_path() -> Path:
@@ -69,6 +75,8 @@ class GroundedVisionConfig:
     digits: tuple[str, ...] = DIGITS
     nothing: str = NOTHING
     no_digit: str = NO_DIGIT
+    n_slots: int = 3
+    prompt_text: str = PROMPT_TEXT
     extra: dict = field(default_factory=dict)
 
     @property
@@ -84,8 +92,12 @@ class GroundedVisionConfig:
         return (self.no_digit, *self.digits)
 
     @property
+    def place_classes(self) -> tuple[str, ...]:
+        return (*self.positions, self.nothing)
+
+    @property
     def n_tokens(self) -> int:
-        return 2 + 3 * len(self.positions)
+        return 2 + 3 * self.n_slots
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -115,6 +127,12 @@ def word_init(words: tuple[str, ...], lm_embedding: nn.Embedding, tokenizer) -> 
         ids = tokenizer(" " + w, add_special_tokens=False)["input_ids"]
         rows.append(lm_embedding.weight[ids[-1]].detach().float().clone())
     return torch.stack(rows)
+
+
+def text_init(text: str, lm_embedding: nn.Embedding, tokenizer) -> torch.Tensor:
+    """The LM embeddings of all tokens of `text` (the soft prompt's starting point)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return lm_embedding.weight[torch.as_tensor(ids, dtype=torch.long)].detach().float().clone()
 
 
 class Tower(nn.Module):
@@ -155,7 +173,8 @@ class GroundedVision(nn.Module):
         self.shape_words = nn.Parameter(word_init(config.shape_classes, lm_embedding, tokenizer))
         self.digit_words = nn.Parameter(word_init(config.digit_classes, lm_embedding, tokenizer))
         self.count_words = nn.Parameter(word_init(config.count_words, lm_embedding, tokenizer))
-        self.position_words = nn.Parameter(word_init(config.positions, lm_embedding, tokenizer))
+        self.position_words = nn.Parameter(word_init(config.place_classes, lm_embedding, tokenizer))
+        self.prompt = nn.Parameter(text_init(config.prompt_text, lm_embedding, tokenizer))
         self.register_buffer("mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1), persistent=False)
 
@@ -185,6 +204,22 @@ class GroundedVision(nn.Module):
         return SceneParse(colour=colour, shape=shape, digit=digit, count=count)
 
     # -- connector ------------------------------------------------------------------------
+    def slots(self, parse: SceneParse) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which position fills each object slot: index [B, n_slots] into positions, and whether
+        the slot is used [B, n_slots] (unused slots come last)."""
+        occ = 1.0 - parse.shape.softmax(-1)[..., 0]  # [B, P] P(something at the position)
+        k = min(self.config.n_slots, self.n_pos)
+        top = occ.topk(k, dim=-1).indices  # most confident positions
+        used = occ.gather(1, top) > 0.5
+        key = torch.where(used, top, top + self.n_pos)  # used ones first, in position order
+        order = key.sort(dim=-1).indices
+        idx, used = top.gather(1, order), used.gather(1, order)
+        if k < self.config.n_slots:  # fewer positions than slots: pad with unused
+            pad = self.config.n_slots - k
+            idx = torch.cat([idx, idx.new_zeros(idx.shape[0], pad)], 1)
+            used = torch.cat([used, used.new_zeros(used.shape[0], pad)], 1)
+        return idx, used
+
     def words(self, parse: SceneParse) -> torch.Tensor:
         """Softmax-weighted word embeddings laid out as the caption: [B, n_tokens, hidden]."""
         b = parse.digit.shape[0]
@@ -192,8 +227,13 @@ class GroundedVision(nn.Module):
         digit = parse.digit.softmax(-1) @ self.digit_words
         colour = parse.colour.softmax(-1) @ self.colour_words  # [B, P, H]
         shape = parse.shape.softmax(-1) @ self.shape_words
-        pos = self.position_words.unsqueeze(0).expand(b, -1, -1)
-        slots = torch.stack([pos, colour, shape], dim=2).reshape(b, 3 * self.n_pos, self.hidden)
+        idx, used = self.slots(parse)
+        g = idx.unsqueeze(-1).expand(-1, -1, self.hidden)
+        u = used.unsqueeze(-1)
+        s_colour = torch.where(u, colour.gather(1, g), self.colour_words[0])
+        s_shape = torch.where(u, shape.gather(1, g), self.shape_words[0])
+        s_place = torch.where(u, self.position_words[idx], self.position_words[self.n_pos])
+        slots = torch.stack([s_colour, s_shape, s_place], dim=2).reshape(b, -1, self.hidden)
         return torch.cat([count.unsqueeze(1), digit.unsqueeze(1), slots], dim=1)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
@@ -204,13 +244,17 @@ class GroundedVision(nn.Module):
     def describe(self, frames: torch.Tensor) -> list[str]:
         """The argmax caption of each frame, for debugging and readable tests."""
         p = self.parse(frames)
+        idx, used = self.slots(p)
         c = self.config
         out = []
         for i in range(p.digit.shape[0]):
             parts = [c.count_words[int(p.count[i].argmax())], c.digit_classes[int(p.digit[i].argmax())]]
-            for j, name in enumerate(c.positions):
-                parts += [name, c.colour_classes[int(p.colour[i, j].argmax())],
-                          c.shape_classes[int(p.shape[i, j].argmax())]]
+            for j, ok in zip(idx[i].tolist(), used[i].tolist(), strict=True):
+                if ok:
+                    parts += [c.colour_classes[int(p.colour[i, j].argmax())],
+                              c.shape_classes[int(p.shape[i, j].argmax())], c.positions[j]]
+                else:
+                    parts += [c.nothing] * 3
             out.append(" ".join(parts))
         return out
 
@@ -222,7 +266,7 @@ class GroundedVision(nn.Module):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(path), metadata={"format": "pt", "model": "streamvqa-grounded-v1"})
+        save_file(state, str(path), metadata={"format": "pt", "model": "streamvqa-grounded-v2"})
         sha256_path(path).write_text(f"{file_sha256(path)}  {path.name}\n")
         config_path(path).write_text(self.config.to_json() + "\n")
 
