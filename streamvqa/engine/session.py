@@ -292,8 +292,8 @@ class StreamSession:
         """Stage 8: fetch the chosen blocks (any tier) and build the answer cache; retrieved
         captions (text memory) are prefilled after them, in time order."""
         blocks = {b.index: b for b in self.store.get_many(self.stream_id, wanted)}
-        if len({sum(blocks[i].n_tokens for i in layer) for layer in selection}) > 1:
-            selection = [wanted] * len(selection)  # layers must hold equal lengths: use the union
+        # layers may hold different numbers of tokens (StreamKV's per-layer sizes): `prefill`
+        # runs such ragged caches one token at a time, so each layer keeps its own selection
         per_layer = [[blocks[i] for i in layer] for layer in selection]
         layout = layout_for(self.config.positions, self.config.time_gap_scale, self.config.time_max_gap)
         laid = [layout(bl, self.window.sink.end, self.tracker.next) for bl in per_layer]
@@ -303,7 +303,7 @@ class StreamSession:
         if captions:
             piece = [self.adapter.text_segment(caption_text(captions))]
             tracker = self.tracker.fork(end)
-            self.adapter.forward(self.adapter.embed(piece), tracker.place(piece), cache, logits="none")
+            prefill(self.adapter, self.adapter.embed(piece), tracker.place(piece), cache, logits="none")
             end = tracker.next
         return Assembled(key, cache, cache.get_seq_length(), end)
 

@@ -63,3 +63,25 @@ def test_few_blocks_are_all_taken():
     query, rep = planted(n_blocks=3)
     chosen = StreamKVRetriever(topk=64).select(RetrievalContext(query, rep, [0, 1, 2], [2]))
     assert chosen.per_layer == [[0, 1, 2]] * 3
+
+
+
+def test_a_session_keeps_each_layers_own_number_of_blocks():
+    """Layer-adaptive sizes reach the cache: no union of the layers' selections."""
+    from streamvqa.engine import Engine
+    from streamvqa.policies.retrieval import Selection
+    from tests.engine.conftest import get_adapter, make_frames
+
+    session = Engine(adapter=get_adapter("tiny:smolvlm")).open_stream(
+        "s", method="rekv", options={"retrieval": "streamkv", "topk": 2, "local_blocks": 1, "n_local": 30})
+    for image, t in make_frames(8):
+        session.push_frame(image, t)
+    real = session.retriever.select
+    session.retriever.select = lambda ctx: Selection([[0, 2, 7], [7]], {0: 0.5, 2: 0.5, 7: 1.0})
+    answer = session.answer("What happened?", max_tokens=3)
+    lengths = [layer.keys.shape[-2] for layer in session._assembled.cache.layers]
+    per_block, sink = session.store.get_many("s", [0])[0].n_tokens, session.window.sink.n_tokens
+    assert answer.blocks_per_layer == [[0, 2, 7], [7]]
+    assert lengths == [sink + 3 * per_block, sink + per_block] and answer.token_ids
+    session.retriever.select = real
+    assert session.answer("What happened?", max_tokens=2).text is not None

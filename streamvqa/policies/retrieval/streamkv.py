@@ -17,9 +17,8 @@ as recent.
 Defaults from `run_eval.sh`: retrieve_size 64, retrieve_temp 0.5 (32-96 per layer), ceiling
 128, retrieve_local_size 8.
 
-The engine lays every layer out with the same number of tokens (one attention mask serves all
-layers), so layers whose sizes differ are assembled with the union of their blocks
-(`engine/session._assemble`); the per-layer choice is still reported in the answer.
+Each layer's cache holds its own K_l blocks: the session prefills such ragged caches one token at
+a time (`engine/window.prefill`), so the sizes are real, not padded to a common length.
 """
 
 from __future__ import annotations
