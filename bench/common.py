@@ -12,14 +12,25 @@ from contextlib import contextmanager
 import numpy as np
 
 from streamvqa.engine import Engine, EngineConfig
-from streamvqa.policies.presets import PRESETS
+from streamvqa.policies.presets import PRESETS, MethodError, resolve
 
 _ENGINES: dict[str, Engine] = {}
 
 
 def presets(selected: list[str] | None = None) -> list[str]:
-    """Every preset (new presets appear automatically), or the selected ones that exist."""
-    return [p for p in PRESETS if selected is None or p in selected]
+    """Every runnable preset (new presets appear automatically), or the selected ones."""
+    return [p for p in PRESETS if (selected is None or p in selected) and p not in unavailable()]
+
+
+def unavailable() -> dict[str, str]:
+    """Presets that need configuration this run lacks (e.g. rekv-external's encoder), with why."""
+    out = {}
+    for name in PRESETS:
+        try:
+            resolve(name)  # checks what the preset needs (e.g. an external encoder)
+        except MethodError as e:
+            out[name] = f"{e.code}: {e}"
+    return out
 
 
 def engine(model: str) -> Engine:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from bench import accuracy, baselines, encoding, memory, questions, transfers
-from bench.common import close_engines, engine, presets
+from bench.common import close_engines, engine, presets, unavailable
 from bench.config import BenchConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -25,7 +25,7 @@ def run(cfg: BenchConfig, log=print) -> dict:
         "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "config": cfg.to_dict(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "threads": torch.get_num_threads()},
-        "presets": presets(cfg.presets), "seconds": {},
+        "presets": presets(cfg.presets), "presets_unavailable": unavailable(), "seconds": {},
     }
     try:
         result["models"] = {m: engine(m).model_info() for m in dict.fromkeys((cfg.model, cfg.tiny_model, cfg.sweep_model))}

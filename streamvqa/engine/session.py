@@ -101,6 +101,15 @@ class StreamSession:
                 unit, self._pending = self._pending, []
                 self._encode_unit(unit)
 
+    def flush(self) -> None:
+        """Encode the frames of a unit still open (end of stream; a question does this itself)."""
+        with self._push_lock:
+            if self.stages.active:
+                self.stages.flush()
+            elif self._pending:
+                unit, self._pending = self._pending, []
+                self._encode_unit(unit)
+
     def _encode_unit(self, unit: list[tuple[np.ndarray, float]]) -> None:
         start = time.perf_counter()
         frames = [f for f, _ in unit]

@@ -34,12 +34,15 @@ def test_sections_and_json(result):
     for key in ("config", "machine", "models", "presets", "encoding", "questions", "memory", "accuracy",
                 "baselines", "transfers", "seconds"):
         assert key in result["_json"], key
-    assert result["presets"] == list(PRESETS)
+    # every preset runs, but those needing configuration this run lacks, each listed with why
+    skipped = result["_json"]["presets_unavailable"]
+    assert set(skipped) == {"rekv-external"} and skipped["rekv-external"].startswith("encoder_not_configured")
+    assert result["presets"] == [p for p in PRESETS if p not in skipped]
 
 
 def test_encoding_rates_positive(result):
     rows = result["encoding"]["per_preset"]
-    assert {r["method"] for r in rows} == set(PRESETS)
+    assert {r["method"] for r in rows} == set(result["presets"])
     for r in rows:
         assert r["frames_per_s"] > 0
         assert r["vision_s_per_frame"] >= 0 and r["prefill_s_per_frame"] > 0 and r["retention_s_per_frame"] >= 0
@@ -50,16 +53,20 @@ def test_encoding_rates_positive(result):
 
 def test_questions_and_memory_consistent(result):
     rows = result["questions"]["rows"]
-    assert len(rows) == 2 * len(PRESETS)
+    assert len(rows) == 2 * len(result["presets"])
     for r in rows:
         assert 0 < r["ttft_s"] <= r["total_s"]
+    store_all = {"full", "rekv", "sliding-window"}  # every unit stored as a block (unit_frames=1)
     for r in result["memory"]["rows"]:
-        assert r["kv_blocks"]["host"] == r["frames"]  # one block per frame (unit_frames=1)
-        assert r["kv_bytes"]["host"] > 0
+        if r["method"] in store_all:
+            assert r["kv_blocks"]["host"] == r["frames"], r["method"]
+            assert r["kv_bytes"]["host"] > 0
+        else:  # retention presets keep their memory in the session (nothing demoted by default)
+            assert r["kv_bytes"]["memory"] + r["kv_bytes"]["device"] > 0, r["method"]
         assert r["kv_bytes_total"] == sum(r["kv_bytes"].values())
         for tier, per_block in r["bytes_per_block"].items():
             assert per_block is None or per_block > 0, tier
-    host = {r["bytes_per_block"]["host"] for r in result["memory"]["rows"]}
+    host = {r["bytes_per_block"]["host"] for r in result["memory"]["rows"] if r["method"] in store_all}
     assert max(host) / min(host) < 1.5  # every block holds the same number of tokens
     assert result["memory"]["peak_rss_bytes"] > 0
 
