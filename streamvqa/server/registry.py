@@ -241,7 +241,11 @@ class StreamRegistry:
         stream_id = "s_" + uuid.uuid4().hex[:16]
         options = dict(req.options or {})
         session = self._open_session(stream_id, method, options)
-        worker = IngestWorker(config, self._sink(session), name=stream_id)
+        remote = getattr(session, "remote_ingest", None)  # multi topology: the encoder ingests
+        if remote is not None:
+            worker = remote(config, stream_id)
+        else:
+            worker = IngestWorker(config, self._sink(session), name=stream_id)
         entry = StreamEntry(stream_id, req.url.strip(), method, fps, req.name, session, worker, options=options,
                             owner=getattr(principal, "owner", None))
         self._add(entry)

@@ -49,6 +49,7 @@ class MultiConfig(BaseModel):
     frame_timeout_s: float = Field(300.0, gt=0, description="longest a frame may wait for its unit's encode")
     put_timeout_s: float = Field(120.0, gt=0, description="longest an encoder retries a block write")
     answer_idle_timeout_s: float = Field(300.0, gt=0, description="longest gap between two answer events")
+    ingest_poll_s: float = Field(0.2, gt=0, le=10, description="how often the server polls an encoder-side ingest")
     slow_tier_s: float = Field(0.5, gt=0, description="a tier whose ping takes longer counts as down (degraded)")
     janitor_interval_s: float = Field(10.0, gt=0, description="kvstore: reclaim staging segments of dead writers")
 

@@ -1,14 +1,19 @@
-"""The `encoder` worker: stages 1-6 for the streams placed on it (one worker per encoding device).
+"""The `encoder` worker: ingest + stages 1-6 for the streams placed on it (one worker per
+encoding device).
+
+URL sources (rtsp/http/file) are ingested here (`enc.ingest`, `enc_ingest.py`): the same
+`IngestWorker` as embedded mode feeds the session directly, and the server polls its counters
+(`enc.poll`). WHIP frames arrive one per `enc.frame` (WebRTC ends at the server); a frame's reply
+returns once the frame is taken (and its unit encoded and acknowledged, when it completed one),
+so the server's WHIP delivery sees backpressure exactly as in embedded mode.
 
 It owns the model's hot windows; finished blocks go to the kvstore through `RemoteStore.put`
-(shared-memory staging, acknowledged by the store). A frame's reply returns once the frame is
-taken (and its unit encoded and acknowledged, when it completed one), so the server's ingest
-thread sees backpressure exactly as in embedded mode.
+(shared-memory staging, acknowledged by the store).
 
 After a restart the server re-opens its streams with ``resume=True``: the session is rebuilt
-from the store (`engine/replica.sync`) and continues after the last acknowledged block. Frames
-of a unit that was not complete when the worker died are lost (counted by the server's ingest
-as ``sink_error`` drops).
+from the store (`engine/replica.sync`) and continues after the last acknowledged block, and URL
+ingests start again from there (`enc_ingest.ResumePoint`). WHIP frames of a unit that was not
+complete when the worker died are lost.
 
 Streams whose method keeps state the store does not hold (a retained memory, semantic units,
 a retriever's own index: `replicable`) are also answered here (`enc.ask`): the encoder holds
@@ -31,6 +36,7 @@ from streamvqa.engine.replica import sync
 from streamvqa.proto import ipc
 from streamvqa.workers.multi.asking import Cancels, answer_ask
 from streamvqa.workers.multi.config import MultiConfig
+from streamvqa.workers.multi.enc_ingest import StreamIngest, parse_config
 from streamvqa.workers.multi.remote_store import RemoteStore
 from streamvqa.workers.multi.rpc import RpcClient, RpcServer
 
@@ -97,6 +103,7 @@ class EncoderService:
         self.engine.observers.append(self.timer)
         self._open_lock = threading.Lock()
         self.cancels = Cancels()  # enc.ask ids whose caller went away
+        self.ingests: dict[str, StreamIngest] = {}  # URL sources ingested here (enc.ingest)
 
     def handlers(self) -> dict:
         return {
@@ -107,6 +114,9 @@ class EncoderService:
             "enc.close": self.close_stream,
             "enc.ask": self.ask,
             "enc.cancel": self.cancel,
+            "enc.ingest": self.start_ingest,
+            "enc.poll": self.poll,
+            "enc.ingest_stop": self.stop_ingest,
         }
 
     def ping(self, body, atts, emit) -> ipc.Pong:
@@ -130,16 +140,20 @@ class EncoderService:
             return ipc.StreamOpened(stream_id=body.stream_id, next_index=session._next_index,
                                     answers_here=not replicable(session))
 
-    def frame(self, body: ipc.PushFrame, atts, emit) -> ipc.EncoderStats:
-        session = self.engine.sessions.get(body.stream_id)
+    def _session(self, stream_id: str):
+        session = self.engine.sessions.get(stream_id)
         if session is None:
-            raise EngineError("unknown_stream", f"stream {body.stream_id!r} is not open on this encoder")
-        image = ipc.to_numpy(body.image, atts)
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise EngineError("invalid_frame", f"frames must be HxWx3 uint8, got {list(image.shape)}")
+            raise EngineError("unknown_stream", f"stream {stream_id!r} is not open on this encoder")
+        return session
+
+    def _push(self, session, image, t: float) -> tuple[float, int]:
+        """Push one frame; the encode time and frame count of the unit it completed (or 0, 0)."""
         self.timer.take()
-        session.push_frame(image, body.t)
-        seconds, frames = self.timer.take()
+        session.push_frame(image, t)
+        return self.timer.take()
+
+    @staticmethod
+    def _stats(session, seconds: float = 0.0, frames: int = 0) -> ipc.EncoderStats:
         s = session._stats
         w = session.window
         return ipc.EncoderStats(
@@ -148,6 +162,48 @@ class EncoderService:
             encode_seconds_total=s.encode_seconds_total, last_unit_seconds=seconds, last_unit_frames=frames,
             next_index=session._next_index,
         )
+
+    def frame(self, body: ipc.PushFrame, atts, emit) -> ipc.EncoderStats:
+        session = self._session(body.stream_id)
+        image = ipc.to_numpy(body.image, atts)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise EngineError("invalid_frame", f"frames must be HxWx3 uint8, got {list(image.shape)}")
+        seconds, frames = self._push(session, image, body.t)
+        return self._stats(session, seconds, frames)
+
+    # -- URL ingest (enc_ingest.py) -----------------------------------------------------------
+    def start_ingest(self, body: ipc.StartIngest, atts, emit) -> ipc.Empty:
+        config = parse_config(body)
+        session = self._session(body.stream_id)
+        after = None
+        if session._next_index:  # resumed: continue after the last acknowledged block
+            idx = self.store.index(body.stream_id)
+            after = float(idx.times[-1][1]) if idx.times else None
+        ingest = StreamIngest(config, lambda f, t: self._push(session, f.image, t), after, name=body.stream_id)
+        with self._open_lock:
+            old = self.ingests.pop(body.stream_id, None)
+            self.ingests[body.stream_id] = ingest
+        if old is not None:
+            old.worker.stop()
+        ingest.worker.start()
+        log.info("stream %s: ingest of %s started here (after t=%s)", body.stream_id, config.url, after)
+        return ipc.Empty()
+
+    def poll(self, body: ipc.StreamRef, atts, emit) -> ipc.IngestPoll:
+        ingest = self.ingests.get(body.stream_id)
+        session = self.engine.sessions.get(body.stream_id)
+        if ingest is None:
+            return ipc.IngestPoll(active=False)
+        return ingest.drain(self._stats(session) if session is not None else None)
+
+    def stop_ingest(self, body: ipc.StreamRef, atts, emit) -> ipc.IngestPoll:
+        with self._open_lock:
+            ingest = self.ingests.pop(body.stream_id, None)
+        if ingest is None:
+            return ipc.IngestPoll(active=False)
+        ingest.worker.stop()
+        session = self.engine.sessions.get(body.stream_id)
+        return ingest.drain(self._stats(session) if session is not None else None)
 
     def ask(self, body: ipc.Ask, atts, emit) -> ipc.AnswerMsg:
         """A question for a stream whose state lives here: the session itself answers (stages
@@ -164,6 +220,10 @@ class EncoderService:
 
     def close_stream(self, body: ipc.StreamRef, atts, emit) -> ipc.Empty:
         # the server drops the stream's blocks from the store itself (the encoder may be down)
+        with self._open_lock:
+            ingest = self.ingests.pop(body.stream_id, None)
+        if ingest is not None:
+            ingest.worker.stop()
         session = self.engine.sessions.pop(body.stream_id, None)
         if session is not None:
             session.closed = True

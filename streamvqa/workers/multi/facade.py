@@ -24,7 +24,9 @@ import numpy as np
 from streamvqa.engine.errors import EngineError
 from streamvqa.engine.types import Answer, SessionStats, TokenEvent
 from streamvqa.proto import ApiError, ipc
+from streamvqa.workers.ingest import IngestConfig
 from streamvqa.workers.multi.config import MultiConfig
+from streamvqa.workers.multi.remote_ingest import RemoteIngest
 from streamvqa.workers.multi.remote_store import RemoteStore
 from streamvqa.workers.multi.supervisor import Supervisor
 
@@ -52,6 +54,7 @@ class RemoteSession:
         self.acked = 0  # blocks the store acknowledged (indices below are readable)
         self.resumes = 0
         self.answers_on_encoder = False  # its state lives in the encoder (retained memory etc.)
+        self.ingest: RemoteIngest | None = None  # a URL source ingested by the encoder
 
     # -- frames -----------------------------------------------------------------------------
     def open(self, resume: bool = False) -> None:
@@ -106,6 +109,33 @@ class RemoteSession:
         if reply.last_unit_frames:
             for obs in self.engine.observers:
                 obs.on_unit_encoded(self.stream_id, reply.last_unit_seconds, reply.last_unit_frames)
+
+    def remote_ingest(self, config: IngestConfig, name: str | None = None) -> RemoteIngest:
+        """The registry's seam: a URL source is ingested by this stream's encoder (frames never
+        cross a socket); the returned handle has `IngestWorker`'s shape (not started yet)."""
+        self.ingest = RemoteIngest(self, config, interval_s=self.engine.config.ingest_poll_s)
+        return self.ingest
+
+    def took_remote(self, poll: ipc.IngestPoll) -> None:
+        """Frames and units the encoder's own ingest fed this stream since the last poll."""
+        with self._lock:
+            s = self._stats
+            s.frames_received += poll.frames
+            if poll.last_t is not None:
+                s.last_frame_t = float(poll.last_t)
+            for seconds, frames in poll.units:
+                s.units_encoded += 1
+                s.frames_encoded += frames
+                s.encode_seconds_total += seconds
+            if poll.units:
+                self._usage = None
+            if poll.encoder is not None:
+                self._enc = poll.encoder
+                s.window_tokens = poll.encoder.window_tokens
+                self.acked = max(self.acked, poll.encoder.next_index)
+        for seconds, frames in poll.units:
+            for obs in self.engine.observers:
+                obs.on_unit_encoded(self.stream_id, seconds, frames)
 
     def stats(self) -> SessionStats:
         usage = self._store_usage()
@@ -196,6 +226,8 @@ class RemoteSession:
 
     def close(self) -> None:
         self.closed = True
+        if self.ingest is not None:
+            self.ingest.detach()  # enc.close stops it in the encoder; stop polling here
 
 
 class MultiEngine:
@@ -252,6 +284,9 @@ class MultiEngine:
                     session.open(resume=True)
                 except EngineError as e:
                     log.warning("stream %s: resume failed: %s", session.stream_id, e.message)
+                    continue
+                if session.ingest is not None:  # its ingest died with the encoder: start it again
+                    session.ingest.restart()
 
         threading.Thread(target=resume, name="resume-streams", daemon=True).start()
 
