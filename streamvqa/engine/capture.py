@@ -27,6 +27,15 @@ class Capture:
         return x[0].view(n, -1, head_dim).transpose(0, 1)
 
 
+def to_host(t: torch.Tensor) -> torch.Tensor:
+    """A captured tensor on the host. From CUDA through page-locked (pinned) memory: one DMA,
+    no pageable staging copy, on the encoder's path to the store; host tensors pass through."""
+    if not t.is_cuda:
+        return t
+    out = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    return out.copy_(t)
+
+
 @contextmanager
 def capture(layers: list[nn.Module], q: bool = False, kv: bool = True):
     """Yield a Capture filled by the next forward over `layers` (attention modules)."""

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from streamvqa.engine.capture import Capture, capture
+from streamvqa.engine.capture import Capture, capture, to_host
 from streamvqa.engine.errors import EngineError
 from streamvqa.engine.layout import layout_for
 from streamvqa.engine.sampling import TextStream, next_token
@@ -123,8 +123,8 @@ class StreamSession:
             with capture(self.adapter.attention_layers()) as cap:
                 self.adapter.forward(self.adapter.embed(piece), window_positions, self.window.cache, logits="none")
             d = self.adapter.head_dim
-            keys = torch.stack([Capture.heads(k, d) for k in cap.k]).cpu()
-            values = torch.stack([Capture.heads(v, d) for v in cap.v]).cpu()
+            keys = to_host(torch.stack([Capture.heads(k, d) for k in cap.k]))
+            values = to_host(torch.stack([Capture.heads(v, d) for v in cap.v]))
             block = Block(
                 stream_id=self.stream_id,
                 index=self._next_index,

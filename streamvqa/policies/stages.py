@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from streamvqa.engine.capture import Capture, capture
+from streamvqa.engine.capture import Capture, capture, to_host
 from streamvqa.engine.errors import EngineError
 from streamvqa.engine.window import new_cache, place_memory
 from streamvqa.models.base import Piece, Segment
@@ -256,8 +256,8 @@ class MemoryStages:
             a.forward(embeds, window_positions, s.window.cache, logits="none")
         self._peak("device", s.window.nbytes)
         d = a.head_dim
-        keys = torch.stack([Capture.heads(k, d) for k in cap.k]).cpu()
-        values = torch.stack([Capture.heads(v, d) for v in cap.v]).cpu()
+        keys = to_host(torch.stack([Capture.heads(k, d) for k in cap.k]))
+        values = to_host(torch.stack([Capture.heads(v, d) for v in cap.v]))
         index = s._next_index
         block = Block(
             stream_id=s.stream_id, index=index, t_start=t0, t_end=t1, keys=keys, values=values,

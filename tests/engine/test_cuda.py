@@ -24,3 +24,12 @@ def test_exact_mode_on_cuda_equals_offline_generate(name):
     expected = reference_tokens(adapter, frames, QUESTION, 8)
     assert answer.token_ids == expected
     assert adapter.device.type == "cuda"
+
+
+def test_captured_tensors_come_back_through_pinned_memory():
+    from streamvqa.engine.capture import to_host
+
+    x = torch.randn(2, 3, 4, device="cuda:0")
+    host = to_host(x)
+    assert host.device.type == "cpu" and host.is_pinned()
+    assert torch.equal(host, x.cpu())
