@@ -11,7 +11,7 @@ import argparse
 def add_parsers(subparsers) -> None:
     """Add the `bench` command to the main CLI's subparsers."""
     p = subparsers.add_parser("bench", help="benchmarks: speed, memory, accuracy of every preset vs baselines")
-    p.add_argument("--quick", action="store_true", help="small sizes (~90 s on 2 CPU cores)")
+    p.add_argument("--quick", action="store_true", help="small sizes (under 3 minutes on 2 idle CPU cores)")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="also write the result JSON here")
     p.add_argument("--model", default="default", help='main model: "default", "tiny:<family>" or a HF directory')
     p.add_argument("--name", help="results file name (bench/results/<name>.json); default: a timestamp")

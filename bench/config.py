@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass
 class BenchConfig:
-    """Sizes of every section. `quick()` fits in ~90 s on 2 CPU cores; `full()` takes longer."""
+    """Sizes of every section. `quick()` aims at under 3 minutes on 2 idle CPU cores with every
+    preset; `full()` takes longer."""
 
     quick: bool = True
     model: str = "default"  # the main model (encoding, accuracy, baselines)
@@ -16,10 +17,10 @@ class BenchConfig:
     presets: list[str] | None = None  # None: every preset in `PRESETS`
     fps: float = 1.0
     encode_frames: int = 4  # frames per preset for the main model's encoding rate
-    tiny_encode_frames: int = 30  # frames per preset for the tiny model's encoding rate
+    tiny_encode_frames: int = 16  # frames per preset for the tiny model's encoding rate
     multi_streams: list[int] = field(default_factory=lambda: [1, 2, 4])
-    multi_frames: int = 12  # frames per session in the multi-stream run (tiny model)
-    sweep_seconds: list[float] = field(default_factory=lambda: [60.0, 300.0])  # stream lengths
+    multi_frames: int = 8  # frames per session in the multi-stream run (tiny model)
+    sweep_seconds: list[float] = field(default_factory=lambda: [30.0, 90.0])  # stream lengths
     needle_minutes: float = 0.25  # accuracy: synthetic needle stream length
     needle_streams: int = 1
     offline_frames: int = 8  # baseline (a): uniformly sampled frames re-encoded per question
