@@ -18,7 +18,7 @@ from streamvqa.engine.layout import layout_for
 from streamvqa.engine.sampling import TextStream, next_token
 from streamvqa.engine.types import Answer, SessionStats, TokenEvent
 from streamvqa.engine.window import HotWindow, Sink, new_cache, place, prefill
-from streamvqa.models.base import ModelAdapter
+from streamvqa.models.base import ModelAdapter, Piece, piece_len
 from streamvqa.policies import stages  # module import: stages imports engine modules too
 from streamvqa.policies.presets import MethodConfig
 from streamvqa.policies.retrieval.base import Caption, RetrievalContext, Selection
@@ -116,37 +116,41 @@ class StreamSession:
         t0, t1 = unit[0][1], unit[-1][1]
         with self.lock, torch.inference_mode():
             piece = self.adapter.unit_piece(frames, t0)
-            p0 = self.tracker.next
-            positions = self.tracker.place(piece)
-            p1 = self.tracker.next
-            window_positions = positions - p0 + self.window.next
-            with capture(self.adapter.attention_layers()) as cap:
-                self.adapter.forward(self.adapter.embed(piece), window_positions, self.window.cache, logits="none")
-            d = self.adapter.head_dim
-            keys = to_host(torch.stack([Capture.heads(k, d) for k in cap.k]))
-            values = to_host(torch.stack([Capture.heads(v, d) for v in cap.v]))
-            block = Block(
-                stream_id=self.stream_id,
-                index=self._next_index,
-                t_start=t0,
-                t_end=t1,
-                keys=keys,
-                values=values,
-                positions=positions.cpu(),
-                pos_start=p0,
-                pos_end=p1,
-                rep_keys=keys.float().mean(dim=2).to(keys.dtype),
-            )
-            self.store.put(block)
-            self.retriever.observe(block, frames)  # stage 6: policies with their own index
-            self._next_index += 1
-            self.window.push(block)
+            if piece_len(piece):  # zero tokens (nothing to see, the model's call): no block, no positions
+                self._write_block(piece, frames, t0, t1)
+                self._stats.units_encoded += 1
         seconds = time.perf_counter() - start
         self._stats.frames_encoded += len(unit)
-        self._stats.units_encoded += 1
         self._stats.encode_seconds_total += seconds
         for obs in self.observers:
             obs.on_unit_encoded(self.stream_id, seconds, len(unit))
+
+    def _write_block(self, piece: Piece, frames: list[np.ndarray], t0: float, t1: float) -> None:
+        p0 = self.tracker.next
+        positions = self.tracker.place(piece)
+        p1 = self.tracker.next
+        window_positions = positions - p0 + self.window.next
+        with capture(self.adapter.attention_layers()) as cap:
+            self.adapter.forward(self.adapter.embed(piece), window_positions, self.window.cache, logits="none")
+        d = self.adapter.head_dim
+        keys = to_host(torch.stack([Capture.heads(k, d) for k in cap.k]))
+        values = to_host(torch.stack([Capture.heads(v, d) for v in cap.v]))
+        block = Block(
+            stream_id=self.stream_id,
+            index=self._next_index,
+            t_start=t0,
+            t_end=t1,
+            keys=keys,
+            values=values,
+            positions=positions.cpu(),
+            pos_start=p0,
+            pos_end=p1,
+            rep_keys=keys.float().mean(dim=2).to(keys.dtype),
+        )
+        self.store.put(block)
+        self.retriever.observe(block, frames)  # stage 6: policies with their own index
+        self._next_index += 1
+        self.window.push(block)
 
     def stats(self) -> SessionStats:
         s = self._stats

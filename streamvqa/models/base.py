@@ -170,7 +170,12 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def unit_piece(self, frames: list[np.ndarray], t_start: float) -> Piece:
-        """One stream unit: a timestamped wrapper around the frames' visual tokens."""
+        """One stream unit: a timestamped wrapper around the frames' visual tokens.
+
+        May be shorter than its frames, even empty: a model may decide that a frame with
+        nothing to see contributes no tokens (the default model does; other families never
+        do). The engine then counts the frames as encoded but writes no block and uses no
+        positions for them; offline inference over the same pieces drops the same frames."""
 
     def question_piece(self, question: str) -> Piece:
         """The question, the end of the user turn and the opening of the assistant turn."""

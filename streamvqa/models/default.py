@@ -20,6 +20,12 @@ from streamvqa.models.grounded import template
 log = logging.getLogger(__name__)
 
 
+def empty_frames(parse) -> list[bool]:
+    """Frames whose parse shows nothing: count "zero" and digit "none" by the head's argmax,
+    the very words the caption would print (class 0 of both heads)."""
+    return ((parse.count.argmax(-1) == 0) & (parse.digit.argmax(-1) == 0)).tolist()
+
+
 class DefaultAdapter(ModelAdapter):
     family = "default"
 
@@ -76,11 +82,16 @@ class DefaultAdapter(ModelAdapter):
 
     def unit_piece(self, frames: list[np.ndarray], t_start: float) -> Piece:
         """Per frame: its 11 caption tokens and a newline (12 tokens; no text timestamp, the
-        engine keeps each block's time)."""
+        engine keeps each block's time). A frame with nothing to see (`empty_frames`) adds no
+        tokens: hundreds of identical empty lines derail the frozen LM on long streams, and
+        order in the prompt still is order in time. A unit of empty frames is an empty piece."""
+        batch = torch.from_numpy(np.stack(frames)).to(self.device)
+        parse = self.vision.parse(batch)
         close = self.text_segment(template.FRAME_CLOSE)
         piece: Piece = []
-        for vis in self._visual(frames):
-            piece += [Segment(embeds=vis), close]
+        for vis, empty in zip(self.vision.words(parse), empty_frames(parse), strict=True):
+            if not empty:
+                piece += [Segment(embeds=vis), close]
         return piece
 
     def reference_inputs(self, frames: list[tuple[np.ndarray, float]], question: str) -> dict:

@@ -163,6 +163,10 @@ class MemoryStages:
             return
         with s.lock, torch.inference_mode():
             piece = s.adapter.unit_piece([image], t)
+        if not piece:  # the model gave the frame no tokens: encoded, nothing to keep
+            s._stats.frames_encoded += 1
+            self.frame_no += 1
+            return
         item = FrameItem(piece, visual_mean(piece), float(t), float(t), 1, self.frame_no)
         self.frame_no += 1
         if c.frame_filter is not None and self.last_mean is not None and \
@@ -203,6 +207,10 @@ class MemoryStages:
             unit, s._pending = s._pending, []
             with s.lock, torch.inference_mode():
                 piece = s.adapter.unit_piece([f for f, _ in unit], unit[0][1])
+            if not piece:  # only frames the model gives no tokens: no unit, no positions
+                s._stats.frames_encoded += len(unit)
+                self.frame_no += len(unit)
+                return
             self.encode_units([(piece, piece_meta(piece, self.frame_no, len(unit)), unit[0][1], unit[-1][1])],
                               len(unit))
             self.frame_no += len(unit)
