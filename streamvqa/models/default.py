@@ -68,10 +68,6 @@ class DefaultAdapter(ModelAdapter):
     def new_positions(self) -> LinearPositions:
         return LinearPositions()
 
-    def _visual(self, frames: list[np.ndarray]) -> torch.Tensor:
-        batch = torch.from_numpy(np.stack(frames)).to(self.device)
-        return self.vision(batch)  # [n_frames, n_tokens, hidden]
-
     def prefix_piece(self) -> Piece:
         """The system prompt and user-turn opening, then the trained soft prompt (template.py)."""
         piece = [self.text_segment(template.PREFIX)]
