@@ -21,7 +21,7 @@ class BenchConfig:
     multi_streams: list[int] = field(default_factory=lambda: [1, 2, 4])
     multi_frames: int = 8  # frames per session in the multi-stream run (tiny model)
     sweep_seconds: list[float] = field(default_factory=lambda: [30.0, 90.0])  # stream lengths
-    needle_minutes: float = 0.25  # accuracy: synthetic needle stream length
+    needle_minutes: float = 0.2  # accuracy: synthetic needle stream length
     needle_streams: int = 1
     offline_frames: int = 8  # baseline (a): uniformly sampled frames re-encoded per question
     max_tokens: int = 8
