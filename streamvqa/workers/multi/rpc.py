@@ -38,6 +38,9 @@ Emit = Callable[[BaseModel], None]
 Handler = Callable[[Any, list[bytes], Emit], "tuple[BaseModel, list] | BaseModel"]
 
 
+# errors after which a socket may still hold an unread reply: it is not reused
+UNSYNCED = ("timeout", "worker_unavailable", "invalid_message")
+
 class WorkerUnavailable(ipc.IpcError):
     def __init__(self, message: str) -> None:
         super().__init__("worker_unavailable", message)
@@ -266,13 +269,10 @@ class RpcClient:
             ok = True
             return reply, ratts
         except ipc.IpcError as e:
-            ok = e.code not in ("timeout", "worker_unavailable", "invalid_message")
+            ok = e.code not in UNSYNCED
             raise
         finally:
-            if ok:
-                self._checkin(s, epoch)
-            else:
-                self._drop(s)
+            self._release(s, epoch, ok)
 
     def stream(self, op: str, body: BaseModel, *, idle_timeout: float = 120.0) -> Iterator[tuple[str, Any]]:
         """A streaming call: yields ("event", body) ... then ("ok", final body). The socket is
@@ -288,13 +288,18 @@ class RpcClient:
                     ok = True
                     return
         except ipc.IpcError as e:
-            ok = e.code not in ("timeout", "worker_unavailable", "invalid_message")
+            ok = e.code not in UNSYNCED
             raise
         finally:
-            if ok:
-                self._checkin(s, epoch)
-            else:
-                self._drop(s)  # an abandoned stream's late events must not reach the next call
+            self._release(s, epoch, ok)
+
+    def _release(self, s: zmq.Socket, epoch: int, ok: bool) -> None:
+        """Back to the pool after a clean reply; dropped otherwise, so that a late reply (or an
+        abandoned stream's events) never reaches the next call on that socket."""
+        if ok:
+            self._checkin(s, epoch)
+        else:
+            self._drop(s)
 
     def ping(self, timeout: float = 1.0) -> ipc.Pong | None:
         try:
