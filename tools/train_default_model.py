@@ -1,18 +1,18 @@
 """Train the grounded default model: a small vision tower + "words" connector for frozen SmolLM2.
 
 Stage 1 pre-trains the tower and its scene-parse head on scene labels (colour and shape per
-position, digit, count). Stage 2 freezes them and trains only the connector's word tables
-through the frozen LM, loss on answer tokens, on single-scene QA and multi-frame stream
-snippets with needle questions. Deterministic given --seed and the step counts; --minutes caps
-the wall time (stage 2 stops early, keeping what it has). Prints the loss curve and held-out
-exact-match accuracy per question type.
+position, digit, count). Stage 2 freezes them and trains only the connector's word tables and
+the soft prompt through the frozen LM, loss on answer tokens, on single-scene QA, short stream
+snippets and event streams (what the LM reads of a long stream) with needle questions.
+Deterministic given --seed and the step counts; --minutes caps the wall time, final held-out
+evaluation included (stage 2 stops early, keeping what it has; --stop-step replays such a run).
+Prints the loss curve and held-out exact-match accuracy per question type.
 
-The committed v2 weights (recipe C of docs/model_card.md; ~3 minutes on one H200):
+The committed grounded-v3 weights, on the 2-core CPU in 45 minutes (docs/model_card.md)::
 
-    python tools/train_default_model.py --seed 0 --device cuda --minutes 3 --eval-every 150
+    python tools/train_default_model.py --seed 0 --report /tmp/train.json
 
-On a CPU: the same command with `--device cpu` (bf16 autocast only where the CPU has AVX-512 BF16
-or AMX; fp32 otherwise). Stage 2 trains the word tables and the soft prompt (template.py).
+bf16 autocast only on CUDA or where the CPU has AVX-512 BF16 / AMX; fp32 otherwise.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamvqa.models.grounded.samples import SIZES, scene_sample, snippet_sample  # noqa: E402
+from streamvqa.models.grounded import template  # noqa: E402
+from streamvqa.models.grounded.samples import SIZES, event_sample, scene_sample, snippet_sample  # noqa: E402
 from streamvqa.models.grounded.sequences import IGNORE, Sample, Tokens, collate, embed  # noqa: E402
 from streamvqa.models.grounded.vision import GroundedVision, GroundedVisionConfig, default_weights_path  # noqa: E402
 from streamvqa.models.smollm2 import ensure_smollm2  # noqa: E402
@@ -116,14 +117,21 @@ def stage1(vision: GroundedVision, seed: int, steps: int, batch: int, max_s: flo
 
 
 # -- stage 2 ---------------------------------------------------------------------------------
-def train_batch(rng: np.random.Generator, p_snippet: float, batch: int, max_frames: int = 16) -> list[Sample]:
-    """All scenes, or all snippets with the same number of frames (little padding)."""
-    if rng.random() >= p_snippet:
-        return [scene_sample(rng) for _ in range(batch)]
-    n = int(rng.integers(2, max_frames + 1))
+def train_batch(rng: np.random.Generator, args: argparse.Namespace) -> list[Sample]:
+    """All scenes, all snippets of one length, or all event streams (long: a smaller batch)."""
+    r = rng.random()
+    if r < args.p_events:
+        return _some(lambda: event_sample(rng), args.events_batch)
+    if r >= args.p_events + args.p_snippet:
+        return [scene_sample(rng) for _ in range(args.batch)]
+    n = int(rng.integers(2, args.snippet_frames + 1))
+    return _some(lambda: snippet_sample(rng, n_frames=n), args.batch)
+
+
+def _some(draw, n: int) -> list[Sample]:
     out: list[Sample] = []
-    while len(out) < batch:
-        s = snippet_sample(rng, n_frames=n)
+    while len(out) < n:
+        s = draw()
         if s is not None:
             out.append(s)
     return out
@@ -136,25 +144,55 @@ def to_device(batch: dict, device: str) -> dict:
 AMP = {"on": True}  # bf16 autocast for the LM (set from --amp)
 
 
-def lm_loss(lm, vision, batch: dict, emb) -> torch.Tensor:
-    x = embed(batch["ids"], batch["frames"], vision, emb)
-    labels = batch["labels"][:, 1:]
+def lm_loss(lm, vision, batch: dict, emb, n_prefix: int = 0) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over the answer tokens, and how many there are. The first `n_prefix`
+    positions (system prompt and soft prompt, the same in every row) run once for the batch and
+    are shared through the KV cache: a third of a single-frame sample's tokens."""
+    labels = batch["labels"][:, n_prefix:][:, 1:]
     keep = labels != IGNORE
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=AMP["on"]):
-        h = lm.model(inputs_embeds=x, attention_mask=batch["mask"]).last_hidden_state[:, :-1]
+    with torch.autocast(emb.weight.device.type, dtype=torch.bfloat16, enabled=AMP["on"]):
+        past = None
+        if n_prefix:
+            head = embed(batch["ids"][:1, :n_prefix], [], vision, emb)
+            past = lm.model(inputs_embeds=head, use_cache=True).past_key_values
+            past.batch_repeat_interleave(batch["ids"].shape[0])
+        x = embed(batch["ids"][:, n_prefix:], batch["frames"], vision, emb)
+        h = lm.model(inputs_embeds=x, attention_mask=batch["mask"], past_key_values=past).last_hidden_state[:, :-1]
         logits = lm.lm_head(h[keep])  # only where an answer token is predicted
-    return F.cross_entropy(logits.float(), labels[keep])
+    return F.cross_entropy(logits.float(), labels[keep], reduction="sum"), int(keep.sum())
 
 
-def held_out(seed: int, per_type: int, n_snippets: int) -> list[Sample]:
-    """Single-question samples: `per_type` scenes per QA type, then stream snippets."""
+def step_loss(lm, vision, samples: list[Sample], toks: Tokens, pad_id: int, device: str) -> float:
+    """Backward of the batch's mean answer-token loss, in micro-batches of samples with the same
+    number of frames: padding a long event stream to its batch's longest would waste most of a
+    CPU's time, and the per-token cost barely depends on the batch size there."""
+    groups: dict[int, list[Sample]] = defaultdict(list)
+    for s in samples:
+        groups[len(s.frames)].append(s)
+    emb = lm.get_input_embeddings()
+    n_prefix = len(toks(template.PREFIX)) + vision.prompt.shape[0]
+    parts = []
+    for group in groups.values():
+        b = to_device(collate(group, toks, vision.n_tokens, pad_id, vision.prompt.shape[0]), device)
+        parts.append((b, int((b["labels"] != IGNORE).sum())))
+    n_total = sum(n for _, n in parts)
+    total = 0.0
+    for b, _ in parts:
+        loss, _n = lm_loss(lm, vision, b, emb, n_prefix)
+        (loss / n_total).backward()
+        total += loss.item()
+    return total / n_total
+
+
+def held_out(seed: int, per_type: int, n_snippets: int, n_events: int = 0) -> list[Sample]:
+    """Single-question samples: `per_type` scenes per QA type, stream snippets, then event
+    streams (their types prefixed "events:")."""
     rng = np.random.default_rng(seed)
     out = [scene_sample(rng, kinds=(k,)) for k in QA_TYPES for _ in range(per_type)]
-    while n_snippets > 0:
-        s = snippet_sample(rng, n_turns=1)
-        if s is not None:
-            out.append(s)
-            n_snippets -= 1
+    out += _some(lambda: snippet_sample(rng, n_turns=1), n_snippets)
+    for s in _some(lambda: event_sample(rng, n_turns=1), n_events):
+        s.types = [f"events:{t}" for t in s.types]
+        out.append(s)
     return out
 
 
@@ -179,22 +217,22 @@ def exact_match(lm, vision, samples: list[Sample], toks: Tokens, pad_id: int, ba
             hits[s.types[0]].append(int(ok[j].all()))
     acc = {k: float(np.mean(v)) for k, v in sorted(hits.items())}
     scene = [x for k in QA_TYPES for x in hits.get(k, [])]
-    stream = [x for k, v in hits.items() if k not in QA_TYPES for x in v]
+    events = [x for k, v in hits.items() if k.startswith("events:") for x in v]
+    stream = [x for k, v in hits.items() if k not in QA_TYPES and not k.startswith("events:") for x in v]
     acc["frames_overall"] = float(np.mean(scene)) if scene else 0.0
     acc["snippets_overall"] = float(np.mean(stream)) if stream else 0.0
+    acc["events_overall"] = float(np.mean(events)) if events else 0.0
     return acc
 
 
 def stage2(lm, vision, tok, args, deadline: float) -> dict:
     toks = Tokens(tok)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 2
-    emb = lm.get_input_embeddings()
     params = [vision.colour_words, vision.shape_words, vision.digit_words, vision.count_words, vision.position_words,
               vision.prompt]
-    n_prompt = vision.prompt.shape[0]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     rng = np.random.default_rng(args.seed + 1)
-    evalset = held_out(args.seed + 999, args.eval_per_type, args.eval_snippets)
+    evalset = held_out(args.seed + 999, args.eval_per_type, args.eval_snippets, args.eval_events)
     history, results, evals = [], {}, []
     t0 = time.time()
     ema = None
@@ -203,16 +241,15 @@ def stage2(lm, vision, tok, args, deadline: float) -> dict:
         lr = args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         for g in opt.param_groups:
             g["lr"] = lr
-        samples = train_batch(rng, args.p_snippet, args.batch, args.snippet_frames)
-        loss = lm_loss(lm, vision, to_device(collate(samples, toks, vision.n_tokens, pad_id, n_prompt), args.device), emb)
+        samples = train_batch(rng, args)
         opt.zero_grad()
-        loss.backward()
+        loss = step_loss(lm, vision, samples, toks, pad_id, args.device)
         opt.step()
-        ema = loss.item() if ema is None else 0.9 * ema + 0.1 * loss.item()
-        history.append(round(loss.item(), 4))
+        ema = loss if ema is None else 0.9 * ema + 0.1 * loss
+        history.append(round(loss, 4))
         if step % 10 == 0:
-            log(f"stage2 step {step} loss {loss.item():.4f} ema {ema:.4f} lr {lr:.2e} ({(time.time() - t0) / (step + 1):.2f} s/step)")
-        last = step == args.steps - 1 or time.time() > deadline
+            log(f"stage2 step {step} loss {loss:.4f} ema {ema:.4f} lr {lr:.2e} ({(time.time() - t0) / (step + 1):.2f} s/step)")
+        last = step == args.steps - 1 or step + 1 == args.stop_step or time.time() > deadline
         if (args.eval_every and step and step % args.eval_every == 0) or last:
             results = exact_match(lm, vision, evalset, toks, pad_id)
             evals.append({"step": step, "s": round(time.time() - t0, 1), **results})
@@ -222,7 +259,7 @@ def stage2(lm, vision, tok, args, deadline: float) -> dict:
                 log(f"saved {args.out}")
         if last:
             if step < args.steps - 1:
-                log(f"stage2 stopped at step {step} (time cap)")
+                log(f"stage2 stopped after {step + 1} of {args.steps} steps ({'--stop-step' if step + 1 == args.stop_step else 'time cap'})")
             break
     return {"loss_curve": history, "held_out": results, "evals": evals, "steps_done": step + 1,
             "stage2_s": round(time.time() - t0, 1)}
@@ -242,21 +279,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=45.0, help="wall-time cap for the whole run")
     ap.add_argument("--stage1-steps", type=int, default=600)
     ap.add_argument("--stage1-batch", type=int, default=64)
-    ap.add_argument("--stage1-max-s", type=float, default=600.0)
+    ap.add_argument("--stage1-max-s", type=float, default=420.0)
     ap.add_argument("--stage1-lr", type=float, default=2e-3)
-    ap.add_argument("--init", default=None, help="start from saved weights (e.g. to refine the tower)")
-    ap.add_argument("--tables-from", default=None, help="take the word tables from these saved weights")
-    ap.add_argument("--steps", type=int, default=600, help="stage-2 steps (cosine schedule length)")
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--p-snippet", type=float, default=0.35)
+    ap.add_argument("--init", default=None, help="start from saved weights (fine-tune them)")
+    ap.add_argument("--steps", type=int, default=340, help="stage-2 steps (cosine schedule length)")
+    ap.add_argument("--stop-step", type=int, default=0,
+                    help="stop stage 2 after this many steps of the --steps schedule (replays a time-capped run)")
+    ap.add_argument("--eval-reserve-s", type=float, default=150.0,
+                    help="seconds kept from --minutes for the final held-out evaluation")
+    ap.add_argument("--batch", type=int, default=12, help="scenes or snippets per batch")
+    ap.add_argument("--lr", type=float, default=5e-3)
+    ap.add_argument("--p-snippet", type=float, default=0.1, help="share of batches that are snippets")
     ap.add_argument("--snippet-frames", type=int, default=16, help="most frames in a training snippet")
+    ap.add_argument("--p-events", type=float, default=0.3, help="share of batches that are event streams")
+    ap.add_argument("--events-batch", type=int, default=4, help="event streams per batch")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
                     help="bf16 autocast for the LM; auto: on CUDA, or on CPUs with AVX-512 BF16 / AMX")
-    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--eval-every", type=int, default=0, help="held-out evaluation every N steps (0: at the end only)")
     ap.add_argument("--eval-per-type", type=int, default=30)
     ap.add_argument("--eval-snippets", type=int, default=60)
+    ap.add_argument("--eval-events", type=int, default=40)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(default_weights_path()))
     ap.add_argument("--report", default=None, help="write the loss curve and accuracies as JSON")
@@ -265,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     AMP["on"] = args.amp == "bf16" or (args.amp == "auto" and (args.device.startswith("cuda") or _cpu_has_bf16()))
     log(f"device {args.device}, bf16 autocast {'on' if AMP['on'] else 'off'}, threads {args.threads}")
-    deadline = start + args.minutes * 60
+    deadline = start + args.minutes * 60 - args.eval_reserve_s  # the final held-out evaluation fits too
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -289,18 +332,13 @@ def main(argv: list[str] | None = None) -> int:
                     lr0=args.stage1_lr, device=args.device)
     for p in list(vision.tower.parameters()) + list(vision.head.parameters()):
         p.requires_grad_(False)
-    if args.tables_from:  # word tables trained in another run (the tower's classes are unchanged)
-        other = GroundedVision.load(Path(args.tables_from), emb, tok)
-        with torch.no_grad():
-            for name in ("colour_words", "shape_words", "digit_words", "count_words", "position_words", "prompt"):
-                getattr(vision, name).copy_(getattr(other, name))  # noqa: B909
-        log(f"word tables from {args.tables_from}")
     if args.steps > 0:
         report = stage2(lm, vision, tok, args, deadline)
     else:
         vision.eval()
         toks = Tokens(tok)
-        results = exact_match(lm, vision, held_out(args.seed + 999, args.eval_per_type, args.eval_snippets), toks,
+        results = exact_match(lm, vision, held_out(args.seed + 999, args.eval_per_type, args.eval_snippets,
+                                                   args.eval_events), toks,
                               tok.pad_token_id if tok.pad_token_id is not None else 2)
         log("held-out: " + " ".join(f"{k}={v:.3f}" for k, v in results.items()))
         if args.out:

@@ -44,22 +44,13 @@ class DefaultAdapter(ModelAdapter):
     def from_pretrained(
         cls, path: Path, device: str = "cpu", dtype: torch.dtype = torch.float32, vision_weights: Path | None = None
     ) -> DefaultAdapter:
-        from streamvqa.models.grounded.vision import (
-            GroundedVision,
-            GroundedVisionConfig,
-            default_weights_path,
-        )
+        from streamvqa.models.grounded.vision import GroundedVision, default_weights_path
 
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
         tok = AutoTokenizer.from_pretrained(path)
         weights = vision_weights or default_weights_path()
         emb = model.get_input_embeddings()
-        if Path(weights).exists():
-            vision = GroundedVision.load(Path(weights), emb, tok)
-        else:
-            log.warning("no trained vision weights at %s: the vision tower is random", weights)
-            torch.manual_seed(0)
-            vision = GroundedVision(GroundedVisionConfig(), emb, tok)
+        vision = GroundedVision.load(Path(weights), emb, tok)  # missing or corrupt weights fail here, loudly
         return cls(model, tok, vision.to(device), name=f"default:{Path(weights).name}")
 
     def fingerprint(self) -> str:

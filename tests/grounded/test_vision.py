@@ -74,7 +74,7 @@ def test_missing_checksum_is_an_error(fake_lm, tmp_path):
 
 def test_default_weights_path():
     p = default_weights_path()
-    assert p.name == "grounded-v2.safetensors" and p.parent.name == "weights"
+    assert p.name == "grounded-v3.safetensors" and p.parent.name == "weights"
 
 
 @pytest.mark.slow
@@ -124,3 +124,12 @@ def test_soft_prompt_is_saved_and_loaded(fake_lm, tmp_path):
     v.save(tmp_path / "w.safetensors")
     w = GroundedVision.load(tmp_path / "w.safetensors", emb, tok)
     assert torch.equal(v.prompt, w.prompt)
+
+
+def test_default_model_refuses_missing_weights(real_lm, tmp_path):
+    """No silent random tower: a default model without its trained weights fails to load."""
+    from streamvqa.models.default import DefaultAdapter
+    from streamvqa.models.smollm2 import ensure_smollm2
+
+    with pytest.raises(FileNotFoundError, match="grounded vision weights not found"):
+        DefaultAdapter.from_pretrained(ensure_smollm2(), vision_weights=tmp_path / "missing.safetensors")

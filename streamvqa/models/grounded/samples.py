@@ -1,8 +1,9 @@
 """Random training/evaluation samples: single scenes with QA turns, and short stream snippets.
 
 Snippets are a few frames of drifting background with one to three events (objects or digits,
-each lasting one to three frames) and needle questions about them, so the LM learns to read
-many frames' timestamped captions, as in serving.
+each lasting one to three frames) and needle questions about them. Event streams are what the
+LM reads of a long stream: up to eight events of one to six seconds each, minutes apart. In both,
+frames with nothing to see are left out, as serving leaves them out (`models.default.empty_frames`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from streamvqa.models.grounded.sequences import Sample
 from streamvqa.models.grounded.vision import COLOURS, POSITIONS, SHAPES
 from streamvqa.synth.qa import QA_TYPES, question_of_type
 from streamvqa.synth.scenes import random_scene, render_scene
-from streamvqa.synth.streams import Event, Stream, needle_questions, render_stream_frame
+from streamvqa.synth.streams import Event, Stream, needle_questions, random_stream, render_stream_frame
 
 SIZES = ((128, 128), (96, 96), (160, 120), (64, 64), (192, 144))
-TYPE_WEIGHTS = {"colour": 1.0, "shape": 1.0, "count": 0.7, "position": 1.0, "digit": 0.8, "exists": 2.0}
+TYPE_WEIGHTS = {"colour": 1.0, "shape": 1.0, "count": 0.7, "position": 1.0, "digit": 0.8, "exists": 3.0}
 
 
 def random_time(rng: np.random.Generator) -> float:
@@ -66,9 +67,29 @@ def snippet_sample(rng: np.random.Generator, n_frames: int | None = None, n_turn
     qs = needle_questions(stream, rng)
     if not qs:
         return None
-    pick = rng.choice(len(qs), size=min(n_turns, len(qs)), replace=False)
     t0 = float(rng.integers(0, 3000))
-    frames = [render_stream_frame(stream, i) for i in range(stream.n_frames)]
-    times = [t0 + i * gap for i in range(stream.n_frames)]
-    return Sample(frames, times, [(qs[int(i)]["question"], qs[int(i)]["answer"]) for i in pick],
-                  [qs[int(i)]["type"] for i in pick])
+    return _seen(stream, qs, rng, n_turns, t0)
+
+
+def event_sample(rng: np.random.Generator, n_turns: int = 3, max_events: int = 8) -> Sample | None:
+    """What the LM sees of a long stream: 1-5 object and 0-3 digit events of 3-6 s over
+    0.5-10 minutes (as `random_stream`, the needle evaluation's streams, draws them), with only
+    the frames that show something; None when the events allow no question."""
+    n_obj = int(rng.integers(1, 6))
+    n_dig = int(rng.integers(0, min(3, max_events - n_obj) + 1))
+    w, h = SIZES[int(rng.integers(len(SIZES)))]
+    stream = random_stream(int(rng.integers(2**31 - 1)), minutes=float(rng.uniform(0.5, 10.0)), width=w, height=h,
+                           n_objects=n_obj, n_digits=n_dig)
+    qs = needle_questions(stream, rng)
+    if not qs:
+        return None
+    return _seen(stream, qs, rng, n_turns, 0.0)
+
+
+def _seen(stream: Stream, qs: list[dict], rng: np.random.Generator, n_turns: int, t0: float) -> Sample:
+    """The stream's frames that show something (an empty frame adds no tokens in serving) with
+    `n_turns` of its questions."""
+    shown = [i for i in range(stream.n_frames) if any(e.active(i / stream.fps) for e in stream.events)]
+    pick = rng.choice(len(qs), size=min(n_turns, len(qs)), replace=False)
+    return Sample([render_stream_frame(stream, i) for i in shown], [t0 + i / stream.fps for i in shown],
+                  [(qs[int(i)]["question"], qs[int(i)]["answer"]) for i in pick], [qs[int(i)]["type"] for i in pick])

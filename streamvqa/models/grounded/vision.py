@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-WEIGHTS_NAME = "grounded-v2.safetensors"
+WEIGHTS_NAME = "grounded-v3.safetensors"
 
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "black")
 SHAPES = ("circle", "square", "triangle", "star", "cross")
@@ -266,7 +266,7 @@ class GroundedVision(nn.Module):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(path), metadata={"format": "pt", "model": "streamvqa-grounded-v2"})
+        save_file(state, str(path), metadata={"format": "pt", "model": "streamvqa-grounded-v3"})
         sha256_path(path).write_text(f"{file_sha256(path)}  {path.name}\n")
         config_path(path).write_text(self.config.to_json() + "\n")
 

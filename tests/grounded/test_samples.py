@@ -1,0 +1,62 @@
+"""Training samples: snippets and event streams hold only frames that show something (as
+serving leaves empty frames out), are deterministic by seed, and ask about what they show."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streamvqa.models.grounded.samples import _seen, event_sample, snippet_sample
+from streamvqa.synth.streams import Event, Stream, needle_questions, random_stream, render_stream_frame
+
+
+def _draw(fn, seed: int):
+    rng = np.random.default_rng(seed)
+    while (s := fn(rng)) is None:
+        pass
+    return s
+
+
+def test_event_sample_deterministic_and_only_shown_frames():
+    a, b = _draw(event_sample, 3), _draw(event_sample, 3)
+    assert a.times == b.times and a.turns == b.turns
+    assert all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames, strict=True))
+    assert a.times == sorted(a.times) and len(a.turns) == len(a.types) <= 3
+    # the frames are a subset of the stream's seconds: 3-6 s per event, at most eight events
+    assert 3 <= len(a.frames) <= 8 * 6
+
+
+def test_event_sample_frames_are_the_event_frames_of_its_stream():
+    """Rebuild the stream event_sample drew and check the kept frames are exactly those with an
+    active event, and that every question's answer is about an event the frames show."""
+    rng = np.random.default_rng(11)
+    n_obj = int(rng.integers(1, 6))
+    n_dig = int(rng.integers(0, min(3, 8 - n_obj) + 1))
+    rng.integers(5)  # the frame size
+    seed = int(rng.integers(2**31 - 1))
+    minutes = float(rng.uniform(0.5, 10.0))
+    s = _draw(event_sample, 11)
+    stream = random_stream(seed, minutes=minutes, n_objects=n_obj, n_digits=n_dig)
+    active = [float(i) for i in range(stream.n_frames) if any(e.active(i) for e in stream.events)]
+    assert s.times == active
+    shown = {e.colour for e in stream.events if e.kind == "object"} | {
+        str(e.digit) for e in stream.events if e.kind == "digit"} | {
+        e.shape for e in stream.events if e.kind == "object"} | {
+        e.position for e in stream.events if e.kind == "object"}
+    assert all(a in shown for _, a in s.turns)
+
+
+def test_only_frames_with_an_active_event_are_kept():
+    st = Stream(seed=1, duration=10, events=[Event(2, 2, shape="star", colour="red", position="left"),
+                                             Event(6, 1, digit=4)])
+    qs = needle_questions(st)
+    s = _seen(st, qs, np.random.default_rng(0), n_turns=9, t0=100.0)
+    assert s.times == [102.0, 103.0, 106.0]
+    assert np.array_equal(s.frames[2], render_stream_frame(st, 6))
+    assert sorted(s.turns) == sorted((q["question"], q["answer"]) for q in qs)
+
+
+def test_snippets_are_deterministic_and_short():
+    for seed in range(5):
+        a, b = _draw(lambda r: snippet_sample(r, n_frames=12), seed), _draw(lambda r: snippet_sample(r, n_frames=12), seed)
+        assert a.times == b.times and a.turns == b.turns
+        assert 1 <= len(a.frames) <= 12
