@@ -282,17 +282,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stage1-max-s", type=float, default=420.0)
     ap.add_argument("--stage1-lr", type=float, default=2e-3)
     ap.add_argument("--init", default=None, help="start from saved weights (fine-tune them)")
-    ap.add_argument("--steps", type=int, default=340, help="stage-2 steps (cosine schedule length)")
+    ap.add_argument("--steps", type=int, default=540, help="stage-2 steps (cosine schedule length)")
     ap.add_argument("--stop-step", type=int, default=0,
                     help="stop stage 2 after this many steps of the --steps schedule (replays a time-capped run)")
     ap.add_argument("--eval-reserve-s", type=float, default=150.0,
                     help="seconds kept from --minutes for the final held-out evaluation")
-    ap.add_argument("--batch", type=int, default=12, help="scenes or snippets per batch")
+    ap.add_argument("--batch", type=int, default=8, help="scenes or snippets per batch")
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--p-snippet", type=float, default=0.1, help="share of batches that are snippets")
     ap.add_argument("--snippet-frames", type=int, default=16, help="most frames in a training snippet")
     ap.add_argument("--p-events", type=float, default=0.3, help="share of batches that are event streams")
-    ap.add_argument("--events-batch", type=int, default=4, help="event streams per batch")
+    ap.add_argument("--events-batch", type=int, default=2, help="event streams per batch")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
                     help="bf16 autocast for the LM; auto: on CUDA, or on CPUs with AVX-512 BF16 / AMX")
