@@ -144,8 +144,8 @@ def to_device(batch: dict, device: str) -> dict:
 AMP = {"on": True}  # bf16 autocast for the LM (set from --amp)
 
 
-def lm_loss(lm, vision, batch: dict, emb, n_prefix: int = 0) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over the answer tokens, and how many there are. The first `n_prefix`
+def lm_loss(lm, vision, batch: dict, emb, n_prefix: int = 0) -> torch.Tensor:
+    """Summed cross-entropy over the answer tokens. The first `n_prefix`
     positions (system prompt and soft prompt, the same in every row) run once for the batch and
     are shared through the KV cache: a third of a single-frame sample's tokens."""
     labels = batch["labels"][:, n_prefix:][:, 1:]
@@ -159,10 +159,10 @@ def lm_loss(lm, vision, batch: dict, emb, n_prefix: int = 0) -> tuple[torch.Tens
         x = embed(batch["ids"][:, n_prefix:], batch["frames"], vision, emb)
         h = lm.model(inputs_embeds=x, attention_mask=batch["mask"], past_key_values=past).last_hidden_state[:, :-1]
         logits = lm.lm_head(h[keep])  # only where an answer token is predicted
-    return F.cross_entropy(logits.float(), labels[keep], reduction="sum"), int(keep.sum())
+    return F.cross_entropy(logits.float(), labels[keep], reduction="sum")
 
 
-def step_loss(lm, vision, samples: list[Sample], toks: Tokens, pad_id: int, device: str) -> float:
+def step_loss(lm, vision, samples: list[Sample], toks: Tokens, pad_id: int, device: str, n_prefix: int) -> float:
     """Backward of the batch's mean answer-token loss, in micro-batches of samples with the same
     number of frames: padding a long event stream to its batch's longest would waste most of a
     CPU's time, and the per-token cost barely depends on the batch size there."""
@@ -170,15 +170,11 @@ def step_loss(lm, vision, samples: list[Sample], toks: Tokens, pad_id: int, devi
     for s in samples:
         groups[len(s.frames)].append(s)
     emb = lm.get_input_embeddings()
-    n_prefix = len(toks(template.PREFIX)) + vision.prompt.shape[0]
-    parts = []
-    for group in groups.values():
-        b = to_device(collate(group, toks, vision.n_tokens, pad_id, vision.prompt.shape[0]), device)
-        parts.append((b, int((b["labels"] != IGNORE).sum())))
-    n_total = sum(n for _, n in parts)
+    parts = [to_device(collate(g, toks, vision.n_tokens, pad_id, vision.prompt.shape[0]), device) for g in groups.values()]
+    n_total = sum(int((b["labels"] != IGNORE).sum()) for b in parts)
     total = 0.0
-    for b, _ in parts:
-        loss, _n = lm_loss(lm, vision, b, emb, n_prefix)
+    for b in parts:
+        loss = lm_loss(lm, vision, b, emb, n_prefix)
         (loss / n_total).backward()
         total += loss.item()
     return total / n_total
@@ -233,6 +229,7 @@ def stage2(lm, vision, tok, args, deadline: float) -> dict:
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     rng = np.random.default_rng(args.seed + 1)
     evalset = held_out(args.seed + 999, args.eval_per_type, args.eval_snippets, args.eval_events)
+    n_prefix = len(toks(template.PREFIX)) + vision.prompt.shape[0]  # shared by every row (lm_loss)
     history, results, evals = [], {}, []
     t0 = time.time()
     ema = None
@@ -243,7 +240,7 @@ def stage2(lm, vision, tok, args, deadline: float) -> dict:
             g["lr"] = lr
         samples = train_batch(rng, args)
         opt.zero_grad()
-        loss = step_loss(lm, vision, samples, toks, pad_id, args.device)
+        loss = step_loss(lm, vision, samples, toks, pad_id, args.device, n_prefix)
         opt.step()
         ema = loss if ema is None else 0.9 * ema + 0.1 * loss
         history.append(round(loss, 4))

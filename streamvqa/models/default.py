@@ -7,7 +7,6 @@ scenes while the language model stays frozen. Plain 1-D RoPE.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from streamvqa.models.base import LinearPositions, ModelAdapter, Piece, Segment
 from streamvqa.models.grounded import template
-
-log = logging.getLogger(__name__)
 
 
 def empty_frames(parse) -> list[bool]:

@@ -71,15 +71,20 @@ def snippet_sample(rng: np.random.Generator, n_frames: int | None = None, n_turn
     return _seen(stream, qs, rng, n_turns, t0)
 
 
-def event_sample(rng: np.random.Generator, n_turns: int = 3, max_events: int = 8) -> Sample | None:
-    """What the LM sees of a long stream: 1-5 object and 0-3 digit events of 3-6 s over
-    0.5-10 minutes (as `random_stream`, the needle evaluation's streams, draws them), with only
-    the frames that show something; None when the events allow no question."""
+def event_stream(rng: np.random.Generator, max_events: int = 8) -> Stream:
+    """1-5 object and 0-3 digit events of 3-6 s over 0.5-10 minutes, drawn by `random_stream`
+    (the needle evaluation's streams)."""
     n_obj = int(rng.integers(1, 6))
     n_dig = int(rng.integers(0, min(3, max_events - n_obj) + 1))
     w, h = SIZES[int(rng.integers(len(SIZES)))]
-    stream = random_stream(int(rng.integers(2**31 - 1)), minutes=float(rng.uniform(0.5, 10.0)), width=w, height=h,
-                           n_objects=n_obj, n_digits=n_dig)
+    return random_stream(int(rng.integers(2**31 - 1)), minutes=float(rng.uniform(0.5, 10.0)), width=w, height=h,
+                         n_objects=n_obj, n_digits=n_dig)
+
+
+def event_sample(rng: np.random.Generator, n_turns: int = 3, max_events: int = 8) -> Sample | None:
+    """What the LM sees of a long stream (`event_stream`): only the frames that show something;
+    None when the events allow no question."""
+    stream = event_stream(rng, max_events)
     qs = needle_questions(stream, rng)
     if not qs:
         return None
