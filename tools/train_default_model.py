@@ -1,14 +1,15 @@
 """Train the grounded default model: a small vision tower + "words" connector for frozen SmolLM2.
 
 Stage 1 pre-trains the tower and its scene-parse head on scene labels (colour and shape per
-position, digit, count). Stage 2 freezes them and trains only the connector's word tables and
-the soft prompt through the frozen LM, loss on answer tokens, on single-scene QA, short stream
+position, digit, count). Stage 2 freezes them and trains the connector's word tables, the soft
+prompt and rank-8 adapters on the LM's attention (`--lora-rank`, 0 for none; the LM's own
+weights stay frozen) through the LM, loss on answer tokens, on single-scene QA, short stream
 snippets and event streams (what the LM reads of a long stream) with needle questions.
 Deterministic given --seed and the step counts; --minutes caps the wall time, final held-out
 evaluation included (stage 2 stops early, keeping what it has; --stop-step replays such a run).
 Prints the loss curve and held-out exact-match accuracy per question type.
 
-The committed grounded-v3 weights, on the 2-core CPU in 45 minutes (docs/model_card.md)::
+The committed grounded-v4 weights, on the 2-core CPU in 42 minutes (docs/model_card.md)::
 
     python tools/train_default_model.py --seed 0 --report /tmp/train.json
 
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamvqa.models.grounded import template  # noqa: E402
+from streamvqa.models.grounded.lora import LoRA  # noqa: E402
 from streamvqa.models.grounded.samples import SIZES, event_sample, scene_sample, snippet_sample  # noqa: E402
 from streamvqa.models.grounded.sequences import IGNORE, Sample, Tokens, collate, embed  # noqa: E402
 from streamvqa.models.grounded.vision import GroundedVision, GroundedVisionConfig, default_weights_path  # noqa: E402
@@ -226,7 +228,10 @@ def stage2(lm, vision, tok, args, deadline: float) -> dict:
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 2
     params = [vision.colour_words, vision.shape_words, vision.digit_words, vision.count_words, vision.position_words,
               vision.prompt]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    groups = [{"params": params, "lr_scale": 1.0}]
+    if vision.lora is not None:  # hooked into the LM by main()
+        groups.append({"params": list(vision.lora.parameters()), "lr_scale": args.lora_lr / args.lr})
+    opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.0)
     rng = np.random.default_rng(args.seed + 1)
     evalset = held_out(args.seed + 999, args.eval_per_type, args.eval_snippets, args.eval_events)
     n_prefix = len(toks(template.PREFIX)) + vision.prompt.shape[0]  # shared by every row (lm_loss)
@@ -237,7 +242,7 @@ def stage2(lm, vision, tok, args, deadline: float) -> dict:
         warm = min(1.0, (step + 1) / 30)
         lr = args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g["lr_scale"]
         samples = train_batch(rng, args)
         opt.zero_grad()
         loss = step_loss(lm, vision, samples, toks, pad_id, args.device, n_prefix)
@@ -290,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--snippet-frames", type=int, default=16, help="most frames in a training snippet")
     ap.add_argument("--p-events", type=float, default=0.3, help="share of batches that are event streams")
     ap.add_argument("--events-batch", type=int, default=2, help="event streams per batch")
+    ap.add_argument("--lora-rank", type=int, default=8, help="rank of LM attention adapters (0: none, LM untouched)")
+    ap.add_argument("--lora-alpha", type=float, default=16.0)
+    ap.add_argument("--lora-lr", type=float, default=1e-3, help="peak learning rate of the adapters")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
                     help="bf16 autocast for the LM; auto: on CUDA, or on CPUs with AVX-512 BF16 / AMX")
@@ -329,6 +337,13 @@ def main(argv: list[str] | None = None) -> int:
                     lr0=args.stage1_lr, device=args.device)
     for p in list(vision.tower.parameters()) + list(vision.head.parameters()):
         p.requires_grad_(False)
+    if args.lora_rank and vision.lora is None:
+        vision.config.lora_alpha = args.lora_alpha
+        vision.lora = LoRA.for_model(lm, args.lora_rank, args.lora_alpha).to(args.device)
+    if vision.lora is not None:
+        vision.lora.hook(lm)  # training and the held-out evaluation see the adapted LM
+        log(f"LoRA rank {vision.lora.rank} on {len(vision.lora.adapters)} LM projections, "
+            f"{sum(p.numel() for p in vision.lora.parameters())} params")
     if args.steps > 0:
         report = stage2(lm, vision, tok, args, deadline)
     else:

@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from streamvqa.models.base import LinearPositions, ModelAdapter, Piece, Segment
 from streamvqa.models.grounded import template
+from streamvqa.models.grounded.lora import MERGED
 
 
 def empty_frames(parse) -> list[bool]:
@@ -27,6 +28,8 @@ class DefaultAdapter(ModelAdapter):
     family = "default"
 
     def __init__(self, model, tokenizer, vision, name: str = "default") -> None:
+        if getattr(vision, "lora", None) is not None and getattr(model, MERGED, None) is not vision.lora:
+            raise ValueError("the vision weights carry LM adapters: merge them first (vision.lora.merge_into)")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.vision = vision.eval()
@@ -48,6 +51,8 @@ class DefaultAdapter(ModelAdapter):
         weights = vision_weights or default_weights_path()
         emb = model.get_input_embeddings()
         vision = GroundedVision.load(Path(weights), emb, tok)  # missing or corrupt weights fail here, loudly
+        if vision.lora is not None:
+            vision.lora.merge_into(model)  # this adapter's own LM copy; the LM weights file is untouched
         return cls(model, tok, vision.to(device), name=f"default:{Path(weights).name}")
 
     def fingerprint(self) -> str:

@@ -15,7 +15,8 @@ three, in the fixed order left, right, top, bottom, centre); unused slots read
 A trainable soft prompt (initialised from the LM's embeddings of `PROMPT_TEXT`) follows the
 system prompt once per stream and tells the LM how to read the lines.
 Only what we train is saved: the tower, the head, the small word tables and the soft prompt
-(never the LM's 49152 x 576 embedding table).
+(never the LM's 49152 x 576 embedding table), and low-rank adapters on the LM's attention when
+training used them (`lora.py`; `DefaultAdapter` merges them into its own copy of the LM).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-WEIGHTS_NAME = "grounded-v3.safetensors"
+from streamvqa.models.grounded.lora import LoRA
+
+WEIGHTS_NAME = "grounded-v4.safetensors"
 
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "black")
 SHAPES = ("circle", "square", "triangle", "star", "cross")
@@ -77,6 +80,7 @@ class GroundedVisionConfig:
     no_digit: str = NO_DIGIT
     n_slots: int = 3
     prompt_text: str = PROMPT_TEXT
+    lora_alpha: float = 16.0  # scale of the LM adapters, if the weights hold any (lora.py)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -175,6 +179,7 @@ class GroundedVision(nn.Module):
         self.count_words = nn.Parameter(word_init(config.count_words, lm_embedding, tokenizer))
         self.position_words = nn.Parameter(word_init(config.place_classes, lm_embedding, tokenizer))
         self.prompt = nn.Parameter(text_init(config.prompt_text, lm_embedding, tokenizer))
+        self.lora: LoRA | None = None  # adapters on the LM's attention, trained in stage 2 if asked for
         self.register_buffer("mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1), persistent=False)
 
@@ -288,6 +293,9 @@ class GroundedVision(nn.Module):
         cfg_file = config_path(path)
         config = GroundedVisionConfig.from_json(cfg_file.read_text()) if cfg_file.exists() else GroundedVisionConfig()
         model = cls(config, lm_embedding, tokenizer)
-        model.load_state_dict(load_file(str(path)))
+        state = load_file(str(path))
+        if any(k.startswith("lora.") for k in state):
+            model.lora = LoRA.from_state(state, config.lora_alpha)
+        model.load_state_dict(state)
         model.eval()
         return model
