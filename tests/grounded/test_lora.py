@@ -81,3 +81,10 @@ def test_saved_with_the_vision_weights_and_refused_unmerged(fake_lm, tmp_path):
     plain = GroundedVision(GroundedVisionConfig(), emb, tok)
     plain.save(tmp_path / "p.safetensors")
     assert GroundedVision.load(tmp_path / "p.safetensors", emb, tok).lora is None
+
+
+def test_a_model_without_the_target_projections_is_refused():
+    with pytest.raises(ValueError, match="no Linear modules named"):
+        LoRA.for_model(torch.nn.Sequential(torch.nn.Linear(4, 4)), rank=2, alpha=4.0)
+    with pytest.raises(ValueError, match="no Linear modules named"):
+        LoRA.for_model(tiny_lm(), rank=2, alpha=4.0, targets=("qkv",))
