@@ -338,8 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     for p in list(vision.tower.parameters()) + list(vision.head.parameters()):
         p.requires_grad_(False)
     if args.lora_rank and vision.lora is None:
-        vision.config.lora_alpha = args.lora_alpha
-        vision.lora = LoRA.for_model(lm, args.lora_rank, args.lora_alpha).to(args.device)
+        vision.config.lora_alpha = args.lora_alpha  # saved with the weights: the load needs it
+        vision.lora = LoRA.for_model(lm, args.lora_rank, vision.config.lora_alpha).to(args.device)
     if vision.lora is not None:
         vision.lora.hook(lm)  # training and the held-out evaluation see the adapted LM
         log(f"LoRA rank {vision.lora.rank} on {len(vision.lora.adapters)} LM projections, "

@@ -11,7 +11,6 @@ import torch
 from streamvqa.evals import cli, frames, needle
 from streamvqa.evals.common import normalise, per_type
 from streamvqa.models.grounded.sequences import Sample, Tokens, build, collate, embed
-from streamvqa.models.grounded.vision import default_weights_path
 from streamvqa.synth.qa import QA_TYPES
 
 
@@ -80,7 +79,7 @@ def test_committed_weights_answer_held_out_questions(real_lm):
     from streamvqa.models.default import DefaultAdapter
     from streamvqa.models.smollm2 import ensure_smollm2
 
-    adapter = DefaultAdapter.from_pretrained(ensure_smollm2(), vision_weights=default_weights_path())
+    adapter = DefaultAdapter.from_pretrained(ensure_smollm2())  # the committed weights
     result = frames.evaluate(adapter, frames.held_out_questions(frames.EVAL_SEED + 1, 5))
     assert result["n"] == 30
     # grounded-v4 measures 0.983 on 180 held-out questions (docs/model_card.md); the target is 0.9

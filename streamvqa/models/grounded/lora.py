@@ -20,7 +20,11 @@ MERGED = "_streamvqa_lora"  # attribute set on a model whose weights hold merged
 
 
 def _key(module_name: str) -> str:
-    return module_name.replace(".", "-")  # module names hold no "-": reversible
+    return module_name.replace(".", "-")  # module names hold no "-": reversible by `_name`
+
+
+def _name(key: str) -> str:
+    return key.replace("-", ".")
 
 
 class LowRank(nn.Module):
@@ -59,7 +63,7 @@ class LoRA(nn.Module):
         for k, v in state.items():
             if k.startswith(prefix) and k.endswith(".a"):
                 name = k[len(prefix):-2]
-                shapes[name.replace("-", ".")] = (v.shape[1], state[prefix + name + ".b"].shape[0], v.shape[0])
+                shapes[_name(name)] = (v.shape[1], state[prefix + name + ".b"].shape[0], v.shape[0])
         return cls(shapes, alpha)
 
     @property
@@ -72,7 +76,7 @@ class LoRA(nn.Module):
 
     def _modules_of(self, lm: nn.Module):
         for key, ad in self.adapters.items():
-            yield lm.get_submodule(key.replace("-", ".")), ad
+            yield lm.get_submodule(_name(key)), ad
 
     def hook(self, lm: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
         """Add the adapters' output to their modules' (training); remove the handles to undo."""
@@ -94,5 +98,5 @@ class LoRA(nn.Module):
         if merged is not None:
             raise ValueError("the model already holds other merged adapters; load a fresh copy")
         for mod, ad in self._modules_of(lm):
-            mod.weight += (self.scale * ad.b.float() @ ad.a.float()).to(mod.weight.dtype).to(mod.weight.device)
+            mod.weight += (self.scale * ad.b.float() @ ad.a.float()).to(device=mod.weight.device, dtype=mod.weight.dtype)
         lm.__dict__[MERGED] = self  # not setattr: a Module attribute would register as a submodule
