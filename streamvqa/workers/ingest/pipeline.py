@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import av
 
 from .delivery import FrameDelivery
@@ -23,6 +25,7 @@ class FramePipeline:
         converter: RgbConverter,
         delivery: FrameDelivery,
         counters: IngestCounters,
+        clocked: bool = True,
     ) -> None:
         self.timeline = Timeline()
         self.sampler = FrameSampler(fps)
@@ -32,10 +35,22 @@ class FramePipeline:
         self._index = 0
         #: assumed spacing of frames that carry no pts (set from the stream's rate when known)
         self.frame_step = 1 / 30
+        #: whether frames arrive at their wall-clock time (live or paced): the time base has a wall clock
+        self.clocked = clocked
+        self._anchor: tuple[float, float] | None = None
 
     def new_segment(self, offset: float | None = None) -> None:
         """Call after a reconnect: the next frame's time continues from ``offset``."""
         self.timeline.new_segment(offset)
+
+    def _note_segment(self, t: float) -> None:
+        """Record where a new pts segment starts (first frame, reconnect, resume) in the time base."""
+        anchor = self.timeline.anchor
+        if anchor is None or anchor == self._anchor:
+            return
+        self._anchor = anchor
+        offset, base_pts = anchor
+        self.counters.time_base.begin(t, base_pts + (t - offset), time.time() if self.clocked else None)
 
     def push(self, frame: av.VideoFrame, pts_s: float | None = None) -> Frame | None:
         """Account for one decoded frame; return the sampled :class:`Frame` if it was kept.
@@ -46,6 +61,7 @@ class FramePipeline:
             pts_s = frame.time
         self.converter.check_resolution(frame.width, frame.height)
         t = self.timeline.map(None if pts_s is None else float(pts_s), self.frame_step)
+        self._note_segment(t)
         self.counters.decoded(t, frame.width, frame.height)
         if not self.sampler.accept(t):
             return None
