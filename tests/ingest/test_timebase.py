@@ -49,3 +49,13 @@ def test_restarted_ingest_segments_join_the_earlier_ones() -> None:
     assert map_time(d, 10.0) == (10.0, 110.0) and map_time(d, 25.0) == (25.0, 155.0)
     assert joined(d, after) == d  # polled again: nothing new
     assert shifted(after, 5.0)["segments"][0]["t"] == 25.0
+
+
+def test_live_wall_clock_keeps_the_earliest_start_later_frames_imply() -> None:
+    """Frames read while FFmpeg probes are decoded late: a later frame, on time, corrects it."""
+    tb = TimeBase()
+    tb.begin(0.0, 0.0, 1001.0)  # the first keyframe, decoded 1 s after it arrived
+    tb.refine_wall(0.5, 1001.1)  # still from the probe buffer
+    tb.refine_wall(2.0, 1002.05)  # live again: the segment started at 1000.05
+    tb.refine_wall(2.5, 1003.0)  # a late frame never moves it later
+    assert tb.to_dict()["wall_clock_at_zero"] == pytest.approx(1000.05)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 import av
 
@@ -10,6 +11,10 @@ from .delivery import FrameDelivery
 from .frames import Frame
 from .sampler import FrameSampler, RgbConverter, Timeline
 from .stats import IngestCounters
+
+#: how long into a live segment later frames may still move its wall-clock start earlier
+#: (covers RTSP's probe: ``analyzeduration`` 1 s; later, source/host clock drift would count)
+_REFINE_S = 3.0
 
 
 class FramePipeline:
@@ -25,7 +30,7 @@ class FramePipeline:
         converter: RgbConverter,
         delivery: FrameDelivery,
         counters: IngestCounters,
-        clocked: bool = True,
+        clock: Literal["live", "paced"] | None = "live",
     ) -> None:
         self.timeline = Timeline()
         self.sampler = FrameSampler(fps)
@@ -35,9 +40,11 @@ class FramePipeline:
         self._index = 0
         #: assumed spacing of frames that carry no pts (set from the stream's rate when known)
         self.frame_step = 1 / 30
-        #: whether frames arrive at their wall-clock time (live or paced): the time base has a wall clock
-        self.clocked = clocked
+        #: how frames relate to the wall clock: "live" (they arrive at their time, or late),
+        #: "paced" (delivered at their time), None (decoded as fast as possible: no wall clock)
+        self.clock = clock
         self._anchor: tuple[float, float] | None = None
+        self._segment_t = 0.0
 
     def new_segment(self, offset: float | None = None) -> None:
         """Call after a reconnect: the next frame's time continues from ``offset``."""
@@ -46,11 +53,16 @@ class FramePipeline:
     def _note_segment(self, t: float) -> None:
         """Record where a new pts segment starts (first frame, reconnect, resume) in the time base."""
         anchor = self.timeline.anchor
+        now = time.time()
         if anchor is None or anchor == self._anchor:
+            if self.clock == "live" and anchor is not None and t - self._segment_t <= _REFINE_S:
+                # a live frame is never decoded before it arrives, often after (the frames read
+                # while FFmpeg probes the stream are decoded at once after it): keep the earliest
+                self.counters.time_base.refine_wall(t, now)
             return
-        self._anchor = anchor
+        self._anchor, self._segment_t = anchor, t
         offset, base_pts = anchor
-        self.counters.time_base.begin(t, base_pts + (t - offset), time.time() if self.clocked else None)
+        self.counters.time_base.begin(t, base_pts + (t - offset), now if self.clock else None)
 
     def push(self, frame: av.VideoFrame, pts_s: float | None = None) -> Frame | None:
         """Account for one decoded frame; return the sampled :class:`Frame` if it was kept.

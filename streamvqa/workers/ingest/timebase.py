@@ -64,6 +64,17 @@ class TimeBase:
                 return
             self._segments = _bounded([*self._segments, seg])
 
+    def refine_wall(self, t: float, wall_clock: float) -> None:
+        """The frame at ``t`` (last segment) was decoded at ``wall_clock``: if that puts the
+        segment's start earlier than recorded, keep the earlier (a live frame is never early)."""
+        with self._lock:
+            last = self._segments[-1] if self._segments else None
+            if last is None or last.wall_clock is None:
+                return
+            start = wall_clock - (t - last.t)
+            if start < last.wall_clock:
+                self._segments[-1] = TimeSegment(last.t, last.source_pts, start)
+
     def to_dict(self) -> dict[str, Any] | None:
         with self._lock:
             return to_dict(self._segments)

@@ -113,7 +113,7 @@ class IngestWorker:
             ),
             self._delivery,
             self._counters,
-            clocked=self._source.kind is SourceKind.RTSP or config.realtime,
+            clock="live" if self._source.kind is SourceKind.RTSP else "paced" if config.realtime else None,
         )
         self._thread = threading.Thread(target=self._run, name=f"{name}-decode", daemon=True)
         self._history: list[str] = []
