@@ -47,6 +47,14 @@ def test_paced_file_resumes_at_the_acknowledged_time(h264_mp4: Path) -> None:
     assert tb["segments"][0]["wall_clock"] is not None  # paced: frames are tied to the wall clock
 
 
+def test_http_file_resumes_by_seeking(h264_mp4: Path, http_server: str) -> None:
+    url = f"{http_server}/{h264_mp4.name}"
+    _, full = run(url, 1.0)
+    worker, frames = run(url, 1.0, resume_after=6.0)
+    assert shown(frames) == [x for x in shown(full) if x[1] > 6.0]
+    assert worker.frames_decoded <= 4 * 25 + 1, worker.stats()  # from the keyframe at 6 s
+
+
 def test_resume_keeps_the_source_times_of_a_stream_not_starting_at_zero(tmp_path: Path) -> None:
     """MPEG-TS whose pts start at 100 s: stream time stays pts - 100 s after the resume."""
     ts = write_index_ts_vfr(tmp_path / "far.ts", [i * 0.1 for i in range(60)], start_s=100.0)

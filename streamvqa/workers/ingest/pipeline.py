@@ -50,6 +50,11 @@ class FramePipeline:
         """Call after a reconnect: the next frame's time continues from ``offset``."""
         self.timeline.new_segment(offset)
 
+    def reopened(self) -> None:
+        """The source was reopened on the same timeline (an HTTP resume): the next frame starts a
+        time-base segment, as pacing (so the wall clock) restarts there (dropped if it continues)."""
+        self._anchor = None
+
     def _note_segment(self, t: float) -> None:
         """Record where a new pts segment starts (first frame, reconnect, resume) in the time base."""
         anchor = self.timeline.anchor

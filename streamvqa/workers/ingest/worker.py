@@ -409,4 +409,5 @@ class IngestWorker:
             )
             return False
         self._resume_after = last_pts
+        self._pipeline.reopened()
         return True
