@@ -70,8 +70,8 @@ def test_ingest_errors_flow_back(durable_cluster, tmp_path):
 
 
 def test_ingest_resumes_after_encoder_kill(durable_cluster, clip):
-    """Paced (realtime) so the kill lands mid-file; after the restart the file is read again and
-    frames up to the last stored block are skipped: every block index once, times increasing."""
+    """Paced (realtime) so the kill lands mid-file; after the restart the file is seeked to the
+    last stored block and frames up to it are skipped: every block index once, times increasing."""
     engine = durable_cluster
     session = engine.open_stream("ik", "rekv", {})
     ingest = _ingest(session, clip.as_uri(), realtime=True)
