@@ -30,10 +30,15 @@ class Timings(BaseModel):
 
 
 class EvidenceRange(BaseModel):
-    """A span of stream time the answer drew on."""
+    """A span of stream time the answer drew on (its frames and the time each stood for), also
+    on the source's clock and the wall clock where the stream's time base knows them."""
 
     t_start: float
     t_end: float
+    source_start: float | None = Field(None, description="source presentation time (s) at t_start")
+    source_end: float | None = Field(None, description="source presentation time (s) at t_end")
+    wall_clock_start: float | None = Field(None, description="unix time at t_start (null: not live/paced)")
+    wall_clock_end: float | None = Field(None, description="unix time at t_end (null: not live/paced)")
 
 
 class AnswerResponse(BaseModel):

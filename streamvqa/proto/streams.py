@@ -25,13 +25,36 @@ class LastError(BaseModel):
     message: str
 
 
+class TimeSegment(BaseModel):
+    """One continuous piece of a stream (first connection, a reconnect, a resume)."""
+
+    t: float = Field(description="stream time (s) of the segment's first frame")
+    source_pts: float | None = Field(None, description="the source's presentation time (s) of that frame")
+    wall_clock: float | None = Field(None, description="unix time that frame was decoded (null: not live/paced)")
+
+
+class TimeBase(BaseModel):
+    """How stream time maps to the source's timestamps and to the wall clock.
+
+    Inside a segment both advance with stream time: ``source = source_pts + (t - segment.t)``,
+    ``wall = wall_clock + (t - segment.t)``, using the last segment that started at or before ``t``.
+    """
+
+    source_pts_at_zero: float | None = Field(None, description="source presentation time (s) at stream time 0")
+    wall_clock_at_zero: float | None = Field(None, description="unix time at stream time 0 (null: not live/paced)")
+    segments: list[TimeSegment] = Field(default_factory=list, description="first and most recent 63 kept")
+
+
+STREAM_STATES = "connecting | running | reconnecting | recovering | ended | failed | stopped"
+
+
 class StreamInfo(BaseModel):
     """One stream as the API shows it."""
 
     id: str
     name: str | None = None
     url: str
-    state: str = Field(description="connecting | running | reconnecting | ended | failed | stopped")
+    state: str = Field(description=STREAM_STATES)
     method: str
     fps: float
     frames_decoded: int = 0
@@ -46,6 +69,7 @@ class StreamInfo(BaseModel):
     memory_bytes: dict[str, int] = Field(default_factory=dict, description="KV bytes per tier")
     memory_blocks: dict[str, int] = Field(default_factory=dict, description="KV blocks per tier")
     last_error: LastError | None = None
+    time_base: TimeBase | None = Field(None, description="stream time -> source pts / wall clock; null before a frame")
     created_at: float = Field(description="unix time")
 
 

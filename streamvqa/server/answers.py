@@ -6,8 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from streamvqa.proto import AnswerResponse, ApiError, EvidenceRange, QuestionRequest, Timings
+from streamvqa.proto import AnswerResponse, ApiError, QuestionRequest, Timings
 
+from .evidence import evidence_ranges
 from .metrics import ServerMetrics
 from .registry import StreamEntry, engine_error, session_stats
 from .settings import ServerSettings
@@ -18,12 +19,13 @@ def is_answer(event: Any) -> bool:
     return hasattr(event, "finish_reason")
 
 
-def to_response(answer: Any) -> AnswerResponse:
-    """Engine ``Answer`` -> :class:`AnswerResponse`."""
+def to_response(answer: Any, entry: StreamEntry | None = None, at: float | None = None) -> AnswerResponse:
+    """Engine ``Answer`` -> :class:`AnswerResponse` (evidence spans and clocks from ``entry``: evidence.py)."""
+    fps, time_base = (entry.fps, entry.ingest_stats().time_base) if entry is not None else (None, None)
     timings = {k: float(v) for k, v in (answer.timings or {}).items() if k in Timings.model_fields}
     return AnswerResponse(
         answer=answer.text,
-        evidence=[EvidenceRange(t_start=float(a), t_end=float(b)) for a, b in (answer.evidence or [])],
+        evidence=evidence_ranges(answer.evidence or [], fps, time_base, at),
         timings=Timings(**timings),
         tokens=len(answer.token_ids or []),
         finish_reason=answer.finish_reason or "stop",
@@ -100,4 +102,4 @@ class AnswerService:
                 final = ev
         if final is None:
             raise ApiError("internal", "the engine finished without an answer")
-        return to_response(final)
+        return to_response(final, entry, req.at)

@@ -158,7 +158,7 @@ class StreamCollector(Collector):
                                 labels=["stream"])
         kv_bytes = GaugeMetricFamily(PREFIX + "kv_usage_bytes", "KV cache bytes, by tier.", labels=["tier"])
         kv_blocks = GaugeMetricFamily(PREFIX + "kv_blocks", "KV cache blocks, by tier.", labels=["tier"])
-        states: dict[str, int] = {"connecting": 0, "running": 0, "reconnecting": 0}
+        states: dict[str, int] = {"connecting": 0, "running": 0, "reconnecting": 0, "recovering": 0}
         n_decoded, n_encoded = retired.frames_decoded, retired.frames_encoded
         drops = dict(retired.frames_dropped)
         drops.setdefault("encoder_behind", 0)

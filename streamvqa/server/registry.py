@@ -99,6 +99,7 @@ class StreamEntry:
             memory_bytes={str(k): int(v) for k, v in (ses.get("kv_bytes") or {}).items()},
             memory_blocks={str(k): int(v) for k, v in (ses.get("kv_blocks") or {}).items()},
             last_error=LastError(**err) if err else None,
+            time_base=ing.time_base,
             created_at=self.created_at,
         )
 

@@ -112,7 +112,7 @@ class WsConnection:
             entry = self.registry.get(self.stream_id, self.principal.owner)
             async for ev in self.answers.events(entry, q):
                 if is_answer(ev):
-                    resp = to_response(ev)
+                    resp = to_response(ev, entry, q.at)
                     await self._put(WsAnswer(request_id=rid, **resp.model_dump()))
                 else:
                     self._offer(WsToken(request_id=rid, index=int(ev.index), text=ev.text))

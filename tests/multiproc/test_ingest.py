@@ -70,8 +70,8 @@ def test_ingest_errors_flow_back(durable_cluster, tmp_path):
 
 
 def test_ingest_resumes_after_encoder_kill(durable_cluster, clip):
-    """Paced (realtime) so the kill lands mid-file; after the restart the file is read again and
-    frames up to the last stored block are skipped: every block index once, times increasing."""
+    """Paced (realtime) so the kill lands mid-file; after the restart the file is seeked to the
+    last stored block and frames up to it are skipped: every block index once, times increasing."""
     engine = durable_cluster
     session = engine.open_stream("ik", "rekv", {})
     ingest = _ingest(session, clip.as_uri(), realtime=True)
@@ -92,3 +92,41 @@ def test_ingest_resumes_after_encoder_kill(durable_cluster, clip):
     finally:
         ingest.stop()
         engine.close_stream("ik")
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> Path:
+    return write_index_mp4(tmp_path_factory.mktemp("mp_ingest_long") / "long.mp4", seconds=8.0, fps=10, width=96,
+                           height=64)
+
+
+def test_paced_file_resumes_at_the_acknowledged_block_not_its_start(durable_cluster, long_clip):
+    """Issue 17 item 6: after an encoder kill a paced file is seeked to the last acknowledged
+    block (not replayed from its start at real time); the stream shows `recovering` meanwhile,
+    and its time base gets a segment where the restarted ingest took over."""
+    engine = durable_cluster
+    session = engine.open_stream("ir", "rekv", {})
+    ingest = _ingest(session, long_clip.as_uri(), realtime=True)
+    try:
+        assert wait_until(lambda: session.acked >= 2 and engine.store.index("ir").times[-1][1] >= 1.5, 60)
+        enc = engine.supervisor.workers["encoder"]
+        old_pid = enc.pid
+        os.kill(old_pid, signal.SIGKILL)
+        assert wait_until(lambda: ingest.stats().state == "recovering", 30), ingest.stats()
+        decoded_before = ingest.stats().frames_decoded  # the dead ingest's last polled count
+        assert wait_until(lambda: session.resumes >= 1 and enc.pid != old_pid, 240)
+        assert ingest.wait(120) and ingest.state.value == "ended", ingest.stats()
+        s = ingest.stats()
+        # at least the first second (10 frames, up to the keyframe before the resume point) was not decoded again
+        assert s.frames_decoded - decoded_before <= 80 - 10, (decoded_before, s)
+        idx = engine.store.index("ir")
+        assert idx.indices == list(range(len(idx.indices)))
+        starts = [t[0] for t in idx.times]
+        assert starts == sorted(starts) and len(set(starts)) == len(starts)
+        assert idx.times[-1][1] >= 7.0
+        segs = s.time_base["segments"]
+        assert segs[0]["t"] == 0.0 and len(segs) >= 2 and segs[-1]["t"] >= 1.0, s.time_base
+        assert all(seg["source_pts"] == pytest.approx(seg["t"]) for seg in segs)  # a file keeps its own times
+    finally:
+        ingest.stop()
+        engine.close_stream("ir")

@@ -40,6 +40,16 @@ class Timeline:
         #: raw presentation time (seconds) of the last frame with a pts, in the source's own clock
         self.last_pts: float | None = None
 
+    @property
+    def anchor(self) -> tuple[float, float] | None:
+        """``(stream time, source pts)`` the current segment's times count from; None before a pts."""
+        return None if self._base_pts is None else (self._offset, self._base_pts)
+
+    def anchor_at(self, pts_s: float) -> None:
+        """Place source pts ``pts_s`` at stream time 0 before any frame is mapped (a finite source
+        resumed partway: its times stay those of an undisturbed run from its start)."""
+        self._base_pts, self._offset = pts_s, 0.0
+
     def new_segment(self, offset: float | None = None) -> None:
         """Start a segment (after a reconnect); its first frame maps to ``offset`` (default: last time)."""
         self._base_pts = None

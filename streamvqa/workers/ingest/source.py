@@ -43,11 +43,12 @@ def container_options(config: IngestConfig, kind: SourceKind) -> dict[str, str]:
     read_us = str(int(config.read_timeout_s * 1_000_000))
     if kind is SourceKind.RTSP:
         # FFmpeg >= 5 (av 18 ships FFmpeg 8): ``timeout`` is the RTSP socket I/O timeout in
-        # microseconds; the old ``stimeout`` option no longer exists.
+        # microseconds; the old ``stimeout`` option no longer exists. No ``fflags=nobuffer``: it
+        # discards the packets read while probing (up to ``analyzeduration``), the first keyframe
+        # among them, so decoding would start one keyframe interval late (issue 17, item 8).
         return {
             "rtsp_transport": config.rtsp_transport,
             "timeout": read_us,
-            "fflags": "nobuffer",
             "flags": "low_delay",
             "analyzeduration": "1000000",
         }

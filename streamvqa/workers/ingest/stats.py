@@ -8,12 +8,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import IngestError
+from .timebase import TimeBase
 
 
 class IngestState(enum.StrEnum):
     """Lifecycle of one ingest.
 
     ``connecting -> running -> reconnecting -> running ... -> ended | failed | stopped``.
+    ``recovering``: the stream's encoder restarted and ingest is getting back to the last
+    acknowledged position (until the first new frame is decoded; multi-process topology).
     ``ended``: the source finished cleanly (end of file). ``failed``: see ``last_error``.
     ``stopped``: :meth:`stop` / ``close()`` was called.
     """
@@ -21,6 +24,7 @@ class IngestState(enum.StrEnum):
     CONNECTING = "connecting"
     RUNNING = "running"
     RECONNECTING = "reconnecting"
+    RECOVERING = "recovering"
     ENDED = "ended"
     FAILED = "failed"
     STOPPED = "stopped"
@@ -51,6 +55,8 @@ class IngestStats:
     width: int | None = None
     height: int | None = None
     last_error: dict[str, str] | None = None
+    #: how stream time maps to source pts and wall clock (:mod:`.timebase`); None before a frame
+    time_base: dict[str, Any] | None = None
 
     @property
     def frames_dropped_total(self) -> int:
@@ -80,6 +86,7 @@ class IngestCounters:
         self.width: int | None = None
         self.height: int | None = None
         self.last_error: IngestError | None = None
+        self.time_base = TimeBase()
 
     def set_state(self, state: IngestState, error: IngestError | None = None) -> None:
         with self._lock:
@@ -137,4 +144,5 @@ class IngestCounters:
                 width=self.width,
                 height=self.height,
                 last_error=self.last_error.to_dict() if self.last_error else None,
+                time_base=self.time_base.to_dict(),
             )

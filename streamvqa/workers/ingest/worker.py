@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+import av
 
 from .config import IngestConfig
 from .delivery import FrameDelivery, Sink
@@ -80,6 +83,12 @@ class IngestWorker:
     source that reaches its end ends the worker (state ``ended``) once queued frames are
     delivered. RTSP sources are live: their end counts as a drop.
 
+    ``resume_after`` (stream seconds) continues a stream an earlier ingest already took up to
+    that time (the encoder restarted): a finite source (file, HTTP with a duration) is seeked
+    there and keeps its own times, frames up to it are skipped without pacing; a live source
+    continues one sampling interval after it. The state is ``recovering`` until the first new
+    frame is decoded.
+
     Usage::
 
         worker = IngestWorker(IngestConfig(url="rtsp://cam/1", fps=1), encoder.push)
@@ -89,7 +98,8 @@ class IngestWorker:
         worker.stop()
     """
 
-    def __init__(self, config: IngestConfig, sink: Sink, name: str = "ingest") -> None:
+    def __init__(self, config: IngestConfig, sink: Sink, name: str = "ingest",
+                 resume_after: float | None = None) -> None:
         self.config = config
         self.name = name
         self._source = config.source
@@ -103,12 +113,17 @@ class IngestWorker:
             ),
             self._delivery,
             self._counters,
+            clock="live" if self._source.kind is SourceKind.RTSP else "paced" if config.realtime else None,
         )
         self._thread = threading.Thread(target=self._run, name=f"{name}-decode", daemon=True)
         self._history: list[str] = []
         self._resume_after: float | None = None  # source pts to skip up to after an HTTP resume
         self._history_lock = threading.Lock()
+        self._resume_at = resume_after  # stream time an earlier ingest reached (encoder restart)
+        self._frames: Iterator[av.VideoFrame] | None = None  # frames decoding continues with
         self._record(IngestState.CONNECTING)
+        if resume_after is not None:
+            self._set_state(IngestState.RECOVERING)
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -219,6 +234,8 @@ class IngestWorker:
         cfg, kind = self.config, self._source.kind
         try:
             opened: OpenedSource | None = open_source(cfg)
+            if self._resume_at is not None:
+                opened = self._recover(opened, self._resume_at)
         except IngestError as e:
             self._fail(e)
             return
@@ -227,7 +244,6 @@ class IngestWorker:
             if self._stop.is_set():
                 opened.close()
                 return
-            self._set_state(IngestState.RUNNING)
             outcome, error, got_frames = self._consume(opened)
             opened.close()
             opened = None
@@ -259,12 +275,17 @@ class IngestWorker:
             self._pipeline.frame_step = 1 / float(rate)
         resume_after, self._resume_after = self._resume_after, None
         try:
-            for vframe in read_frames(opened, self._stop.is_set, self._counters.decode_error):
+            frames, self._frames = self._frames, None  # left by a resume's seek (_recover)
+            if frames is None:
+                frames = read_frames(opened, self._stop.is_set, self._counters.decode_error)
+            for vframe in frames:
                 if resume_after is not None:
                     if vframe.time is not None and vframe.time <= resume_after + 1e-6:
                         continue  # already ingested before the drop
                     resume_after = None
                 self._pipeline.push(vframe)
+                if not got:  # frames flow: (re)connected for real
+                    self._set_state(IngestState.RUNNING)
                 got = True
                 if pace:
                     t = self._pipeline.timeline.last_t or 0.0
@@ -316,6 +337,59 @@ class IngestWorker:
             # a reconnect only counts as a success once frames flow again (see _run_stream)
             return opened, failed_attempts + 1
 
+    def _recover(self, opened: OpenedSource, after: float) -> OpenedSource:
+        """Continue after stream time ``after`` (see the class doc). Returns the source to decode."""
+        if not self._finite(opened):  # live: continue after it, as after a reconnect
+            self._pipeline.new_segment(after + 1.0 / self.config.fps)
+            return opened
+        try:
+            first = self._peek(opened)
+            if first is None or first.time is None:  # no pts to seek by: all of it again, after `after`
+                self._pipeline.new_segment(after + 1.0 / self.config.fps)
+                return self._reopen(opened)
+            start = float(first.time)
+            self._pipeline.timeline.anchor_at(start)  # stream time stays the source's time since its start
+            self._pipeline.sampler.accept(after)  # the next frame kept is the one an undisturbed run keeps
+            self._resume_after = target = start + after
+            for back in (0.0, 1.0, 4.0, 16.0, 64.0):  # seeking (MPEG-TS) may land after the target
+                if not self._seek(opened, max(start, target - back)):
+                    break
+                landed = self._peek(opened)
+                if landed is not None and landed.time is not None and landed.time <= target + 1e-6:
+                    return opened  # decoding continues right after this frame (also one to skip)
+        except StreamInterrupted as e:
+            opened.close()
+            raise IngestError("decode_error" if self._source.kind is SourceKind.FILE else "source_unreachable",
+                              str(e)) from e
+        except IngestError:
+            opened.close()
+            raise
+        log.info("ingest %s: cannot seek to %.3f s; decoding from the start, skipping up to it", self.name, target)
+        return self._reopen(opened)  # frames up to the target are skipped, unpaced (_consume)
+
+    def _reopen(self, opened: OpenedSource) -> OpenedSource:
+        self._frames = None
+        opened.close()
+        return open_source(self.config)
+
+    def _peek(self, opened: OpenedSource) -> av.VideoFrame | None:
+        """The next decoded frame; later ones come from the same iterator in :meth:`_consume`."""
+        self._frames = read_frames(opened, self._stop.is_set, self._counters.decode_error)
+        return next(self._frames, None)
+
+    def _seek(self, opened: OpenedSource, pts_s: float) -> bool:
+        stream = opened.stream
+        try:
+            opened.container.seek(int(pts_s / stream.time_base), stream=stream, backward=True)
+            return True
+        except Exception as e:  # not seekable after all
+            log.info("ingest %s: seek to %.3f s failed: %s", self.name, pts_s, e)
+            return False
+
+    def _finite(self, opened: OpenedSource) -> bool:
+        kind = self._source.kind
+        return kind is SourceKind.FILE or (kind is SourceKind.HTTP and bool(opened.container.duration))
+
     def _resume(self, opened: OpenedSource) -> bool:
         """After an HTTP drop on a seekable (finite) source, seek back to where decoding stopped.
 
@@ -335,4 +409,5 @@ class IngestWorker:
             )
             return False
         self._resume_after = last_pts
+        self._pipeline.reopened()
         return True

@@ -7,11 +7,12 @@ ingest's counters and what the session took since the previous poll (frames, uni
 their encode time) and shows them through the API and /metrics as in embedded mode.
 
 After an encoder restart the server re-opens the stream (`resume=True`, continuing after the
-last acknowledged block) and starts its ingest again. `resume_point` then decides which frames
-are new: a finite source (file, HTTP) is decoded again from its start and frames up to the last
-stored block's end time are skipped (so those of an incomplete unit are encoded this time); a
-live source (RTSP) continues on its timeline, shifted to start after that time, as the ingest
-worker does after a reconnect.
+last acknowledged block) and starts its ingest again with `resume_after` = that block's end time
+(`IngestWorker`'s resume): a finite source (file, HTTP with a duration) is seeked there and
+frames up to it are skipped without real-time pacing, so a paced file does not replay what it
+had played (those of an incomplete unit are encoded again); a live source (RTSP) continues on
+its timeline one sampling interval after that time. The ingest shows `recovering` until its
+first new frame.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pydantic import ValidationError
 
 from streamvqa.engine.errors import EngineError
 from streamvqa.proto import ipc
-from streamvqa.workers.ingest import Frame, IngestConfig, IngestWorker, SourceKind
+from streamvqa.workers.ingest import Frame, IngestConfig, IngestWorker
 
 log = logging.getLogger(__name__)
 
@@ -39,26 +40,6 @@ class _Pending:
     units: list[tuple[float, int]] = field(default_factory=list)
 
 
-class ResumePoint:
-    """Maps a restarted ingest's frame times onto the stream's timeline (see module doc)."""
-
-    def __init__(self, kind: SourceKind, after: float | None, step: float) -> None:
-        self.kind = kind
-        self.after = after  # end time of the last stored block (None: nothing stored)
-        self.step = step  # one sampling interval
-        self.offset: float | None = None if after is not None and kind is SourceKind.RTSP else 0.0
-
-    def map(self, t: float) -> float | None:
-        """The frame's stream time, or None to skip it (already stored before the restart)."""
-        if self.after is None:
-            return t
-        if self.kind is not SourceKind.RTSP:
-            return t if t > self.after + 1e-6 else None
-        if self.offset is None:  # first frame of a live source: continue after the stored blocks
-            self.offset = max(0.0, self.after + self.step - t)
-        return t + self.offset
-
-
 class StreamIngest:
     """One stream's ingest in the encoder: the worker, and the deltas the server polls."""
 
@@ -66,19 +47,15 @@ class StreamIngest:
                  resume_after: float | None, name: str) -> None:
         self.lock = threading.Lock()
         self.pending = _Pending()
-        self.point = ResumePoint(config.source.kind, resume_after, 1.0 / config.fps)
         self._push = push
-        self.worker = IngestWorker(config, self._sink, name=name)
+        self.worker = IngestWorker(config, self._sink, name=name, resume_after=resume_after)
 
     def _sink(self, frame: Frame) -> None:
-        t = self.point.map(frame.t)
-        if t is None:
-            return
-        seconds, frames = self._push(frame, t)  # raises like embedded mode (counted as sink_error)
+        seconds, frames = self._push(frame, frame.t)  # raises like embedded mode (counted as sink_error)
         with self.lock:
             p = self.pending
             p.frames += 1
-            p.last_t = t
+            p.last_t = frame.t
             if frames:
                 p.units.append((seconds, frames))
 

@@ -12,7 +12,7 @@ It owns the model's hot windows; finished blocks go to the kvstore through `Remo
 
 After a restart the server re-opens its streams with ``resume=True``: the session is rebuilt
 from the store (`engine/replica.sync`) and continues after the last acknowledged block, and URL
-ingests start again from there (`enc_ingest.ResumePoint`). WHIP frames of a unit that was not
+ingests start again from there (`IngestWorker(resume_after=...)`, `enc_ingest.py`). WHIP frames of a unit that was not
 complete when the worker died are lost.
 
 Streams whose method keeps state the store does not hold (a retained memory, semantic units,

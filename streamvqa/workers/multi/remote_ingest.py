@@ -7,8 +7,10 @@ are added to the `RemoteSession`'s statistics and reported to the engine observe
 as in embedded mode.
 
 Counters survive an encoder restart: those of the ingest that died are kept as a base and the
-restarted ingest's are added (`restart`, called by `MultiEngine` after it resumed the stream).
-While the encoder is down the stream shows `reconnecting`.
+restarted ingest's are added (`restart`, called by `MultiEngine` after it resumed the stream),
+and so are the time-base segments (the restarted ingest's continue the stream's time). While
+the encoder is down, and until the restarted ingest decodes its first new frame, the stream
+shows `recovering`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from streamvqa.proto import ipc
 from streamvqa.workers.ingest import IngestConfig, IngestError, IngestState, IngestStats
+from streamvqa.workers.ingest.timebase import joined
 
 if TYPE_CHECKING:
     from streamvqa.workers.multi.facade import RemoteSession
@@ -40,7 +43,8 @@ def _add(base: IngestStats, d: dict) -> IngestStats:
         last_decoded_t=d.get("last_decoded_t", base.last_decoded_t),
         last_delivered_t=d.get("last_delivered_t", base.last_delivered_t),
         width=d.get("width", base.width), height=d.get("height", base.height),
-        last_error=d.get("last_error") or base.last_error, **fields,
+        last_error=d.get("last_error") or base.last_error, time_base=joined(base.time_base, d.get("time_base")),
+        **fields,
     )
 
 
@@ -88,7 +92,7 @@ class RemoteIngest:
                 return  # it had ended (or failed) before the encoder died: nothing to resume
             self._base = _add(self._base, self._current)
             self._base = IngestStats(**{**self._base.__dict__, "reconnects": self._base.reconnects + 1})
-            self._current = {"state": IngestState.RECONNECTING.value}
+            self._current = {"state": IngestState.RECOVERING.value}
         try:
             self._send_start()
         except ipc.IpcError as e:
@@ -101,7 +105,7 @@ class RemoteIngest:
             return IngestStats(**{**s.__dict__, "state": self._final})
         if not IngestState(s.state).is_final and not self.session.engine._up(self.session.encoder):
             err = {"code": "worker_unavailable", "message": f"the {self.session.encoder} worker is restarting"}
-            return IngestStats(**{**s.__dict__, "state": IngestState.RECONNECTING.value, "last_error": err})
+            return IngestStats(**{**s.__dict__, "state": IngestState.RECOVERING.value, "last_error": err})
         return s
 
     @property
@@ -161,5 +165,5 @@ class RemoteIngest:
                 reply, _ = self._client().call("enc.poll", ipc.StreamRef(stream_id=self.session.stream_id),
                                                timeout=10, connect_wait=0.2)
             except ipc.IpcError:
-                continue  # the encoder is down: stats() says reconnecting until it resumes
+                continue  # the encoder is down: stats() says recovering until it resumes
             self._apply(reply)
