@@ -1,21 +1,24 @@
 """Which source URLs the server may open (SSRF and local-file protection).
 
-Called by the registry before ingest starts; returns what ingest should open:
+Called by the registry before ingest starts; returns what ingest should open (:class:`CheckedSource`):
 
 * ``file://`` URLs and plain paths: only inside ``settings.media_root`` (relative paths are taken
   relative to it). The path is resolved (symlinks followed, ``..`` collapsed) and must stay
   inside the resolved root; the resolved path is what ingest opens. No media root: no files.
 * ``rtsp(s)://`` and ``http(s)://``: the host is resolved and *every* address must be public
-  (``ipaddress.is_global`` and not multicast; IPv4-mapped IPv6 checked as IPv4), unless
-  ``allow_private_networks`` is set or the address is inside one of ``allowed_networks``.
+  (:func:`is_public`), unless ``allow_private_networks`` is set or the address is inside one of
+  ``allowed_networks``.
+* DNS pinning: the first checked address is the one connected to, by the pre-flight and by
+  FFmpeg (``IngestConfig.address``: the IP goes into the URL FFmpeg opens; HTTP keeps the name in
+  ``Host``, the pre-flight also as TLS SNI). A rebinding resolver's later answers are never asked.
+  Ingest reconnects keep the pinned address for the stream's life.
 * ``http(s)://``: a pre-flight ``GET`` with redirects disabled follows up to ``max_redirects``
-  ``Location`` hops itself, checking each hop like the first URL; ingest then opens the final
-  URL, so FFmpeg has no redirect left to follow on the first open.
+  ``Location`` hops itself, checking and pinning each hop like the first URL; ingest then opens
+  the final URL at its pinned address with FFmpeg's redirects off.
 
-Known limits (docs/security.md): the check and FFmpeg's own connect resolve DNS separately (a
-rebinding resolver can answer differently the second time); FFmpeg's reconnects may follow a
-redirect a server introduces later; HLS/DASH playlists may name other hosts. Egress network
-policy is the backstop for these.
+With ``allow_private_networks`` nothing is checked, so nothing is pinned (FFmpeg resolves and
+follows redirects itself). Known limits (docs/security.md): HLS/DASH playlists may name other
+hosts; egress network policy is the backstop.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ import asyncio
 import ipaddress
 import logging
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
 from streamvqa.proto import ApiError
-from streamvqa.workers.ingest.urls import SourceKind, parse_source_url
+from streamvqa.workers.ingest.urls import SourceKind, parse_source_url, pin_url
 
 from .settings import ServerSettings
 
@@ -39,6 +43,16 @@ log = logging.getLogger(__name__)
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _REDIRECTS = (301, 302, 303, 307, 308)
+
+
+@dataclass(frozen=True)
+class CheckedSource:
+    """What ingest opens: ``url`` (a resolved path for files, the final URL after redirects) and
+    ``address``, the checked IP of its host that ingest must connect to (None: nothing was
+    resolved, i.e. a file, or ``allow_private_networks``)."""
+
+    url: str
+    address: str | None = None
 
 
 def parse_networks(text: str) -> list[IpNetwork]:
@@ -121,10 +135,9 @@ class UrlPolicy:
             raise ApiError("source_unreachable", f"{host!r} has no IP address")
         return addrs
 
-    async def check_host(self, url: str) -> None:
-        """``url_forbidden`` unless every address of the URL's host is allowed."""
-        if self.allow_private:
-            return
+    async def pinned_address(self, url: str) -> IpAddress:
+        """The address to pin for the URL's host: the first of its addresses, after checking that
+        every one is allowed (``url_forbidden`` otherwise)."""
         parts = urlsplit(url)
         host = parts.hostname
         if not host:
@@ -133,50 +146,57 @@ class UrlPolicy:
             port = parts.port
         except ValueError:
             raise ApiError("invalid_request", "URL has an invalid port") from None
-        for ip in await self.resolve(host, port):
+        addrs = await self.resolve(host, port)
+        for ip in addrs:
             if not self.address_allowed(ip):
                 raise ApiError(
                     "url_forbidden",
                     f"{host} resolves to a non-public address ({ip}); not allowed by the URL policy",
                 )
+        return addrs[0]
 
-    async def follow_redirects(self, url: str) -> str:
-        """Pre-flight an http(s) URL with redirects off; check and follow each ``Location``.
-        Returns the final URL (not a redirect)."""
-        current = url
+    async def follow_redirects(self, url: str, address: IpAddress) -> CheckedSource:
+        """Pre-flight an http(s) URL at its checked ``address`` with redirects off; check, pin and
+        follow each ``Location``. Returns the final URL (not a redirect) and its pinned address."""
+        current, ip = url, address
         async with httpx.AsyncClient(
             follow_redirects=False, timeout=self.timeout_s, verify=False, trust_env=False
         ) as client:
             for hop in range(self.max_redirects + 1):
+                target, hostport = pin_url(current, str(ip))
+                headers = {"Range": "bytes=0-0", "Host": hostport}
+                sni = {"sni_hostname": urlsplit(current).hostname or ""}
                 try:
-                    async with client.stream("GET", current, headers={"Range": "bytes=0-0"}) as resp:
+                    async with client.stream("GET", target, headers=headers, extensions=sni) as resp:
                         status = resp.status_code
                         location = resp.headers.get("location")
                 except httpx.HTTPError as e:
-                    raise ApiError("source_unreachable", f"cannot reach {urlsplit(current).netloc}: {e}") from None
+                    raise ApiError("source_unreachable", f"cannot reach {hostport}: {e}") from None
                 if status not in _REDIRECTS or not location:
-                    return current
+                    return CheckedSource(current, str(ip))
                 if hop == self.max_redirects:
                     break
                 nxt = urljoin(current, location)
                 if urlsplit(nxt).scheme.lower() not in ("http", "https"):
                     raise ApiError("url_forbidden", f"redirect to a non-http URL: {nxt[:200]}")
-                await self.check_host(nxt)
-                current = nxt
+                current, ip = nxt, await self.pinned_address(nxt)
         raise ApiError("url_forbidden", f"more than {self.max_redirects} redirects")
 
     # -- entry point --------------------------------------------------------------------------
 
-    async def check(self, url: str) -> str:
-        """What ingest should open for ``url`` (a resolved path, the URL or its redirect
-        target); ``url_forbidden`` / ``source_unreachable`` / ``unsupported_scheme`` otherwise."""
+    async def check(self, url: str) -> CheckedSource:
+        """What ingest should open for ``url`` (a resolved path, the URL or its redirect target,
+        with its pinned address); ``url_forbidden`` / ``source_unreachable`` /
+        ``unsupported_scheme`` otherwise."""
         try:
             src = parse_source_url(url)
         except Exception as e:  # IngestError
             raise ApiError(getattr(e, "code", "unsupported_scheme"), getattr(e, "message", str(e))) from None
         if src.kind is SourceKind.FILE:
-            return self.check_file(src.target)
-        await self.check_host(src.url)
-        if src.kind is SourceKind.HTTP and not self.allow_private:
-            return await self.follow_redirects(src.url)
-        return src.url
+            return CheckedSource(self.check_file(src.target))
+        if self.allow_private:
+            return CheckedSource(src.url)
+        ip = await self.pinned_address(src.url)
+        if src.kind is SourceKind.HTTP:
+            return await self.follow_redirects(src.url, ip)
+        return CheckedSource(src.url, str(ip))

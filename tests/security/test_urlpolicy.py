@@ -97,7 +97,8 @@ def test_every_dns_answer_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
         with pytest.raises(ApiError) as e:
             asyncio.run(check(url))
         assert e.value.code == "url_forbidden"
-    assert asyncio.run(check("rtsp://public.example/cam")) == "rtsp://public.example/cam"
+    checked = asyncio.run(check("rtsp://public.example/cam"))
+    assert (checked.url, checked.address) == ("rtsp://public.example/cam", "93.184.216.34")
     with pytest.raises(ApiError) as e:
         asyncio.run(check("rtsp://no-such-host.invalid/cam"))
     assert e.value.code == "source_unreachable"
