@@ -6,7 +6,7 @@ Called by the registry before ingest starts; returns what ingest should open (:c
   relative to it). The path is resolved (symlinks followed, ``..`` collapsed) and must stay
   inside the resolved root; the resolved path is what ingest opens. No media root: no files.
 * ``rtsp(s)://`` and ``http(s)://``: the host is resolved and *every* address must be public
-  (:func:`is_public`), unless ``allow_private_networks`` is set or the address is inside one of
+  (:func:`is_public`; IPv6 forms carrying an IPv4 address are judged by it), unless ``allow_private_networks`` is set or the address is inside one of
   ``allowed_networks``.
 * DNS pinning: the first checked address is the one connected to, by the pre-flight and by
   FFmpeg (``IngestConfig.address``: the IP goes into the URL FFmpeg opens; HTTP keeps the name in
@@ -65,13 +65,42 @@ def parse_networks(text: str) -> list[IpNetwork]:
     return nets
 
 
+# IPv6 prefixes whose low 32 bits are the IPv4 address packets really go to
+_EMBEDDING_NETS = (
+    ipaddress.IPv6Network("64:ff9b::/96"),  # NAT64 well-known prefix (RFC 6052)
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible (deprecated; Linux sit tunnels still route it)
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),  # IPv4-translated (SIIT, RFC 2765)
+)
+_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+_NOT_PUBLIC_V6 = (ipaddress.IPv6Network("3fff::/20"),)  # documentation (RFC 9637); Python 3.11 calls it global
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for: IPv4-mapped (``::ffff:0:0/96``), 6to4
+    (``2002::/16``), Teredo (the client), NAT64 ``64:ff9b::/96``, IPv4-compatible ``::/96`` and
+    IPv4-translated ``::ffff:0:0:0/96``; None for a native IPv6 address."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if any(ip in net for net in _EMBEDDING_NETS):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+    return None
+
+
 def is_public(ip: IpAddress) -> bool:
     """Globally routable unicast (not private, loopback, link-local, CGNAT, reserved, unspecified,
-    multicast); IPv4-mapped / 6to4 / Teredo IPv6 judged by the IPv4 address inside."""
+    multicast). IPv6 forms that carry an IPv4 address (:func:`embedded_ipv4`) are judged by that
+    address; other IPv6 must be global unicast (``2000::/3``: this refuses site-local
+    ``fec0::/10``, NAT64 local-use ``64:ff9b:1::/48`` and reserved space)."""
     if isinstance(ip, ipaddress.IPv6Address):
-        inner = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        inner = embedded_ipv4(ip)
         if inner is not None:
             return is_public(inner)
+        if ip not in _GLOBAL_UNICAST or any(ip in net for net in _NOT_PUBLIC_V6):
+            return False
     return bool(ip.is_global) and not ip.is_multicast and not ip.is_unspecified
 
 
@@ -110,9 +139,10 @@ class UrlPolicy:
     def address_allowed(self, ip: IpAddress) -> bool:
         if self.allow_private or is_public(ip):
             return True
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip.version == net.version and ip in net for net in self.allowed)
+        candidates: list[IpAddress] = [ip]
+        if isinstance(ip, ipaddress.IPv6Address) and (inner := embedded_ipv4(ip)) is not None:
+            candidates.append(inner)  # e.g. allowed 10.0.0.0/8 also allows NAT64 64:ff9b::a00:5
+        return any(c.version == net.version and c in net for c in candidates for net in self.allowed)
 
     async def resolve(self, host: str, port: int | None) -> list[IpAddress]:
         """Every address ``host`` resolves to (an IP literal: itself)."""
