@@ -34,6 +34,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from streamvqa.proto import ApiError
+from streamvqa.workers.ingest.errors import IngestError
 from streamvqa.workers.ingest.urls import SourceKind, parse_source_url, pin_url
 
 from .settings import ServerSettings
@@ -193,7 +194,10 @@ class UrlPolicy:
             follow_redirects=False, timeout=self.timeout_s, verify=False, trust_env=False
         ) as client:
             for hop in range(self.max_redirects + 1):
-                target, hostport = pin_url(current, str(ip))
+                try:
+                    target, hostport = pin_url(current, str(ip))
+                except IngestError as e:  # a host that cannot go into a Host header
+                    raise ApiError(e.code, e.message) from None
                 headers = {"Range": "bytes=0-0", "Host": hostport}
                 sni = {"sni_hostname": urlsplit(current).hostname or ""}
                 try:
@@ -220,7 +224,7 @@ class UrlPolicy:
         ``unsupported_scheme`` otherwise."""
         try:
             src = parse_source_url(url)
-        except Exception as e:  # IngestError
+        except Exception as e:  # IngestError; urlsplit's ValueError
             raise ApiError(getattr(e, "code", "unsupported_scheme"), getattr(e, "message", str(e))) from None
         if src.kind is SourceKind.FILE:
             return CheckedSource(self.check_file(src.target))

@@ -121,6 +121,13 @@ def test_pinned_targets(url: str, address: str, target: str, host: str | None) -
     assert src.options.get("headers") == (f"Host: {host}\r\n" if host else None)
 
 
+def test_a_host_header_cannot_be_smuggled() -> None:
+    """The name goes into FFmpeg's header block: a control character in it is refused."""
+    with pytest.raises(IngestError) as e:
+        _ = IngestConfig(url="http://cam.example\x0bX-Evil:1/x", address="8.8.8.8").source
+    assert e.value.code == "unsupported_scheme"
+
+
 def test_a_pinned_address_must_be_an_ip() -> None:
     with pytest.raises(ValueError):
         IngestConfig(url="rtsp://cam.example/x", address="cam.example")
