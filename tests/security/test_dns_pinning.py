@@ -21,7 +21,7 @@ from streamvqa.server.urlpolicy import CheckedSource, UrlPolicy
 from streamvqa.workers.ingest import IngestConfig, IngestError
 from streamvqa.workers.ingest import source as ingest_source
 from streamvqa.workers.ingest.worker import probe_source
-from tests.ingest.conftest import _RangeHandler
+from tests.ingest.conftest import RtspServer, _RangeHandler, free_port, gst_rtsp  # noqa: F401 - fixture
 
 from .conftest import ALICE, bearer, lean_settings, wait_stream
 
@@ -214,6 +214,33 @@ def test_ffmpeg_follows_no_redirect_when_pinned(twin_servers, media_dir: Path, c
     assert seen == [("127.0.0.2", f"cam.test:{port}")]  # /moved only, never its target
     # the same file, pinned, opens (so the failure above is the redirect, not the pinning)
     assert probe_source(IngestConfig(url=f"http://cam.test:{port}/pinned_clip.mp4", address="127.0.0.2"))
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("gst_rtsp")
+def test_rtsp_rebinding_end_to_end(secure_client, rebinding: RebindingResolver) -> None:
+    """Real FFmpeg, real RTSP server on 127.0.0.2 (the checked address); a listener on 127.0.0.1 at
+    the same port stands for the service rebinding aims at and must see no connection."""
+    port = free_port()
+    server = RtspServer(port, ["--host", "127.0.0.2", "--fps", "15", "--width", "320", "--height", "240"])
+    trap = socket.create_server(("127.0.0.1", port))
+    trap.settimeout(0.0)
+    try:
+        server.start()
+        client = secure_client(allowed_networks="127.0.0.2/32")
+        a = bearer(ALICE)
+        r = client.post("/v1/streams", json={"url": f"rtsp://rebind.test:{port}/test", "fps": 5}, headers=a)
+        assert r.status_code == 201, r.text
+        info = wait_stream(_Authed(client, a), r.json()["id"],
+                           lambda s: s["frames_decoded"] >= 10 or s["state"] == "failed")
+        assert info["state"] != "failed" and info["frames_decoded"] >= 10, info
+        assert client.delete(f"/v1/streams/{r.json()['id']}", headers=a).status_code == 204
+        with pytest.raises(BlockingIOError):
+            trap.accept()  # nobody connected to 127.0.0.1
+        assert rebinding.lookups == {"rebind.test": 1}
+    finally:
+        trap.close()
+        server.close()
 
 
 class _Authed:
