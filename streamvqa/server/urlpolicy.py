@@ -1,13 +1,14 @@
 """Which source URLs the server may open (SSRF and local-file protection).
 
-Called by the registry before ingest starts; returns what ingest should open (:class:`CheckedSource`):
+Called by the registry before ingest starts; returns what ingest should open
+(:class:`CheckedSource`):
 
 * ``file://`` URLs and plain paths: only inside ``settings.media_root`` (relative paths are taken
   relative to it). The path is resolved (symlinks followed, ``..`` collapsed) and must stay
   inside the resolved root; the resolved path is what ingest opens. No media root: no files.
 * ``rtsp(s)://`` and ``http(s)://``: the host is resolved and *every* address must be public
-  (:func:`is_public`; IPv6 forms carrying an IPv4 address are judged by it), unless ``allow_private_networks`` is set or the address is inside one of
-  ``allowed_networks``.
+  (:func:`is_public`; IPv6 forms carrying an IPv4 address are judged by it), unless
+  ``allow_private_networks`` is set or the address is inside one of ``allowed_networks``.
 * DNS pinning: the first checked address is the one connected to, by the pre-flight and by
   FFmpeg (``IngestConfig.address``: the IP goes into the URL FFmpeg opens; HTTP keeps the name in
   ``Host``, the pre-flight also as TLS SNI). A rebinding resolver's later answers are never asked.
