@@ -1,5 +1,8 @@
 """Prometheus metrics: vLLM names and buckets where one exists (``vqa_`` namespace).
 
+No series carries a stream id (any API key may scrape; stream ids belong to their owners):
+per-stream figures are in the keyed ``GET /v1/streams/{id}``.
+
 Histograms and counters are fed by the engine (``engine.observers``) and by the answer path;
 ingest and session figures are polled at scrape time by :class:`StreamCollector`. Each app owns
 its :class:`~prometheus_client.CollectorRegistry` (tests run many apps in one process). With
@@ -153,9 +156,12 @@ class StreamCollector(Collector):
         encoded = CounterMetricFamily(PREFIX + "frames_encoded", "Frames encoded into KV by the engine.")
         dropped = CounterMetricFamily(PREFIX + "frames_dropped", "Frames dropped, by reason.",
                                       labels=["reason"])
+        # No stream label: any key may scrape, and stream ids are the owners' (and unbounded
+        # cardinality); each stream's own lag is in its keyed GET /v1/streams/{id}.
         lag = GaugeMetricFamily(PREFIX + "encode_lag_seconds",
-                                "Newest decoded frame time minus newest frame handed to the encoder.",
-                                labels=["stream"])
+                                "Largest encode lag among the streams: newest decoded frame time minus "
+                                "newest frame handed to the encoder.")
+        max_lag = 0.0
         kv_bytes = GaugeMetricFamily(PREFIX + "kv_usage_bytes", "KV cache bytes, by tier.", labels=["tier"])
         kv_blocks = GaugeMetricFamily(PREFIX + "kv_blocks", "KV cache blocks, by tier.", labels=["tier"])
         states: dict[str, int] = {"connecting": 0, "running": 0, "reconnecting": 0, "recovering": 0}
@@ -173,13 +179,14 @@ class StreamCollector(Collector):
             n_encoded += int(ses.get("frames_encoded", 0) or 0)
             for reason, n in ing.frames_dropped.items():
                 drops[reason] = drops.get(reason, 0) + n
-            lag.add_metric([e.id], float(ing.encode_lag_s))
+            max_lag = max(max_lag, float(ing.encode_lag_s))
             for tier, n in (ses.get("kv_bytes") or {}).items():
                 tier_bytes[str(tier)] = tier_bytes.get(str(tier), 0) + int(n)
             for tier, n in (ses.get("kv_blocks") or {}).items():
                 tier_blocks[str(tier)] = tier_blocks.get(str(tier), 0) + int(n)
         for state, n in states.items():
             active.add_metric([state], n)
+        lag.add_metric([], max_lag)
         decoded.add_metric([], n_decoded)
         encoded.add_metric([], n_encoded)
         for reason, n in sorted(drops.items()):

@@ -182,11 +182,12 @@ class StreamRegistry:
             if used >= max_memory:
                 raise ApiError("quota_exceeded", f"this API key's streams hold {used} bytes; quota {max_memory}")
 
-    def ingest_config(self, url: str, fps: float) -> IngestConfig:
+    def ingest_config(self, url: str, fps: float, address: str | None = None) -> IngestConfig:
         s = self.settings
         try:
             return IngestConfig(
                 url=url,
+                address=address,
                 fps=fps,
                 open_timeout_s=s.open_timeout_s,
                 read_timeout_s=s.read_timeout_s,
@@ -231,9 +232,9 @@ class StreamRegistry:
         config = self.ingest_config(req.url, fps)
         method = self.resolve_method(req.method)
         self._check_capacity(principal)
-        target = await self.policy.check(config.url)
-        if target != config.url:
-            config = self.ingest_config(target, fps)
+        checked = await self.policy.check(config.url)
+        if (checked.url, checked.address) != (config.url, None):
+            config = self.ingest_config(checked.url, fps, checked.address)
         if probe:
             try:
                 await asyncio.to_thread(probe_source, config)

@@ -27,6 +27,17 @@ def policy(**overrides) -> UrlPolicy:
     ("0.0.0.0", False), ("224.0.0.1", False), ("255.255.255.255", False), ("::1", False), ("::", False),
     ("fe80::1", False), ("fc00::1", False), ("ff02::1", False), ("::ffff:127.0.0.1", False),
     ("::ffff:8.8.8.8", True), ("2002:7f00:1::", False),
+    # IPv6 forms that carry an IPv4 address: judged by that address (issue 17, item 14)
+    ("64:ff9b::7f00:1", False), ("64:ff9b::a00:1", False), ("64:ff9b::a9fe:a9fe", False),
+    ("64:ff9b::808:808", True),  # NAT64 well-known prefix
+    ("::7f00:1", False), ("::a9fe:a9fe", False), ("::c0a8:101", False), ("::808:808", True),  # IPv4-compatible
+    ("::ffff:0:7f00:1", False), ("::ffff:0:a00:1", False), ("::ffff:0:808:808", True),  # IPv4-translated
+    ("::ffff:a9fe:a9fe", False), ("::ffff:a00:1", False),  # IPv4-mapped
+    ("2002:a9fe:a9fe::1", False), ("2002:c0a8:101::", False), ("2002:808:808::1", True),  # 6to4
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # Teredo, client 192.0.2.45
+    ("fec0::1", False), ("fec0::808:808", False), ("feff::1", False),  # deprecated site-local
+    ("64:ff9b:1::a00:1", False), ("64:ff9b:1::808:808", False),  # NAT64 local-use: refused
+    ("3fff::1", False), ("5f00::1", False), ("2001:db8::1", False), ("100::1", False),
 ])
 def test_is_public(ip: str, public: bool) -> None:
     assert is_public(ipaddress.ip_address(ip)) is public
@@ -66,7 +77,9 @@ def test_private_addresses_are_refused(secure_client) -> None:
                 "http://169.254.169.254/latest/meta-data/", "https://10.0.0.1/x.mp4", "rtsp://[::1]/x",
                 "http://[::ffff:127.0.0.1]/x", "http://0.0.0.0:22/", "http://2130706433/x", "http://0x7f000001/",
                 "rtsps://192.168.0.10/cam", "http://224.0.0.1/x", "http://user:pw@127.0.0.1/x",
-                "http://100.100.100.200/latest/meta-data/"):
+                "http://100.100.100.200/latest/meta-data/", "http://[64:ff9b::7f00:1]/x",
+                "rtsp://[64:ff9b::a9fe:a9fe]/x", "http://[::7f00:1]:8000/metrics", "http://[::ffff:0:7f00:1]/x",
+                "http://[::ffff:0:a9fe:a9fe]/x", "http://[2002:7f00:1::]/x", "rtsp://[fec0::1]/x"):
         r = client.post("/v1/streams", json={"url": url}, headers=a)
         assert r.status_code == 403 and error_code(r) == "url_forbidden", (url, r.text)
         r = client.post("/v1/streams?probe=true", json={"url": url}, headers=a)
@@ -97,11 +110,15 @@ def test_every_dns_answer_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
         with pytest.raises(ApiError) as e:
             asyncio.run(check(url))
         assert e.value.code == "url_forbidden"
-    assert asyncio.run(check("rtsp://public.example/cam")) == "rtsp://public.example/cam"
+    checked = asyncio.run(check("rtsp://public.example/cam"))
+    assert (checked.url, checked.address) == ("rtsp://public.example/cam", "93.184.216.34")
     with pytest.raises(ApiError) as e:
         asyncio.run(check("rtsp://no-such-host.invalid/cam"))
     assert e.value.code == "source_unreachable"
     allowed = policy(allowed_networks="10.0.0.0/8")
+    for ip in ("10.0.0.5", "::ffff:a00:5", "64:ff9b::a00:5", "::a00:5", "2002:a00:5::"):
+        assert allowed.address_allowed(ipaddress.ip_address(ip)), ip
+    assert not allowed.address_allowed(ipaddress.ip_address("64:ff9b::c0a8:105"))  # 192.168.1.5
     assert asyncio.run(allowed.check("rtsp://mixed.example/cam"))
     assert asyncio.run(policy(allow_private_networks=True).check("rtsp://rebind.example/cam"))
     assert [str(n) for n in parse_networks("10.0.0.0/8, 127.0.0.1")] == ["10.0.0.0/8", "127.0.0.1/32"]

@@ -50,7 +50,7 @@ def test_metrics_after_a_question(client, clip: Path) -> None:
     # counters survive DELETE
     assert client.delete(f"/v1/streams/{sid}").status_code == 204
     s = samples(client.get("/metrics").text)
-    assert s["vqa_frames_encoded_total"] == 15 and f'vqa_encode_lag_seconds{{stream="{sid}"}}' not in s
+    assert s["vqa_frames_encoded_total"] == 15 and s["vqa_encode_lag_seconds"] == 0.0  # no streams left
 
 
 def test_ready_lists_degraded_store(make_client) -> None:

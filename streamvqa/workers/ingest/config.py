@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -21,6 +22,10 @@ class IngestConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str = Field(description="rtsp://, rtsps://, http://, https://, file:// URL or a local path")
+    address: str | None = Field(
+        None, description="IP the server's URL policy checked for the URL's host; ingest connects "
+        "there instead of resolving the name again (DNS pinning)"
+    )
     fps: float = Field(1.0, gt=0, le=120, description="sampling rate, frames per second of stream time")
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     open_timeout_s: float = Field(10.0, gt=0, le=300, description="connect + probe deadline")
@@ -50,6 +55,11 @@ class IngestConfig(BaseModel):
             raise PydanticCustomError(e.code, e.message) from None
         return url.strip()
 
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, address: str | None) -> str | None:
+        return None if address is None else str(ipaddress.ip_address(address))
+
     @model_validator(mode="after")
     def _check_ranges(self) -> IngestConfig:
         if self.backoff_max_s < self.backoff_initial_s:
@@ -61,7 +71,7 @@ class IngestConfig(BaseModel):
     @property
     def source(self) -> SourceUrl:
         """The parsed URL (kind and what to hand to PyAV)."""
-        return parse_source_url(self.url)
+        return parse_source_url(self.url, self.address)
 
     def backoff_s(self, attempt: int) -> float:
         """Delay before reconnect attempt ``attempt`` (1-based): exponential, capped."""

@@ -105,7 +105,7 @@ def open_source(config: IngestConfig) -> OpenedSource:
     try:
         container = av.open(
             source.target,
-            options=container_options(config, source.kind),
+            options={**container_options(config, source.kind), **source.options},  # options: DNS pinning
             timeout=(config.open_timeout_s, config.read_timeout_s),
         )
     except Exception as e:  # PyAV raises FFmpegError subclasses, OSError, sometimes ValueError
