@@ -1,17 +1,22 @@
-"""Every error as ``{"error": {"code", "message"}}``: handlers and the body-size middleware."""
+"""Every error as ``{"error": {"code", "message"}}`` with a documented code and no internals:
+handlers, ``OPTIONS``/``Allow``, media-root redaction and the body-size middleware."""
 
 from __future__ import annotations
 
 import json
 import logging
+import uuid
+from collections.abc import Callable
+from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from streamvqa.proto import ApiError, ErrorBody
+from streamvqa.proto import ERROR_STATUS, ApiError, ErrorBody
 
 log = logging.getLogger(__name__)
 
@@ -19,11 +24,59 @@ class _TooLarge(ApiError):
     """A chunked body went over the limit while the app was reading it."""
 
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+#: codes of the HTTP errors Starlette/FastAPI raise themselves. 400 comes only from FastAPI's
+#: body parser (not UTF-8, nested too deeply for ``json.loads``): the body is not usable JSON.
+_HTTP_CODES = {400: "malformed_json", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+               413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_request",
+               429: "rate_limited", 503: "not_ready"}
+_HTTP_MESSAGES = {400: "request body is not valid JSON (UTF-8, not nested too deeply)"}
+#: the order methods are listed in ``Allow``
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+class Redactor:
+    """Rewrites absolute paths under the media root as paths relative to it (clients never see
+    where the server keeps its files)."""
+
+    def __init__(self, media_root: str | Path | None) -> None:
+        roots: set[str] = set()
+        if media_root:
+            for root in (str(media_root), str(Path(media_root).resolve())):
+                roots.add(root.rstrip("/") or "/")
+        pairs = [(p, repl) for r in roots if r != "/" for p, repl in ((f"file://{r}/", ""), (f"{r}/", ""), (r, "."))]
+        self.prefixes = sorted(pairs, key=lambda p: -len(p[0]))  # longest first: a root inside another
+
+    def __call__(self, text: str) -> str:
+        for prefix, repl in self.prefixes:
+            text = text.replace(prefix, repl)
+        return text
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def public_error(code: str, message: str, status: int, redact: Callable[[str], str] = str,
+                 ) -> tuple[ErrorBody, int]:
+    """What a client may see of an error: a documented code (anything else, and every
+    ``internal_error``, becomes ``internal_error`` with a generic message and a request id; the
+    detail goes to the log under that id) and a message without media-root paths."""
+    if code not in ERROR_STATUS or code == "internal_error":
+        rid = new_request_id()
+        log.error("internal_error request_id=%s: %s: %s", rid, code, message)
+        return ErrorBody.of("internal_error", "internal server error", rid), 500
+    return ErrorBody.of(code, redact(message)), status
 
 
 def error_response(code: str, message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(ErrorBody.of(code, message).model_dump(), status_code=status, headers=headers)
+
+
+def body_response(body: ErrorBody, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    rid = body.error.request_id
+    if rid is not None:
+        headers = {**(headers or {}), "X-Request-ID": rid}
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
 def validation_message(errors: list[dict]) -> str:
@@ -43,20 +96,33 @@ async def _body_not_json(request: Request, errors: list[dict]) -> bool:
         raw = await request.body()
         if raw:
             json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return True
     except Exception:
         return False
     return False
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Render ApiError, validation errors, HTTP errors and crashes as :class:`ErrorBody`."""
+def allowed_methods(request: Request) -> str:
+    """``Allow`` for the request's path: every method of every route whose path matches, and OPTIONS."""
+    scope = {**request.scope, "type": "http"}
+    methods = {"OPTIONS"}
+    for route in request.app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(scope)[0] is not Match.NONE:
+            methods |= set(route_methods)
+    return ", ".join(sorted(methods, key=lambda m: (_METHOD_ORDER + (m,)).index(m)))
+
+
+def install_error_handlers(app: FastAPI, redact: Callable[[str], str] = str) -> None:
+    """Render ApiError, validation errors, HTTP errors and crashes as :class:`ErrorBody`;
+    answer ``OPTIONS`` with ``204`` and the path's full ``Allow``."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, e: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": 'Bearer realm="streamvqa"'} if e.status == 401 else None
-        return error_response(e.code, e.message, e.status, headers)
+        body, status = public_error(e.code, e.message, e.status, redact)
+        headers = {"WWW-Authenticate": 'Bearer realm="streamvqa"'} if status == 401 else None
+        return body_response(body, status, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, e: RequestValidationError) -> JSONResponse:
@@ -65,18 +131,30 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response("malformed_json", "request body is not valid JSON", 400)
         for err in errors:  # ingest's scheme check surfaces as its own pydantic error type
             if err.get("type") == "unsupported_scheme":
-                return error_response("unsupported_scheme", str(err.get("msg")), 400)
-        return error_response("invalid_request", validation_message(errors), 422)
+                return error_response("unsupported_scheme", redact(str(err.get("msg"))), 400)
+        return error_response("invalid_request", redact(validation_message(errors)), 422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
-        code = _HTTP_CODES.get(e.status_code, "internal" if e.status_code >= 500 else "invalid_request")
-        return error_response(code, str(e.detail), e.status_code, getattr(e, "headers", None))
+    async def _http(request: Request, e: StarletteHTTPException) -> Response:
+        headers = dict(getattr(e, "headers", None) or {})
+        if e.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
+            if request.method == "OPTIONS":  # the path exists: say what it supports
+                return Response(status_code=204, headers=headers)
+        code, status = _HTTP_CODES.get(e.status_code), e.status_code
+        if code is None:  # nothing in this app raises other statuses; keep the documented pairs
+            code = "internal_error" if status >= 500 else "invalid_request"
+            status = ERROR_STATUS[code]
+        body, status = public_error(code, _HTTP_MESSAGES.get(status, str(e.detail)), status, redact)
+        return body_response(body, status, headers or None)
 
     @app.exception_handler(Exception)
-    async def _crash(_: Request, e: Exception) -> JSONResponse:
-        log.exception("unhandled error")  # details in the log only, never to the client
-        return error_response("internal", "internal server error", 500)
+    async def _crash(request: Request, e: Exception) -> JSONResponse:
+        rid = new_request_id()
+        # details in the log only, never to the client
+        log.exception("internal_error request_id=%s: unhandled error in %s %s", rid, request.method,
+                      request.url.path)
+        return body_response(ErrorBody.of("internal_error", "internal server error", rid), 500)
 
 
 class BodyLimitMiddleware:
