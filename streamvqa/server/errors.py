@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -42,14 +43,16 @@ class Redactor:
         roots: set[str] = set()
         if media_root:
             for root in (str(media_root), str(Path(media_root).resolve())):
-                roots.add(root.rstrip("/") or "/")
-        pairs = [(p, repl) for r in roots if r != "/" for p, repl in ((f"file://{r}/", ""), (f"{r}/", ""), (r, "."))]
-        self.prefixes = sorted(pairs, key=lambda p: -len(p[0]))  # longest first: a root inside another
+                roots.add(root.rstrip("/"))
+        roots.discard("")  # a root of "/" would make every absolute path "relative"
+        alternatives = "|".join(re.escape(r) for r in sorted(roots, key=len, reverse=True))
+        # the root itself, as a whole path component: followed by "/" or by no further name character
+        self.pattern = re.compile(rf"(?:file://)?(?:{alternatives})(?:/|(?![\w.-]))") if roots else None
 
     def __call__(self, text: str) -> str:
-        for prefix, repl in self.prefixes:
-            text = text.replace(prefix, repl)
-        return text
+        if self.pattern is None:
+            return text
+        return self.pattern.sub(lambda m: "" if m.group(0).endswith("/") else ".", text)
 
 
 def new_request_id() -> str:

@@ -144,8 +144,8 @@ class WsConnection:
             return
         try:
             data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            await self._error(None, "malformed_json", f"not JSON: {e}")
+        except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError; too deep: RecursionError
+            await self._error(None, "malformed_json", f"not JSON: {type(e).__name__}")
             return
         rid = data.get("request_id") if isinstance(data, dict) else None
         rid = rid if isinstance(rid, str) else None

@@ -53,6 +53,18 @@ def test_unparseable_json_is_malformed_json(double_client, body: bytes) -> None:
     assert r.status_code == 400 and error_of(r) == "malformed_json"
 
 
+def test_ws_unparseable_messages_are_malformed_json(double_client, clip: Path) -> None:
+    client, _ = double_client
+    sid = client.post("/v1/streams", json={"url": clip.as_uri()}).json()["id"]
+    with client.websocket_connect(f"/v1/streams/{sid}/ws") as ws:
+        for raw in ("[" * 5000 + "]" * 5000, b"\xff\xfe", "{nope"):
+            ws.send_bytes(raw) if isinstance(raw, bytes) else ws.send_text(raw)
+            m = ws.receive_json()
+            assert m["type"] == "error" and m["error"]["code"] == "malformed_json", m
+        ws.send_json({"type": "question", "request_id": "q", "question": "still there?"})
+        assert ws.receive_json()["request_id"] == "q"  # the connection stays
+
+
 def test_unhandled_exception_is_internal_error_with_request_id(double_client, clip: Path) -> None:
     client, _ = double_client
     sid = client.post("/v1/streams", json={"url": clip.as_uri()}).json()["id"]
