@@ -107,11 +107,14 @@ async def _body_not_json(request: Request, errors: list[dict]) -> bool:
 
 
 def allowed_methods(request: Request) -> str:
-    """``Allow`` for the request's path: every method of every route whose path matches, and OPTIONS."""
+    """``Allow`` for the request's path: every method of every route whose path matches, and
+    OPTIONS (not a route that only answers 405, like WHIP's PATCH)."""
     scope = {**request.scope, "type": "http"}
     methods = {"OPTIONS"}
     for route in request.app.router.routes:
         route_methods = getattr(route, "methods", None)
+        if getattr(route, "status_code", None) == 405:
+            continue
         if route_methods and route.matches(scope)[0] is not Match.NONE:
             methods |= set(route_methods)
     return ", ".join(sorted(methods, key=lambda m: (_METHOD_ORDER + (m,)).index(m)))
@@ -122,9 +125,11 @@ def install_error_handlers(app: FastAPI, redact: Callable[[str], str] = str) -> 
     answer ``OPTIONS`` with ``204`` and the path's full ``Allow``."""
 
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, e: ApiError) -> JSONResponse:
+    async def _api_error(request: Request, e: ApiError) -> JSONResponse:
         body, status = public_error(e.code, e.message, e.status, redact)
         headers = {"WWW-Authenticate": 'Bearer realm="streamvqa"'} if status == 401 else None
+        if status == 405:  # a route that refuses its own method (WHIP's PATCH)
+            headers = {"Allow": allowed_methods(request)}
         return body_response(body, status, headers)
 
     @app.exception_handler(RequestValidationError)
