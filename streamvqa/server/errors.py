@@ -31,6 +31,8 @@ _HTTP_CODES = {400: "malformed_json", 401: "unauthorized", 404: "not_found", 405
                413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_request",
                429: "rate_limited", 503: "not_ready"}
 _HTTP_MESSAGES = {400: "request body is not valid JSON (UTF-8, not nested too deeply)"}
+#: an absolute filesystem path (not the path of a URL: no "/", ":" or name character before it)
+_ABS_PATH = re.compile(r"(?<![\w:/.~-])/(?:[\w.@+-]+/)*[\w.@+-]+")
 #: the order methods are listed in ``Allow``
 _METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -63,12 +65,16 @@ def public_error(code: str, message: str, status: int, redact: Callable[[str], s
                  ) -> tuple[ErrorBody, int]:
     """What a client may see of an error: a documented code (anything else, and every
     ``internal_error``, becomes ``internal_error`` with a generic message and a request id; the
-    detail goes to the log under that id) and a message without media-root paths."""
+    detail goes to the log under that id) and a message without media-root paths (server-side
+    errors: without any absolute path, e.g. a worker's socket)."""
     if code not in ERROR_STATUS or code == "internal_error":
         rid = new_request_id()
         log.error("internal_error request_id=%s: %s: %s", rid, code, message)
         return ErrorBody.of("internal_error", "internal server error", rid), 500
-    return ErrorBody.of(code, redact(message)), status
+    message = redact(message)
+    if status >= 500:
+        message = _ABS_PATH.sub("<path>", message)
+    return ErrorBody.of(code, message), status
 
 
 def error_response(code: str, message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:

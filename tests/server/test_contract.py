@@ -93,6 +93,16 @@ def test_undocumented_engine_code_is_internal_error(double_client, clip: Path) -
     no_internals(r, "boom", "/srv/models")
 
 
+def test_server_side_errors_name_no_paths(double_client, clip: Path) -> None:
+    client, double = double_client
+    sid = client.post("/v1/streams", json={"url": clip.as_uri()}).json()["id"]
+    double.fail = EngineError("worker_unavailable", "answer-0 is not reachable at /run/streamvqa/ans-0.sock")
+    r = client.post(f"/v1/streams/{sid}/questions", json={"question": "q"})
+    assert r.status_code == 503 and error_of(r) == "worker_unavailable"
+    assert "answer-0 is not reachable at <path>" in r.json()["error"]["message"]
+    no_internals(r, "/run/streamvqa")
+
+
 def test_source_errors_name_paths_relative_to_the_media_root(client, tmp_path: Path) -> None:
     bad = bad_clip(tmp_path)
     r = client.post("/v1/streams?probe=true", json={"url": bad.as_uri()})
