@@ -263,8 +263,9 @@ class StreamSession:
             now = time.perf_counter()
             if k == 0:
                 timings["first_token_s"] = now - start
-            for obs in self.observers:
-                obs.on_token(self.stream_id, now - last)
+            else:  # ITL counts gaps between tokens only (vLLM); the first token is TTFT
+                for obs in self.observers:
+                    obs.on_token(self.stream_id, now - last)
             last = now
             yield TokenEvent(stream.push(tok), tok, k)
             if k + 1 == max_tokens:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_serializer
 
 #: code -> HTTP status. Codes are stable: add new ones, never rename or re-map existing ones.
 ERROR_STATUS: dict[str, int] = {
     # request shape
-    "invalid_request": 422,  # body/params fail validation (malformed JSON too: 400, see below)
-    "malformed_json": 400,  # the body is not JSON at all
+    "invalid_request": 422,  # body/params fail validation; a source URL that does not parse
+    "malformed_json": 400,  # the body is not JSON (not UTF-8, nested too deeply, a syntax error)
     "payload_too_large": 413,  # body or WebSocket message over the configured byte limit
     "question_too_long": 413,  # question over max_question_chars
     "invalid_options": 422,  # method options rejected by the engine
@@ -21,6 +21,8 @@ ERROR_STATUS: dict[str, int] = {
     "unknown_stream": 404,
     "stream_exists": 409,
     "empty_stream": 409,  # a question before any frame was encoded
+    "stream_failed": 409,  # a question the stream cannot answer because its source failed (last error in message)
+    "stream_closed": 409,  # the stream was deleted while the question ran
     "too_many_streams": 429,
     "too_many_questions": 429,  # concurrent questions per WebSocket connection, or per stream
     # security (see docs/security.md)
@@ -37,12 +39,15 @@ ERROR_STATUS: dict[str, int] = {
     "retries_exhausted": 422,
     # server
     "not_ready": 503,  # the model is still loading
-    "internal": 500,
+    "worker_unavailable": 503,  # multi topology: a worker is restarting; retry shortly
+    "store_unavailable": 503,  # every block of the stream is in a memory tier that is down
+    "internal_error": 500,  # a bug; generic message + request_id, details only in the server log
 }
 
 
 def status_for(code: str) -> int:
-    """HTTP status of an error code (500 for a code not in the table)."""
+    """HTTP status of an error code (500 for a code not in the table; the server answers such a
+    code as ``internal_error``)."""
     return ERROR_STATUS.get(code, 500)
 
 
@@ -51,6 +56,17 @@ class ErrorDetail(BaseModel):
 
     code: str = Field(description="stable machine-readable code; see ERROR_STATUS")
     message: str = Field(description="human-readable detail; not stable")
+    request_id: str | None = Field(
+        default=None, description="internal_error only: quote it to the operator (the server log has the detail)"
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unset_request_id(self, handler):  # noqa: ANN001, ANN202 - pydantic's wrap signature
+        # the body stays {"code", "message"} for every error but internal_error
+        data = handler(self)
+        if data.get("request_id") is None:
+            data.pop("request_id", None)
+        return data
 
 
 class ErrorBody(BaseModel):
@@ -59,8 +75,9 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
     @classmethod
-    def of(cls, code: str, message: str) -> ErrorBody:
-        return cls(error=ErrorDetail(code=code, message=message))
+    def of(cls, code: str, message: str, request_id: str | None = None) -> ErrorBody:
+        return cls(error=ErrorDetail(code=code, message=message, request_id=request_id))
+
 
 
 class ApiError(Exception):

@@ -24,12 +24,14 @@ from streamvqa.proto import (
 )
 
 from .answers import AnswerService
-from .auth import ANONYMOUS, Authenticator, AuthMiddleware, Principal, ws_token
-from .errors import BodyLimitMiddleware, install_error_handlers
+from .auth import ANONYMOUS, PUBLIC_PATHS, READY_PATH, Authenticator, AuthMiddleware, Principal, ws_token
+from .errors import BodyLimitMiddleware, Redactor, install_error_handlers
 from .limits import KeyedLimiter
 from .metrics import ServerMetrics, StreamCollector, render
-from .registry import StreamRegistry
+from .openapi import declare_bearer_security
+from .registry import StreamEntry, StreamRegistry, failed_stream_error
 from .settings import ServerSettings
+from .sources import precheck_source
 from .urlpolicy import UrlPolicy
 from .ws import CLOSE_UNAUTHORIZED, WsConnection
 
@@ -168,7 +170,7 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
             eng = await asyncio.to_thread(load_engine, settings)
         except Exception as e:
             log.exception("engine failed to load")
-            state.load_error = f"model failed to load: {type(e).__name__}: {e}"
+            state.load_error = f"model failed to load ({type(e).__name__}; the server log has the detail)"
             state.loaded.set()
             return
         state.owns_engine = True
@@ -205,7 +207,18 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
         lifespan=lifespan,
     )
     app.state.server = state
-    install_error_handlers(app)
+    redact = Redactor(settings.media_root)
+    install_error_handlers(app, redact)
+    if auth.enabled:
+        public = set(PUBLIC_PATHS) | ({"/metrics"} if settings.metrics_public else set())
+        declare_bearer_security(app, public=public, optional={READY_PATH})
+
+    def public_info(entry: StreamEntry) -> StreamInfo:
+        """``StreamInfo`` with the source's last error free of media-root paths."""
+        info = entry.info()
+        if info.last_error is not None:
+            info.last_error.message = redact(info.last_error.message)
+        return info
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AuthMiddleware, auth=auth)  # outermost: nothing runs for a caller without a key
 
@@ -218,18 +231,21 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
         probe: Annotated[bool, Query(description="open the source and decode a frame first")] = False,
     ) -> StreamInfo:
         """Start watching a stream (rtsp, rtsps, http, https, file). WebRTC: ``POST /v1/whip``.
-        The URL must pass the URL policy (``url_forbidden``); the caller's key owns the stream."""
-        entry = await state.require().create(body, probe=probe, principal=principal_of(request))
-        return entry.info()
+        The URL must pass the URL policy (``url_forbidden``); the caller's key owns the stream.
+        A URL that does not parse, an unsupported scheme or a missing file is refused at once."""
+        streams = state.require()
+        precheck_source(body.url, state.policy)
+        entry = await streams.create(body, probe=probe, principal=principal_of(request))
+        return public_info(entry)
 
     @app.get("/v1/streams", response_model=StreamList, responses=ERRORS, tags=["streams"])
     async def list_streams(request: Request) -> StreamList:
         """The caller's streams (every stream with auth off)."""
-        return StreamList(streams=[e.info() for e in state.require().list(principal_of(request).owner)])
+        return StreamList(streams=[public_info(e) for e in state.require().list(principal_of(request).owner)])
 
     @app.get("/v1/streams/{stream_id}", response_model=StreamInfo, responses=ERRORS, tags=["streams"])
     async def get_stream(request: Request, stream_id: str) -> StreamInfo:
-        return state.require().get(stream_id, principal_of(request).owner).info()
+        return public_info(state.require().get(stream_id, principal_of(request).owner))
 
     @app.delete("/v1/streams/{stream_id}", status_code=204, responses=ERRORS, tags=["streams"])
     async def delete_stream(request: Request, stream_id: str) -> Response:
@@ -252,7 +268,10 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
         principal = principal_of(request)
         entry = state.require().get(stream_id, principal.owner)
         state.take_question(principal)
-        return await state.answers.answer(entry, body)
+        try:
+            return await state.answers.answer(entry, body)
+        except ApiError as e:
+            raise failed_stream_error(entry, e) from None
 
     @app.websocket("/v1/streams/{stream_id}/ws")
     async def ws(websocket: WebSocket, stream_id: str) -> None:
@@ -275,7 +294,7 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
             return
         await WsConnection(
             websocket, stream_id, state.streams, state.answers, principal=principal,
-            take_question=state.take_question, subprotocol=subprotocol,
+            take_question=state.take_question, subprotocol=subprotocol, redact=redact,
         ).run()
 
     # -- WHIP (RFC 9725) ------------------------------------------------------------------------
@@ -283,8 +302,10 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
     @app.post(
         "/v1/whip",
         status_code=201,
-        responses={201: {"content": {"application/sdp": {}}}, **ERRORS},
+        responses={201: {"content": {"application/sdp": {}}}, **ERRORS,
+                   415: {"model": ErrorBody, "description": "the offer is not `application/sdp`"}},
         tags=["whip"],
+        openapi_extra={"requestBody": {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}}},
     )
     async def whip_publish(
         request: Request,
@@ -351,7 +372,9 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
             if not store.get("ok", True):
                 ok = False
             degraded += [f"store.{d}" for d in store.get("degraded", [])]
-        body: dict[str, Any] = {"ready": ok} if bare else {"ready": ok, "degraded": degraded, "checks": checks}
+        if bare:  # exactly {"ready": bool}: no detail for callers without a key
+            return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+        body: dict[str, Any] = {"ready": ok, "degraded": degraded, "checks": checks}
         if not ok:
             body["error"] = {"code": "not_ready", "message": state.load_error or "not ready"}
         return JSONResponse(body, status_code=200 if ok else 503)

@@ -34,8 +34,11 @@ from .settings import ServerSettings
 log = logging.getLogger(__name__)
 
 PBKDF2_ITERATIONS = 200_000
-#: paths anyone may call; ``/ready`` answers without details to callers without a key
-PUBLIC_PATHS = frozenset({"/health"})
+#: paths anyone may call; ``/ready`` answers without details to callers without a key. The API
+#: description (``/openapi.json``, Swagger UI, ReDoc) holds no secrets and every call from it
+#: still needs a key (docs/security.md)
+DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+PUBLIC_PATHS = frozenset({"/health"}) | DOCS_PATHS
 READY_PATH = "/ready"
 METRICS_PATH = "/metrics"
 #: WebSocket subprotocol carrying the key for browsers: ``Sec-WebSocket-Protocol: bearer.<key>``
@@ -291,7 +294,7 @@ def ws_token(scope: Scope) -> tuple[str | None, str | None]:
 
 
 class AuthMiddleware:
-    """Requires an API key on every HTTP request but ``/health`` (``/ready`` answers a bare
+    """Requires an API key on every HTTP request but ``/health`` and the API docs (``/ready`` answers a bare
     ``{"ready": ...}`` without one; ``/metrics`` follows :meth:`Authenticator.check_metrics`).
     Sets ``scope["state"]["principal"]``. WebSockets are checked by their endpoint (so the
     client gets a JSON error before the close)."""

@@ -1,17 +1,23 @@
-"""Every error as ``{"error": {"code", "message"}}``: handlers and the body-size middleware."""
+"""Every error as ``{"error": {"code", "message"}}`` with a documented code and no internals:
+handlers, ``OPTIONS``/``Allow``, media-root redaction and the body-size middleware."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import uuid
+from collections.abc import Callable
+from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from streamvqa.proto import ApiError, ErrorBody
+from streamvqa.proto import ERROR_STATUS, ApiError, ErrorBody
 
 log = logging.getLogger(__name__)
 
@@ -19,11 +25,67 @@ class _TooLarge(ApiError):
     """A chunked body went over the limit while the app was reading it."""
 
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+#: codes of the HTTP errors Starlette/FastAPI raise themselves. 400 comes only from FastAPI's
+#: body parser (not UTF-8, nested too deeply for ``json.loads``): the body is not usable JSON.
+_HTTP_CODES = {400: "malformed_json", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+               413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_request",
+               429: "rate_limited", 503: "not_ready"}
+_HTTP_MESSAGES = {400: "request body is not valid JSON (UTF-8, not nested too deeply)"}
+#: an absolute filesystem path (not the path of a URL: no "/", ":" or name character before it)
+_ABS_PATH = re.compile(r"(?<![\w:/.~-])/(?:[\w.@+-]+/)*[\w.@+-]+")
+#: the order methods are listed in ``Allow``
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+class Redactor:
+    """Rewrites absolute paths under the media root as paths relative to it (clients never see
+    where the server keeps its files)."""
+
+    def __init__(self, media_root: str | Path | None) -> None:
+        roots: set[str] = set()
+        if media_root:
+            for root in (str(media_root), str(Path(media_root).resolve())):
+                roots.add(root.rstrip("/"))
+        roots.discard("")  # a root of "/" would make every absolute path "relative"
+        alternatives = "|".join(re.escape(r) for r in sorted(roots, key=len, reverse=True))
+        # the root itself, as a whole path component: followed by "/" or by no further name character
+        self.pattern = re.compile(rf"(?:file://)?(?:{alternatives})(?:/|(?![\w.-]))") if roots else None
+
+    def __call__(self, text: str) -> str:
+        if self.pattern is None:
+            return text
+        return self.pattern.sub(lambda m: "" if m.group(0).endswith("/") else ".", text)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def public_error(code: str, message: str, status: int, redact: Callable[[str], str] = str,
+                 ) -> tuple[ErrorBody, int]:
+    """What a client may see of an error: a documented code (anything else, and every
+    ``internal_error``, becomes ``internal_error`` with a generic message and a request id; the
+    detail goes to the log under that id) and a message without media-root paths (server-side
+    errors: without any absolute path, e.g. a worker's socket)."""
+    if code not in ERROR_STATUS or code == "internal_error":
+        rid = new_request_id()
+        log.error("internal_error request_id=%s: %s: %s", rid, code, message)
+        return ErrorBody.of("internal_error", "internal server error", rid), 500
+    message = redact(message)
+    if status >= 500:
+        message = _ABS_PATH.sub("<path>", message)
+    return ErrorBody.of(code, message), status
 
 
 def error_response(code: str, message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(ErrorBody.of(code, message).model_dump(), status_code=status, headers=headers)
+
+
+def body_response(body: ErrorBody, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    rid = body.error.request_id
+    if rid is not None:
+        headers = {**(headers or {}), "X-Request-ID": rid}
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
 def validation_message(errors: list[dict]) -> str:
@@ -43,20 +105,38 @@ async def _body_not_json(request: Request, errors: list[dict]) -> bool:
         raw = await request.body()
         if raw:
             json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return True
     except Exception:
         return False
     return False
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Render ApiError, validation errors, HTTP errors and crashes as :class:`ErrorBody`."""
+def allowed_methods(request: Request) -> str:
+    """``Allow`` for the request's path: every method of every route whose path matches, and
+    OPTIONS (not a route that only answers 405, like WHIP's PATCH)."""
+    scope = {**request.scope, "type": "http"}
+    methods = {"OPTIONS"}
+    for route in request.app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if getattr(route, "status_code", None) == 405:
+            continue
+        if route_methods and route.matches(scope)[0] is not Match.NONE:
+            methods |= set(route_methods)
+    return ", ".join(sorted(methods, key=lambda m: (_METHOD_ORDER + (m,)).index(m)))
+
+
+def install_error_handlers(app: FastAPI, redact: Callable[[str], str] = str) -> None:
+    """Render ApiError, validation errors, HTTP errors and crashes as :class:`ErrorBody`;
+    answer ``OPTIONS`` with ``204`` and the path's full ``Allow``."""
 
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, e: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": 'Bearer realm="streamvqa"'} if e.status == 401 else None
-        return error_response(e.code, e.message, e.status, headers)
+    async def _api_error(request: Request, e: ApiError) -> JSONResponse:
+        body, status = public_error(e.code, e.message, e.status, redact)
+        headers = {"WWW-Authenticate": 'Bearer realm="streamvqa"'} if status == 401 else None
+        if status == 405:  # a route that refuses its own method (WHIP's PATCH)
+            headers = {"Allow": allowed_methods(request)}
+        return body_response(body, status, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, e: RequestValidationError) -> JSONResponse:
@@ -65,18 +145,30 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response("malformed_json", "request body is not valid JSON", 400)
         for err in errors:  # ingest's scheme check surfaces as its own pydantic error type
             if err.get("type") == "unsupported_scheme":
-                return error_response("unsupported_scheme", str(err.get("msg")), 400)
-        return error_response("invalid_request", validation_message(errors), 422)
+                return error_response("unsupported_scheme", redact(str(err.get("msg"))), 400)
+        return error_response("invalid_request", redact(validation_message(errors)), 422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
-        code = _HTTP_CODES.get(e.status_code, "internal" if e.status_code >= 500 else "invalid_request")
-        return error_response(code, str(e.detail), e.status_code, getattr(e, "headers", None))
+    async def _http(request: Request, e: StarletteHTTPException) -> Response:
+        headers = dict(getattr(e, "headers", None) or {})
+        if e.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
+            if request.method == "OPTIONS":  # the path exists: say what it supports
+                return Response(status_code=204, headers=headers)
+        code, status = _HTTP_CODES.get(e.status_code), e.status_code
+        if code is None:  # nothing in this app raises other statuses; keep the documented pairs
+            code = "internal_error" if status >= 500 else "invalid_request"
+            status = ERROR_STATUS[code]
+        body, status = public_error(code, _HTTP_MESSAGES.get(status, str(e.detail)), status, redact)
+        return body_response(body, status, headers or None)
 
     @app.exception_handler(Exception)
-    async def _crash(_: Request, e: Exception) -> JSONResponse:
-        log.exception("unhandled error")  # details in the log only, never to the client
-        return error_response("internal", "internal server error", 500)
+    async def _crash(request: Request, e: Exception) -> JSONResponse:
+        rid = new_request_id()
+        # details in the log only, never to the client
+        log.exception("internal_error request_id=%s: unhandled error in %s %s", rid, request.method,
+                      request.url.path)
+        return body_response(ErrorBody.of("internal_error", "internal server error", rid), 500)
 
 
 class BodyLimitMiddleware:

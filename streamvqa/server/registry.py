@@ -30,6 +30,19 @@ def engine_error(e: Exception) -> ApiError:
     return ApiError("internal", f"{type(e).__name__}: {e}")
 
 
+def failed_stream_error(entry: StreamEntry, e: ApiError) -> ApiError:
+    """``empty_stream`` on a stream whose source failed is ``stream_failed`` with the source's
+    last error: no frame will ever come, so "no encoded frames yet" would mislead."""
+    if e.code != "empty_stream":
+        return e
+    ing = entry.ingest_stats()
+    if ing.state != "failed":
+        return e
+    err = ing.last_error or {}
+    return ApiError("stream_failed", f"the stream's source failed ({err.get('code', 'unknown')}): "
+                                     f"{err.get('message', '')}")
+
+
 def session_stats(session: Any) -> dict[str, Any]:
     """``session.stats()`` as a dict (the engine returns a dataclass-like ``SessionStats``)."""
     try:

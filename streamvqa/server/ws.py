@@ -30,8 +30,9 @@ from streamvqa.proto import ApiError, WsAnswer, WsError, WsQuestion, WsToken
 
 from .answers import AnswerService, is_answer, to_response
 from .auth import ANONYMOUS, Principal
+from .errors import public_error
 from .limits import TokenBucket
-from .registry import StreamRegistry
+from .registry import StreamRegistry, failed_stream_error
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,10 @@ class WsConnection:
         principal: Principal = ANONYMOUS,
         take_question: Callable[[Principal], None] | None = None,
         subprotocol: str | None = None,
+        redact: Callable[[str], str] = str,
     ) -> None:
         settings = answers.settings
+        self.redact = redact
         self.principal = principal
         self.take_question = take_question
         self.subprotocol = subprotocol
@@ -102,12 +105,16 @@ class WsConnection:
                 await self.ws.close(CLOSE_SLOW_READER, "reader too slow")
 
     async def _error(self, request_id: str | None, code: str, message: str) -> None:
-        await self._put(WsError(request_id=request_id, error={"code": code, "message": message}))
+        """An ``error`` as the REST handlers render it: documented code, no internals (an
+        ``internal_error`` carries the log's id as ``error.request_id``)."""
+        body, _ = public_error(code, message, 500, self.redact)
+        await self._put(WsError(request_id=request_id, error=body.model_dump()["error"]))
 
     # -- questions ----------------------------------------------------------------------------
 
     async def _answer(self, q: WsQuestion) -> None:
         rid = q.request_id
+        entry = None
         try:
             entry = self.registry.get(self.stream_id, self.principal.owner)
             async for ev in self.answers.events(entry, q):
@@ -117,12 +124,13 @@ class WsConnection:
                 else:
                     self._offer(WsToken(request_id=rid, index=int(ev.index), text=ev.text))
         except ApiError as e:
-            await self._error(rid, e.code, e.message)
+            err = failed_stream_error(entry, e) if entry is not None else e
+            await self._error(rid, err.code, err.message)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # never let one question kill the connection
             log.exception("ws question %s failed", rid)
-            await self._error(rid, "internal", f"{type(e).__name__}: {e}")
+            await self._error(rid, "internal_error", f"{type(e).__name__}: {e}")
         finally:
             self.active.pop(rid, None)
 
@@ -136,8 +144,8 @@ class WsConnection:
             return
         try:
             data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            await self._error(None, "malformed_json", f"not JSON: {e}")
+        except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError; too deep: RecursionError
+            await self._error(None, "malformed_json", f"not JSON: {type(e).__name__}")
             return
         rid = data.get("request_id") if isinstance(data, dict) else None
         rid = rid if isinstance(rid, str) else None

@@ -307,9 +307,9 @@ def test_replay_reports_missing_videos_and_source_errors(media, engine):
         result = run(bad, ReplayConfig(server=url, videos_dir=media, fps=FPS, stall_timeout_s=30))
     missing, broken = result["rows"]
     assert missing["error"]["code"] == "video_not_found" and missing["correct"] is None
-    # the server accepts the stream, ingest fails, the question finds nothing encoded
+    # the server accepts the stream, ingest fails, the question gets the stream's failure
     assert broken["stream_state_at_ask"] == "failed" and broken["stream"]["last_error"]["code"]
-    assert broken["error"]["code"] == "empty_stream" and broken["prediction"] is None and broken["correct"] is None
+    assert broken["error"]["code"] == "stream_failed" and broken["prediction"] is None and broken["correct"] is None
     assert result["summary"]["errors"] == 2 and result["summary"]["accuracy"] is None
 
 

@@ -18,6 +18,14 @@ from .conftest import ALICE, bearer, secure_settings
 schemathesis = pytest.importorskip("schemathesis")
 hypothesis = pytest.importorskip("hypothesis")
 
+
+
+@schemathesis.serializer("application/sdp")
+def _sdp(_: object, value: object) -> bytes:
+    """WHIP offers (``POST /v1/whip`` declares an ``application/sdp`` body): sent as text."""
+    return (value if isinstance(value, str) else str(value)).encode("utf-8", "surrogatepass")
+
+
 MAX_EXAMPLES = 25
 BUDGET_S = 240.0
 #: 503 only as ``not_ready`` would be allowed; the engine is attached, so no 5xx at all

@@ -116,9 +116,10 @@ def test_unreachable_source_fails_visibly(client) -> None:
     assert r.status_code == 201  # asynchronous: the failure shows in GET
     info = wait_stream(client, r.json()["id"], lambda s: s["state"] == "failed")
     assert info["state"] == "failed" and info["last_error"]["code"] == "source_unreachable", info
-    # a question on a stream that never encoded a frame
+    # a question on a stream that failed before encoding a frame: its failure, not "no frames yet"
     r = client.post(f"/v1/streams/{info['id']}/questions", json={"question": "anything?"})
-    assert error_of(r) == "empty_stream"
+    assert r.status_code == 409 and error_of(r) == "stream_failed"
+    assert "source_unreachable" in r.json()["error"]["message"]
     # the same URL with a synchronous probe: an error right away, no stream created
     r = client.post("/v1/streams?probe=true", json={"url": url})
     assert error_of(r) == "source_unreachable"
@@ -139,7 +140,8 @@ def test_error_table_is_stable() -> None:
     expected = {
         "invalid_request": 422, "malformed_json": 400, "unknown_stream": 404, "unknown_method": 400,
         "unsupported_scheme": 400, "source_unreachable": 422, "question_too_long": 413,
-        "too_many_streams": 429, "payload_too_large": 413, "empty_stream": 409, "internal": 500,
+        "too_many_streams": 429, "payload_too_large": 413, "empty_stream": 409, "internal_error": 500,
+        "stream_failed": 409,
     }
     for code, status in expected.items():
         assert ERROR_STATUS[code] == status, code

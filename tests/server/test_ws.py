@@ -94,9 +94,11 @@ def test_ws_too_many_questions_and_engine_failure(make_client, clip: Path) -> No
         double.fail = RuntimeError("boom")
         ws.send_json({"type": "question", "request_id": "3", "question": "c"})
         m = ws.receive_json()
-        assert m["request_id"] == "3" and m["error"]["code"] == "internal"
+        assert m["request_id"] == "3" and m["error"]["code"] == "internal_error"
+        assert "boom" not in m["error"]["message"] and m["error"]["request_id"]
     r = client.post(f"/v1/streams/{sid}/questions", json={"question": "c"})
-    assert r.status_code == 500 and r.json()["error"]["code"] == "internal"
+    assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
+    assert "boom" not in r.text and r.json()["error"]["request_id"] == r.headers["x-request-id"]
 
 
 class BlockedWebSocket:

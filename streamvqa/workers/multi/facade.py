@@ -170,14 +170,15 @@ class RemoteSession:
         # the encoder answers streams whose state only it holds; answer workers the others
         role, ns = (self.encoder, "enc") if self.answers_on_encoder else (self.engine.answer_role(self.stream_id), "ans")
         client = self.engine.supervisor.workers[role].client
-        last = time.perf_counter()
+        last: float | None = None  # ITL counts gaps between tokens only (vLLM), not the first token
         finished = False
         try:
             for kind, msg in client.stream(f"{ns}.ask", body, idle_timeout=self.engine.config.answer_idle_timeout_s):
                 now = time.perf_counter()
                 if kind == "event":
-                    for obs in self.engine.observers:
-                        obs.on_token(self.stream_id, now - last)
+                    if last is not None:
+                        for obs in self.engine.observers:
+                            obs.on_token(self.stream_id, now - last)
                     last = now
                     yield TokenEvent(msg.text, msg.token_id, msg.index)
                 else:
