@@ -28,6 +28,7 @@ from .auth import ANONYMOUS, Authenticator, AuthMiddleware, Principal, ws_token
 from .errors import BodyLimitMiddleware, install_error_handlers
 from .limits import KeyedLimiter
 from .metrics import ServerMetrics, StreamCollector, render
+from .question_tokens import question_counter
 from .registry import StreamRegistry
 from .settings import ServerSettings
 from .urlpolicy import UrlPolicy
@@ -36,7 +37,7 @@ from .ws import CLOSE_UNAUTHORIZED, WsConnection
 log = logging.getLogger(__name__)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 429, 500, 503)
+    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 429, 500, 503, 504)
 }
 
 
@@ -87,6 +88,16 @@ def multi_config(settings: ServerSettings) -> Any:
     )
 
 
+def question_slots(settings: ServerSettings) -> int:
+    """Questions the model works on at once: the setting, else one per answer worker (one
+    model lock each), one embedded (more would only interleave tokens under the one lock)."""
+    if settings.question_slots is not None:
+        return settings.question_slots
+    if settings.topology == "multi":
+        return len([d for d in (settings.answer_device or settings.device).split(",") if d.strip()]) or 1
+    return 1
+
+
 @dataclass
 class ServerState:
     """What the endpoints share; ``engine``/``streams`` are None until the model has loaded."""
@@ -107,6 +118,8 @@ class ServerState:
     def attach(self, engine: Any) -> None:
         self.engine = engine
         self.streams = StreamRegistry(engine, self.settings, self.policy)
+        self.streams.start_reaper()
+        self.answers.count_tokens = question_counter(engine, self.settings.model, self.settings.topology == "multi")
         observers = getattr(engine, "observers", None)
         if isinstance(observers, list):
             observers.append(self.metrics)
@@ -161,7 +174,8 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
     if not auth.enabled:
         log.warning("AUTHENTICATION IS OFF: anyone who can reach %s:%s controls this server",
                     settings.host, settings.port)
-    state = ServerState(settings, metrics, registry, AnswerService(settings, metrics), auth, UrlPolicy(settings))
+    answers = AnswerService(settings, metrics, in_flight_cap=auth.in_flight_cap, slots=question_slots(settings))
+    state = ServerState(settings, metrics, registry, answers, auth, UrlPolicy(settings))
 
     async def _load() -> None:
         try:

@@ -56,6 +56,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, e: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": 'Bearer realm="streamvqa"'} if e.status == 401 else None
+        retry = getattr(e, "retry_after_s", None)  # limits.RetryLater: a limit that frees up by itself
+        if retry is not None:
+            headers = {**(headers or {}), "Retry-After": str(retry)}
         return error_response(e.code, e.message, e.status, headers)
 
     @app.exception_handler(RequestValidationError)
