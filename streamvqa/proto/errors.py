@@ -10,7 +10,7 @@ ERROR_STATUS: dict[str, int] = {
     "invalid_request": 422,  # body/params fail validation (malformed JSON too: 400, see below)
     "malformed_json": 400,  # the body is not JSON at all
     "payload_too_large": 413,  # body or WebSocket message over the configured byte limit
-    "question_too_long": 413,  # question over max_question_chars
+    "question_too_long": 413,  # question over max_question_chars or max_question_tokens (model tokens)
     "invalid_options": 422,  # method options rejected by the engine
     "unknown_method": 400,  # method not in engine.methods()
     "unsupported_scheme": 400,  # URL scheme not rtsp/rtsps/http/https/file (WebRTC: use /v1/whip)
@@ -22,7 +22,7 @@ ERROR_STATUS: dict[str, int] = {
     "stream_exists": 409,
     "empty_stream": 409,  # a question before any frame was encoded
     "too_many_streams": 429,
-    "too_many_questions": 429,  # concurrent questions per WebSocket connection, or per stream
+    "too_many_questions": 429,  # concurrent questions per WebSocket connection, per stream, or queued per key
     # security (see docs/security.md)
     "unauthorized": 401,  # no API key, or not a valid one
     "url_forbidden": 403,  # source URL outside the URL policy (media root, private networks, redirects)
@@ -35,6 +35,7 @@ ERROR_STATUS: dict[str, int] = {
     "decode_error": 422,
     "resolution_too_large": 422,
     "retries_exhausted": 422,
+    "probe_timeout": 504,  # ?probe=true: the source did not answer within probe_timeout_s
     # server
     "not_ready": 503,  # the model is still loading
     "internal": 500,
