@@ -115,11 +115,15 @@ class ServerState:
     owns_engine: bool = False
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def attach(self, engine: Any) -> None:
+    def token_counter(self, engine: Any) -> Any:
+        """The question token counter (multi: loads the tokenizer; call off the event loop)."""
+        return question_counter(engine, self.settings.model, self.settings.topology == "multi")
+
+    def attach(self, engine: Any, count_tokens: Any = None) -> None:
         self.engine = engine
         self.streams = StreamRegistry(engine, self.settings, self.policy)
         self.streams.start_reaper()
-        self.answers.count_tokens = question_counter(engine, self.settings.model, self.settings.topology == "multi")
+        self.answers.count_tokens = count_tokens or self.token_counter(engine)
         observers = getattr(engine, "observers", None)
         if isinstance(observers, list):
             observers.append(self.metrics)
@@ -180,13 +184,14 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
     async def _load() -> None:
         try:
             eng = await asyncio.to_thread(load_engine, settings)
+            counter = await asyncio.to_thread(state.token_counter, eng)
         except Exception as e:
             log.exception("engine failed to load")
             state.load_error = f"model failed to load: {type(e).__name__}: {e}"
             state.loaded.set()
             return
         state.owns_engine = True
-        state.attach(eng)
+        state.attach(eng, counter)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
