@@ -257,7 +257,13 @@ class StreamRegistry:
                 raise ApiError(e.code, e.message) from e
         stream_id = "s_" + uuid.uuid4().hex[:16]
         options = dict(req.options or {})
-        session = self._open_session(stream_id, method, options)
+        # off the loop (multi: a round trip to an encoder worker), on the source pool's threads
+        session = await self.sources.run(self._open_session, stream_id, method, options)
+        try:  # again, with no await until _add: concurrent creates may have taken the slots meanwhile
+            self._check_capacity(principal)
+        except ApiError:
+            await self.sources.run(self._close_session, stream_id)
+            raise
         remote = getattr(session, "remote_ingest", None)  # multi topology: the encoder ingests
         if remote is not None:
             worker = remote(config, stream_id)
@@ -280,7 +286,7 @@ class StreamRegistry:
         method = self.resolve_method(method)
         self._check_capacity(principal)
         stream_id = "w_" + uuid.uuid4().hex[:16]
-        session = self._open_session(stream_id, method, {})
+        session = await self.sources.run(self._open_session, stream_id, method, {})
         try:
             whip, answer = await WhipSession.create(
                 offer_sdp,
@@ -293,6 +299,12 @@ class StreamRegistry:
             self._close_session(stream_id)
             raise ApiError(e.code, e.message) from e
         except BaseException:
+            self._close_session(stream_id)
+            raise
+        try:  # again: other streams may have taken the slots while the peer connected
+            self._check_capacity(principal)
+        except ApiError:
+            await whip.close()
             self._close_session(stream_id)
             raise
         entry = StreamEntry(stream_id, f"whip://{stream_id}", method, fps, name, session, whip,

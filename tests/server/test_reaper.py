@@ -58,3 +58,39 @@ def test_reaper_runs_in_the_background(make_client, engine, clip: Path) -> None:
     assert wait_until(lambda: client.get(f"/v1/streams/{sid}").status_code == 404, 60)
     assert sid not in engine.sessions
     assert client.get("/v1/streams").json()["streams"] == []
+
+
+def test_concurrent_creates_cannot_overshoot_the_cap(make_client, clip: Path) -> None:
+    """Two creates that both pass the first capacity check (each waits in its probe until the
+    other is there too): the second is refused when it is about to be added."""
+    import asyncio
+    import threading
+
+    from streamvqa.workers.ingest import probe_source
+    from tests.server.doubles import EngineDouble
+
+    client = make_client(engine_override=EngineDouble(), max_streams=1, realtime_files=True)
+    streams = client.app.state.server.streams
+    real_probe = streams.sources.probe
+    waiting = []
+
+    async def probe_in_step(fn, *args):  # fault injection: hold each probe until both are in
+        waiting.append(1)
+        while len(waiting) < 2:
+            await asyncio.sleep(0.01)
+        return await real_probe(probe_source, *args)
+
+    streams.sources.probe = probe_in_step
+    results = []
+
+    def create() -> None:
+        results.append(client.post("/v1/streams?probe=true", json={"url": clip.as_uri()}))
+
+    threads = [threading.Thread(target=create) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(r.status_code for r in results) == [201, 429]
+    assert len(client.get("/v1/streams").json()["streams"]) == 1
+    assert len(client.app.state.server.engine.sessions) == 1  # the refused one's session was closed
