@@ -9,8 +9,8 @@ A key is a bearer token (``Authorization: Bearer <key>``). Only hashes are store
 Keys come from ``settings.api_keys_file`` (``STREAMVQA_API_KEYS_FILE``) and/or
 ``settings.api_keys`` (``STREAMVQA_API_KEYS``). Either holds ``name:hash`` entries (one per line
 or comma-separated; ``#`` comments) or JSON: ``[{"name", "hash", "max_streams"?,
-"questions_per_minute"?, "max_memory_bytes"?,
-"max_questions_in_flight"?}]`` (or ``{"keys": [...]}``) for per-key quotas.
+"questions_per_minute"?, "max_memory_bytes"?, "max_questions_in_flight"?}]`` (or
+``{"keys": [...]}``) for per-key quotas.
 """
 
 from __future__ import annotations

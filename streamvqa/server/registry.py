@@ -257,13 +257,10 @@ class StreamRegistry:
                 raise ApiError(e.code, e.message) from e
         stream_id = "s_" + uuid.uuid4().hex[:16]
         options = dict(req.options or {})
-        # off the loop (multi: a round trip to an encoder worker), on the source pool's threads
-        session = await self.sources.run(self._open_session, stream_id, method, options)
-        try:  # again, with no await until _add: concurrent creates may have taken the slots meanwhile
-            self._check_capacity(principal)
-        except ApiError:
-            await self.sources.run(self._close_session, stream_id)
-            raise
+        # again, with no await from here to _add: concurrent creates may have taken the slots while
+        # this one was checking the URL or probing
+        self._check_capacity(principal)
+        session = self._open_session(stream_id, method, options)
         remote = getattr(session, "remote_ingest", None)  # multi topology: the encoder ingests
         if remote is not None:
             worker = remote(config, stream_id)
@@ -286,7 +283,7 @@ class StreamRegistry:
         method = self.resolve_method(method)
         self._check_capacity(principal)
         stream_id = "w_" + uuid.uuid4().hex[:16]
-        session = await self.sources.run(self._open_session, stream_id, method, {})
+        session = self._open_session(stream_id, method, {})
         try:
             whip, answer = await WhipSession.create(
                 offer_sdp,
