@@ -10,7 +10,7 @@ ERROR_STATUS: dict[str, int] = {
     "invalid_request": 422,  # body/params fail validation; a source URL that does not parse
     "malformed_json": 400,  # the body is not JSON (not UTF-8, nested too deeply, a syntax error)
     "payload_too_large": 413,  # body or WebSocket message over the configured byte limit
-    "question_too_long": 413,  # question over max_question_chars
+    "question_too_long": 413,  # question over max_question_chars or max_question_tokens (model tokens)
     "invalid_options": 422,  # method options rejected by the engine
     "unknown_method": 400,  # method not in engine.methods()
     "unsupported_scheme": 400,  # URL scheme not rtsp/rtsps/http/https/file (WebRTC: use /v1/whip)
@@ -24,7 +24,7 @@ ERROR_STATUS: dict[str, int] = {
     "stream_failed": 409,  # a question the stream cannot answer because its source failed (last error in message)
     "stream_closed": 409,  # the stream was deleted while the question ran
     "too_many_streams": 429,
-    "too_many_questions": 429,  # concurrent questions per WebSocket connection, or per stream
+    "too_many_questions": 429,  # concurrent questions per WebSocket connection, per stream, or queued per key
     # security (see docs/security.md)
     "unauthorized": 401,  # no API key, or not a valid one
     "url_forbidden": 403,  # source URL outside the URL policy (media root, private networks, redirects)
@@ -37,6 +37,7 @@ ERROR_STATUS: dict[str, int] = {
     "decode_error": 422,
     "resolution_too_large": 422,
     "retries_exhausted": 422,
+    "probe_timeout": 504,  # ?probe=true: the source did not answer within probe_timeout_s
     # server
     "not_ready": 503,  # the model is still loading
     "worker_unavailable": 503,  # multi topology: a worker is restarting; retry shortly

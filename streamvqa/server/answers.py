@@ -1,15 +1,19 @@
-"""The answer path shared by REST and the WebSocket: validate, wait for ``at``, ask, convert."""
+"""The answer path shared by REST and the WebSocket: validate, wait for ``at``, wait for a fair
+turn (:mod:`.fair_queue`), ask, convert."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from streamvqa.proto import AnswerResponse, ApiError, QuestionRequest, Timings
 
 from .evidence import evidence_ranges
+from .fair_queue import FairQueue
 from .metrics import ServerMetrics
+from .question_tokens import Counter, utf8_bytes
 from .registry import StreamEntry, engine_error, session_stats
 from .settings import ServerSettings
 
@@ -33,19 +37,44 @@ def to_response(answer: Any, entry: StreamEntry | None = None, at: float | None 
     )
 
 
-class AnswerService:
-    """Asks one stream's engine session a question and streams its events."""
+def queue_key(entry: StreamEntry) -> str:
+    """Whose turn a question takes in the fair queue: the API key; with auth off (no keys), the
+    stream, so one stream's backlog cannot hold up another's."""
+    return entry.owner if entry.owner is not None else f"stream:{entry.id}"
 
-    def __init__(self, settings: ServerSettings, metrics: ServerMetrics) -> None:
+
+class AnswerService:
+    """Asks one stream's engine session a question and streams its events.
+
+    ``count_tokens``: the model's question token counter (set once the engine is loaded);
+    ``in_flight_cap(owner)``: the key's cap on questions queued or running (None: none).
+    """
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        metrics: ServerMetrics,
+        in_flight_cap: Callable[[str], int | None] | None = None,
+        slots: int = 1,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.count_tokens: Counter = utf8_bytes
+        self.in_flight_cap = in_flight_cap or (lambda owner: None)
+        self.queue = FairQueue(slots)
 
     def check(self, req: QuestionRequest) -> dict[str, Any]:
-        """Server limits on a question; returns the keyword arguments for ``session.ask``."""
+        """Server limits on a question; returns the keyword arguments for ``session.ask``.
+        Characters first (a cheap bound on the tokenizer's work), then the model's tokens."""
         s = self.settings
         if len(req.question) > s.max_question_chars:
             raise ApiError(
                 "question_too_long", f"question has {len(req.question)} characters; limit {s.max_question_chars}"
+            )
+        n_tokens = self.count_tokens(req.question)
+        if n_tokens > s.max_question_tokens:
+            raise ApiError(
+                "question_too_long", f"question has {n_tokens} tokens; limit {s.max_question_tokens} tokens"
             )
         if not req.question.strip():
             raise ApiError("invalid_request", "question is blank")
@@ -81,15 +110,28 @@ class AnswerService:
             kwargs = self.check(req)
             if req.at is not None:
                 await self.wait_for_time(entry, req.at)
-            try:
-                async for ev in entry.session.ask(req.question, **kwargs):
-                    if is_answer(ev):
-                        ok = True
-                    yield ev
-            except ApiError:
-                raise
-            except Exception as e:
-                raise engine_error(e) from e
+            cap = self.in_flight_cap(entry.owner) if entry.owner is not None else None
+            final = None
+            queued = time.perf_counter()
+            async with self.queue.turn(queue_key(entry), cap):
+                waited = time.perf_counter() - queued
+                try:
+                    async for ev in entry.session.ask(req.question, **kwargs):
+                        if is_answer(ev):  # yielded after the turn ends: a slow reader holds no turn
+                            final = ev
+                        else:
+                            yield ev
+                except ApiError:
+                    raise
+                except Exception as e:
+                    raise engine_error(e) from e
+            if final is not None:
+                ok = True
+                timings = getattr(final, "timings", None)
+                if isinstance(timings, dict):  # the fair queue's wait is queueing too
+                    for k in ("queue_s", "total_s"):
+                        timings[k] = float(timings.get(k, 0.0)) + waited
+                yield final
         finally:
             entry.active_questions -= 1
             self.metrics.question_done(ok)

@@ -29,6 +29,7 @@ from .errors import BodyLimitMiddleware, Redactor, install_error_handlers
 from .limits import KeyedLimiter
 from .metrics import ServerMetrics, StreamCollector, render
 from .openapi import declare_bearer_security
+from .question_tokens import question_counter
 from .registry import StreamEntry, StreamRegistry, failed_stream_error
 from .settings import ServerSettings
 from .sources import precheck_source
@@ -38,7 +39,7 @@ from .ws import CLOSE_UNAUTHORIZED, WsConnection
 log = logging.getLogger(__name__)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 429, 500, 503)
+    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 429, 500, 503, 504)
 }
 
 
@@ -89,6 +90,16 @@ def multi_config(settings: ServerSettings) -> Any:
     )
 
 
+def question_slots(settings: ServerSettings) -> int:
+    """Questions the model works on at once: the setting, else one per answer worker (one
+    model lock each), one embedded (more would only interleave tokens under the one lock)."""
+    if settings.question_slots is not None:
+        return settings.question_slots
+    if settings.topology == "multi":
+        return len([d for d in (settings.answer_device or settings.device).split(",") if d.strip()]) or 1
+    return 1
+
+
 @dataclass
 class ServerState:
     """What the endpoints share; ``engine``/``streams`` are None until the model has loaded."""
@@ -106,9 +117,15 @@ class ServerState:
     owns_engine: bool = False
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def attach(self, engine: Any) -> None:
+    def token_counter(self, engine: Any) -> Any:
+        """The question token counter (multi: loads the tokenizer; call off the event loop)."""
+        return question_counter(engine, self.settings.model, self.settings.topology == "multi")
+
+    def attach(self, engine: Any, count_tokens: Any = None) -> None:
         self.engine = engine
         self.streams = StreamRegistry(engine, self.settings, self.policy)
+        self.streams.start_reaper()
+        self.answers.count_tokens = count_tokens or self.token_counter(engine)
         observers = getattr(engine, "observers", None)
         if isinstance(observers, list):
             observers.append(self.metrics)
@@ -163,18 +180,20 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
     if not auth.enabled:
         log.warning("AUTHENTICATION IS OFF: anyone who can reach %s:%s controls this server",
                     settings.host, settings.port)
-    state = ServerState(settings, metrics, registry, AnswerService(settings, metrics), auth, UrlPolicy(settings))
+    answers = AnswerService(settings, metrics, in_flight_cap=auth.in_flight_cap, slots=question_slots(settings))
+    state = ServerState(settings, metrics, registry, answers, auth, UrlPolicy(settings))
 
     async def _load() -> None:
         try:
             eng = await asyncio.to_thread(load_engine, settings)
+            counter = await asyncio.to_thread(state.token_counter, eng)
         except Exception as e:
             log.exception("engine failed to load")
             state.load_error = f"model failed to load ({type(e).__name__}; the server log has the detail)"
             state.loaded.set()
             return
         state.owns_engine = True
-        state.attach(eng)
+        state.attach(eng, counter)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

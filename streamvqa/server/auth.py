@@ -9,7 +9,8 @@ A key is a bearer token (``Authorization: Bearer <key>``). Only hashes are store
 Keys come from ``settings.api_keys_file`` (``STREAMVQA_API_KEYS_FILE``) and/or
 ``settings.api_keys`` (``STREAMVQA_API_KEYS``). Either holds ``name:hash`` entries (one per line
 or comma-separated; ``#`` comments) or JSON: ``[{"name", "hash", "max_streams"?,
-"questions_per_minute"?, "max_memory_bytes"?}]`` (or ``{"keys": [...]}``) for per-key quotas.
+"questions_per_minute"?, "max_memory_bytes"?, "max_questions_in_flight"?}]`` (or
+``{"keys": [...]}``) for per-key quotas.
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ class ApiKey:
     max_streams: int | None = None
     questions_per_minute: int | None = None
     max_memory_bytes: int | None = None
+    max_questions_in_flight: int | None = None
 
 
 @dataclass(frozen=True)
@@ -113,19 +115,22 @@ class Principal:
     max_streams: int | None = None
     questions_per_minute: int | None = None
     max_memory_bytes: int | None = None
+    max_questions_in_flight: int | None = None
 
 
 ANONYMOUS = Principal("anonymous", None)
+#: per-key quota fields of the JSON keys format
+QUOTAS = ("max_streams", "questions_per_minute", "max_memory_bytes", "max_questions_in_flight")
 
 
 def _key_from_obj(obj: Any) -> ApiKey:
     if not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not isinstance(obj.get("hash"), str):
         raise ValueError('each JSON key needs "name" and "hash" strings')
-    extra = set(obj) - {"name", "hash", "max_streams", "questions_per_minute", "max_memory_bytes"}
+    extra = set(obj) - {"name", "hash", *QUOTAS}
     if extra:
         raise ValueError(f"unknown key fields: {', '.join(sorted(extra))}")
     quotas = {}
-    for field in ("max_streams", "questions_per_minute", "max_memory_bytes"):
+    for field in QUOTAS:
         v = obj.get(field)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise ValueError(f"{field} must be a positive integer")
@@ -206,6 +211,7 @@ class Authenticator:
         self.settings = settings
         self.enabled = settings.auth == "on"
         self.keys = load_keys(settings) if keys is None else keys
+        self._by_name = {k.name: k for k in self.keys}
         self.metrics_hash = settings.metrics_key_hash
         self._cache: OrderedDict[bytes, Principal | None] = OrderedDict()
         if self.enabled and not self.keys:
@@ -219,7 +225,15 @@ class Authenticator:
             max_streams=key.max_streams or s.key_max_streams,
             questions_per_minute=key.questions_per_minute or s.key_questions_per_minute,
             max_memory_bytes=key.max_memory_bytes or s.key_max_memory_bytes,
+            max_questions_in_flight=key.max_questions_in_flight or s.key_max_questions_in_flight,
         )
+
+    def in_flight_cap(self, owner: str) -> int | None:
+        """The cap on questions queued or running of the key named ``owner``."""
+        key = self._by_name.get(owner)
+        if key is None:
+            return self.settings.key_max_questions_in_flight
+        return self.principal(key).max_questions_in_flight
 
     def check(self, token: str | None) -> Principal | None:
         """The caller for ``token``; None if it is not a valid key. ANONYMOUS with auth off."""

@@ -136,6 +136,9 @@ def install_error_handlers(app: FastAPI, redact: Callable[[str], str] = str) -> 
         headers = {"WWW-Authenticate": 'Bearer realm="streamvqa"'} if status == 401 else None
         if status == 405:  # a route that refuses its own method (WHIP's PATCH)
             headers = {"Allow": allowed_methods(request)}
+        retry = getattr(e, "retry_after_s", None)  # limits.RetryLater: a limit that frees up by itself
+        if retry is not None:
+            headers = {**(headers or {}), "Retry-After": str(retry)}
         return body_response(body, status, headers)
 
     @app.exception_handler(RequestValidationError)

@@ -6,6 +6,16 @@ import threading
 import time
 from collections.abc import Callable
 
+from streamvqa.proto import ApiError
+
+
+class RetryLater(ApiError):
+    """An :class:`ApiError` for a limit that frees up by itself: answered with ``Retry-After``."""
+
+    def __init__(self, code: str, message: str, retry_after_s: int) -> None:
+        super().__init__(code, message)
+        self.retry_after_s = max(1, int(retry_after_s))
+
 
 class TokenBucket:
     """``per_minute`` events a minute, bursts up to ``per_minute``; :meth:`take` says if allowed."""

@@ -1,8 +1,13 @@
-"""The stream registry: one engine session + one ingest source (PyAV worker or WHIP) per stream."""
+"""The stream registry: one engine session + one ingest source (PyAV worker or WHIP) per stream.
+
+Streams whose ingest failed or ended stay (and their memory stays answerable) for
+``stream_retention_s``, then the reaper deletes them; only live streams count against
+``max_streams`` and the keys' stream quotas."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -15,6 +20,7 @@ from pydantic import ValidationError
 from streamvqa.proto import ApiError, LastError, StreamCreate, StreamInfo
 from streamvqa.workers.ingest import Frame, IngestConfig, IngestError, IngestStats, IngestWorker, probe_source
 
+from .probe_pool import SourcePool
 from .settings import ServerSettings
 from .urlpolicy import UrlPolicy
 
@@ -58,6 +64,9 @@ def session_stats(session: Any) -> dict[str, Any]:
     return dict(vars(s))
 
 
+FINAL_STATES = frozenset({"ended", "failed", "stopped"})
+
+
 @dataclass
 class StreamEntry:
     """One registered stream."""
@@ -73,6 +82,11 @@ class StreamEntry:
     options: dict[str, Any] = field(default_factory=dict)
     owner: str | None = None  # the API key name that created it (None: auth off)
     active_questions: int = 0  # questions in flight (REST + WebSocket), on the event loop
+    final_at: float | None = None  # monotonic time the reaper first saw the ingest final
+
+    def is_live(self) -> bool:
+        """Ingest not failed, ended or stopped: the stream holds a slot."""
+        return str(self.ingest_stats().state) not in FINAL_STATES
 
     def memory_bytes(self) -> int:
         """KV bytes this stream holds, all tiers."""
@@ -143,6 +157,9 @@ class StreamRegistry:
         self._streams: dict[str, StreamEntry] = {}
         self._lock = threading.Lock()  # the metrics collector reads from a scrape thread
         self.retired = RetiredTotals()
+        self.sources = SourcePool(settings.probe_workers, settings.probe_timeout_s,
+                                  lifecycle_workers=min(32, settings.max_streams + 4))
+        self._reaper: asyncio.Task[None] | None = None
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -177,18 +194,18 @@ class StreamRegistry:
         return method
 
     def _check_capacity(self, quota: Any = None) -> None:
-        """Server-wide stream cap, then the caller's quotas (``quota``: a Principal or None)."""
-        with self._lock:
-            n = len(self._streams)
+        """Server-wide cap on live streams, then the caller's quotas (``quota``: a Principal or
+        None): live streams, and memory (all its streams, failed/ended ones included)."""
+        n = sum(1 for e in self.list() if e.is_live())
         if n >= self.settings.max_streams:
-            raise ApiError("too_many_streams", f"at most {self.settings.max_streams} streams per server")
+            raise ApiError("too_many_streams", f"at most {self.settings.max_streams} live streams per server")
         owner = getattr(quota, "owner", None)
         if owner is None:
             return
         mine = self.list(owner)
         max_streams = getattr(quota, "max_streams", None)
-        if max_streams is not None and len(mine) >= max_streams:
-            raise ApiError("quota_exceeded", f"at most {max_streams} streams for this API key")
+        if max_streams is not None and sum(1 for e in mine if e.is_live()) >= max_streams:
+            raise ApiError("quota_exceeded", f"at most {max_streams} live streams for this API key")
         max_memory = getattr(quota, "max_memory_bytes", None)
         if max_memory is not None:
             used = sum(e.memory_bytes() for e in mine)
@@ -250,11 +267,14 @@ class StreamRegistry:
             config = self.ingest_config(checked.url, fps, checked.address)
         if probe:
             try:
-                await asyncio.to_thread(probe_source, config)
+                await self.sources.probe(probe_source, config)
             except IngestError as e:
                 raise ApiError(e.code, e.message) from e
         stream_id = "s_" + uuid.uuid4().hex[:16]
         options = dict(req.options or {})
+        # again, with no await from here to _add: concurrent creates may have taken the slots while
+        # this one was checking the URL or probing
+        self._check_capacity(principal)
         session = self._open_session(stream_id, method, options)
         remote = getattr(session, "remote_ingest", None)  # multi topology: the encoder ingests
         if remote is not None:
@@ -293,6 +313,12 @@ class StreamRegistry:
         except BaseException:
             self._close_session(stream_id)
             raise
+        try:  # again: other streams may have taken the slots while the peer connected
+            self._check_capacity(principal)
+        except ApiError:
+            await whip.close()
+            self._close_session(stream_id)
+            raise
         entry = StreamEntry(stream_id, f"whip://{stream_id}", method, fps, name, session, whip,
                             owner=getattr(principal, "owner", None))
         self._add(entry)
@@ -313,15 +339,57 @@ class StreamRegistry:
         if entry.kind == "whip":
             await entry.source.close()
         else:
-            await asyncio.to_thread(entry.source.stop)
+            await self.sources.run(entry.source.stop)
         with self._lock:
             self.retired.add(entry)
-        await asyncio.to_thread(self._close_session, stream_id)
+        await self.sources.run(self._close_session, stream_id)
         log.info("stream %s deleted", stream_id)
 
+    # -- reaping ------------------------------------------------------------------------------
+
+    async def reap(self, now: float | None = None) -> list[str]:
+        """Delete streams whose ingest has been final for ``stream_retention_s``; returns their ids.
+        A stream with a question in flight waits for the next sweep."""
+        now = time.monotonic() if now is None else now
+        reaped = []
+        for entry in self.list():
+            if entry.is_live():
+                continue
+            if entry.final_at is None:
+                entry.final_at = now
+            if now - entry.final_at >= self.settings.stream_retention_s and entry.active_questions == 0:
+                state = entry.ingest_stats().state
+                try:
+                    await self.delete(entry.id)
+                except ApiError:  # deleted meanwhile
+                    continue
+                log.info("stream %s reaped (%s for %gs)", entry.id, state, self.settings.stream_retention_s)
+                reaped.append(entry.id)
+        return reaped
+
+    async def _reap_loop(self) -> None:
+        interval = min(5.0, max(0.05, self.settings.stream_retention_s / 4))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.reap()
+            except Exception:  # a sweep must never end the loop
+                log.exception("stream reaper")
+
+    def start_reaper(self) -> None:
+        """Sweep for expired streams in the background (call on the server's loop)."""
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().create_task(self._reap_loop(), name="stream-reaper")
+
     async def close_all(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
         for entry in self.list():
             try:
                 await self.delete(entry.id)
             except ApiError:
                 pass
+        self.sources.close()

@@ -54,7 +54,9 @@ class ServerSettings(BaseModel):
     api_keys: str | None = Field(None, description="API keys inline: `name:hash` entries, comma-separated, or JSON")
     metrics_key_hash: str | None = Field(None, description="hash of a key that alone may read /metrics")
     metrics_public: bool = Field(False, description="/metrics without a key (only behind a trusted network)")
-    key_max_streams: int | None = Field(None, ge=1, description="streams per API key (None: max_streams)")
+    key_max_streams: int | None = Field(
+        4, ge=1, description="live streams per API key (None: max_streams); failed/ended ones do not count"
+    )
     key_questions_per_minute: int | None = Field(120, ge=1, description="questions per minute per API key")
     key_max_memory_bytes: int | None = Field(
         None, ge=1, description="KV bytes a key's streams may hold before its new streams are refused"
@@ -69,6 +71,24 @@ class ServerSettings(BaseModel):
     ws_messages_per_minute: int = Field(600, ge=1, description="client messages per WebSocket per minute")
     max_decode_width: int = Field(3840, ge=16, le=65536, description="wider sources fail resolution_too_large")
     max_decode_height: int = Field(2160, ge=16, le=65536, description="taller sources fail resolution_too_large")
+    # -- fairness, probes, stream lifetime (docs/api.md "Limits") --------------------------------
+    max_question_tokens: int = Field(
+        512, ge=1, description="question length in the model's tokens (question_too_long beyond)"
+    )
+    question_slots: int | None = Field(
+        None, ge=1, description="questions the model works on at once, the rest queue fairly per key "
+        "(None: 1 embedded, one per answer device multi)",
+    )
+    key_max_questions_in_flight: int | None = Field(
+        4, ge=1, description="questions an API key may have queued or running (None: no cap)"
+    )
+    probe_workers: int = Field(4, ge=1, le=64, description="source probes (?probe=true) run at once")
+    probe_timeout_s: float = Field(
+        15.0, gt=0, description="a probe (waiting for a worker included) slower than this is probe_timeout"
+    )
+    stream_retention_s: float = Field(
+        600.0, gt=0, description="failed/ended streams (and their memory) are deleted this long after"
+    )
 
     # -- KV store tiers (docs/processes.md, streamvqa/store/config.py) ---------------------------
     store_host_bytes: int | None = Field(

@@ -21,7 +21,8 @@ def _stream(client) -> str:
 
 
 def test_request_limits(secure_client, media: Path) -> None:
-    client = secure_client(max_body_bytes=4096, max_question_chars=100, max_tokens=16, max_streams=2)
+    client = secure_client(max_body_bytes=4096, max_question_chars=100, max_tokens=16, max_streams=2,
+                           realtime_files=True)  # streams stay live (only live ones count) for the clip's 3 s
     r = client.post("/v1/streams", json={"url": "clip.mp4", "name": "x" * 200, "options": {"k": "v" * 5000}},
                     headers=A)
     assert r.status_code == 413 and error_code(r) == "payload_too_large"

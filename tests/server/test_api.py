@@ -105,7 +105,7 @@ def test_body_size_limit(make_client) -> None:
 
 
 def test_too_many_streams(make_client, clip: Path) -> None:
-    client = make_client(max_streams=1)
+    client = make_client(max_streams=1, realtime_files=True)  # live (not ended) for the clip's 3 s
     assert client.post("/v1/streams", json={"url": clip.as_uri()}).status_code == 201
     assert error_of(client.post("/v1/streams", json={"url": clip.as_uri()})) == "too_many_streams"
 
