@@ -61,6 +61,7 @@ class ConnectTunnel:
         self.connect_timeout_s = connect_timeout_s
         self._listener = socket.create_server(("127.0.0.1", 0), backlog=MAX_CONNECTIONS)
         self._listener.setblocking(False)
+        self.port: int = self._listener.getsockname()[1]
         self._wake_r, self._wake_w = socket.socketpair()
         self._lock = threading.Lock()
         self._closed = False
@@ -69,10 +70,6 @@ class ConnectTunnel:
         self._threads: set[threading.Thread] = set()
         self._acceptor = threading.Thread(target=self._accept_loop, name="sni-tunnel", daemon=True)
         self._acceptor.start()
-
-    @property
-    def port(self) -> int:
-        return self._listener.getsockname()[1]
 
     @property
     def proxy_url(self) -> str:
