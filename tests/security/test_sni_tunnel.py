@@ -266,3 +266,27 @@ def test_no_proxy_falls_back_to_ip_pinning(monkeypatch: pytest.MonkeyPatch, no_p
         assert source.target == "https://8.8.8.8:8443/x.mp4" and source.tunnel is None
         assert source.options["headers"] == f"Host: {NAME}:8443\r\n"
     assert source.options["max_redirects"] == "0"
+
+
+def test_tunnel_waits_for_a_paused_reader(upstream: socket.socket) -> None:
+    """A paced FFmpeg may stop reading for longer than the connect timeout while the server keeps
+    sending: the relay blocks (bounded by socket buffers) and loses nothing."""
+    port = upstream.getsockname()[1]
+    payload = bytes(range(256)) * (8 * 4096)  # 8 MiB: far more than the socket buffers hold
+    with ConnectTunnel(TunnelPin(NAME, port, "127.0.0.2"), connect_timeout_s=0.2) as tunnel:
+        with socket.create_connection(("127.0.0.1", tunnel.port), timeout=10) as c:
+            c.sendall(f"CONNECT {NAME}:{port} HTTP/1.1\r\n\r\n".encode())
+            assert c.recv(4096).startswith(b"HTTP/1.1 200 ")
+            peer, _ = upstream.accept()
+            with peer:
+                sender = threading.Thread(target=peer.sendall, args=(payload,), daemon=True)
+                sender.start()
+                threading.Event().wait(1.0)  # the reader pauses, 5x the connect timeout
+                received = bytearray()
+                while len(received) < len(payload):
+                    data = c.recv(1 << 20)
+                    if not data:
+                        break
+                    received += data
+                sender.join(10)
+    assert received == payload

@@ -129,7 +129,7 @@ class ConnectTunnel:
                 return
             self._conns.add(client)
             self._threads.add(thread)
-        thread.start()
+            thread.start()  # under the lock: close() never joins a thread not yet started
 
     def _serve(self, client: socket.socket) -> None:
         upstream: socket.socket | None = None
@@ -147,7 +147,10 @@ class ConnectTunnel:
                 if self._closed:
                     return
                 self._conns.add(upstream)
+            # relaying waits as long as FFmpeg does (a paced reader may pause; FFmpeg's rw_timeout
+            # bounds a stalled server): no socket timeouts from here on
             upstream.settimeout(None)
+            client.settimeout(None)
             client.sendall(_OK)
             if rest:
                 upstream.sendall(rest)
