@@ -24,10 +24,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from streamvqa.workers.ingest import IngestConfig
+from streamvqa.workers.ingest import IngestConfig, IngestWorker
 from streamvqa.workers.ingest.source import open_source, read_frames
 from streamvqa.workers.ingest.tunnel import MAX_CONNECTIONS, ConnectTunnel, TunnelPin
-from tests.ingest.conftest import _RangeHandler
+from tests.ingest.conftest import _DroppingHandler
+from tests.ingest.helpers import CollectingSink
 from tests.ingest.media import read_index
 
 from .conftest import ALICE, bearer, wait_stream
@@ -60,6 +61,7 @@ class SniServer:
     """What the TLS server saw: the SNI of every handshake and ``(SNI, Host)`` per request."""
 
     port: int
+    handler: type[_DroppingHandler] = _DroppingHandler  # set ``handler.drops_left`` to cut GETs
     sni: list[str | None] = field(default_factory=list)
     requests: list[tuple[str | None, str]] = field(default_factory=list)
 
@@ -81,7 +83,9 @@ def sni_server(tmp_path: Path, clip: Path) -> Iterator[SniServer]:
 
     ctx.sni_callback = check_sni
 
-    class Handler(_RangeHandler):
+    class Handler(_DroppingHandler):
+        drops_left = 0
+
         def __init__(self, *a, **kw) -> None:
             super().__init__(*a, directory=str(tmp_path), **kw)
 
@@ -101,7 +105,7 @@ def sni_server(tmp_path: Path, clip: Path) -> Iterator[SniServer]:
             pass
 
     server = TlsServer(("127.0.0.2", 0), Handler)
-    seen.port = server.server_address[1]
+    seen.port, seen.handler = server.server_address[1], Handler
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -169,6 +173,25 @@ def test_tunnel_lives_and_dies_with_the_source(sni_server: SniServer, loopback_t
     assert set(sni_server.sni) == {NAME}
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", opened.tunnel.port), timeout=2).close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("sni-tunnel")]
+    assert_untouched(loopback_trap)
+
+
+def test_a_drop_reconnects_through_a_new_tunnel(sni_server: SniServer, loopback_trap: socket.socket) -> None:
+    """The first response is cut halfway: the worker reconnects (a new source, a new tunnel),
+    seeks back and delivers every frame once; every handshake still carried the name."""
+    sni_server.handler.drops_left = 1
+    sink = CollectingSink()
+    config = IngestConfig(url=f"https://{NAME}:{sni_server.port}/clip.mp4", address="127.0.0.2", fps=10,
+                          queue_size=1000, backoff_initial_s=0.05, read_timeout_s=5)
+    worker = IngestWorker(config, sink).start()
+    try:
+        assert worker.wait(timeout=60), "worker did not finish"
+    finally:
+        worker.stop()
+    assert worker.reconnects == 1 and worker.state_history[-1] == "ended", worker.stats()
+    assert [read_index(f.image) for f in sink.snapshot()] == list(range(30))
+    assert len(sni_server.sni) >= 2 and set(sni_server.sni) == {NAME}
     assert not [t for t in threading.enumerate() if t.name.startswith("sni-tunnel")]
     assert_untouched(loopback_trap)
 
