@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -193,6 +194,37 @@ def test_a_drop_reconnects_through_a_new_tunnel(sni_server: SniServer, loopback_
     assert [read_index(f.image) for f in sink.snapshot()] == list(range(30))
     assert len(sni_server.sni) >= 2 and set(sni_server.sni) == {NAME}
     assert not [t for t in threading.enumerate() if t.name.startswith("sni-tunnel")]
+    assert_untouched(loopback_trap)
+
+
+def test_a_playlist_cannot_lead_past_the_tunnel(sni_server: SniServer, loopback_trap: socket.socket,
+                                                tmp_path: Path) -> None:
+    """An HLS playlist fetched through the tunnel naming a segment on another host (here
+    127.0.0.1, plain http): FFmpeg asks the tunnel for it, the tunnel refuses, nothing connects
+    there; the segments on the pinned host still decode."""
+    (tmp_path / "hls").mkdir()
+    with av.open(str(tmp_path / "clip.mp4")) as src, av.open(
+        str(tmp_path / "hls" / "index.m3u8"), "w", format="hls",
+        options={"hls_time": "1", "hls_list_size": "0", "hls_playlist_type": "vod"},
+    ) as out:
+        video = src.streams.video[0]
+        copy = out.add_stream_from_template(video)
+        for packet in src.demux(video):
+            if packet.dts is not None:
+                packet.stream = copy
+                out.mux(packet)
+    lines = (tmp_path / "hls" / "index.m3u8").read_text().splitlines()
+    segments = [i for i, line in enumerate(lines) if line.endswith(".ts")]
+    assert len(segments) == 3
+    lines[segments[1]] = f"http://127.0.0.1:{sni_server.port}/hls/{lines[segments[1]]}"
+    (tmp_path / "hls" / "index.m3u8").write_text("\n".join(lines) + "\n")
+    opened = open_source(IngestConfig(url=f"https://{NAME}:{sni_server.port}/hls/index.m3u8", address="127.0.0.2"))
+    try:
+        indices = [read_index(f.to_ndarray(format="rgb24")) for f in read_frames(opened)]
+    finally:
+        opened.close()
+    assert indices == list(range(10)) + list(range(20, 30))  # the middle second is missing
+    assert set(sni_server.sni) == {NAME}
     assert_untouched(loopback_trap)
 
 
