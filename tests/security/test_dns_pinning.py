@@ -20,6 +20,7 @@ import pytest
 from streamvqa.server.urlpolicy import CheckedSource, UrlPolicy
 from streamvqa.workers.ingest import IngestConfig, IngestError
 from streamvqa.workers.ingest import source as ingest_source
+from streamvqa.workers.ingest.tunnel import TunnelPin
 from streamvqa.workers.ingest.worker import probe_source
 from tests.ingest.conftest import RtspServer, _RangeHandler, free_port, gst_rtsp  # noqa: F401 - fixture
 
@@ -89,7 +90,8 @@ def test_rtsp_is_pinned_to_the_checked_address(rebinding: RebindingResolver,
 def test_http_preflight_and_ffmpeg_are_pinned(rebinding: RebindingResolver,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """The pre-flight connects to the checked address with the name as Host and TLS SNI; FFmpeg is
-    handed the same address, the same Host, and no redirects."""
+    handed the name (for SNI and Host), a local CONNECT tunnel pinned to that address as its
+    ``http_proxy`` (test_sni_tunnel.py), and no redirects."""
     connected: list[tuple[str, str, str]] = []
 
     async def fake_send(self, request: httpx.Request) -> httpx.Response:
@@ -103,9 +105,10 @@ def test_http_preflight_and_ffmpeg_are_pinned(rebinding: RebindingResolver,
     assert connected == [(PUBLIC, "rebind.example", "rebind.example")]
     config = IngestConfig(url=checked.url, address=checked.address)
     calls = opened_with(monkeypatch, config, times=2)
+    assert config.source.tunnel == TunnelPin("rebind.example", 443, PUBLIC)
     for target, options in calls:
-        assert target == f"https://{PUBLIC}/live/clip.mp4"
-        assert options["headers"] == "Host: rebind.example\r\n" and options["max_redirects"] == "0"
+        assert target == url and "headers" not in options and options["max_redirects"] == "0"
+        assert options["http_proxy"].startswith("http://127.0.0.1:")
     assert rebinding.lookups == {"rebind.example": 1}
 
 
@@ -113,11 +116,12 @@ def test_http_preflight_and_ffmpeg_are_pinned(rebinding: RebindingResolver,
     ("http://cam.example:8080/a?b=c", "2606:4700::1111", "http://[2606:4700::1111]:8080/a?b=c",
      "cam.example:8080"),
     ("http://u:p@cam.example/x", "8.8.8.8", "http://u:p@8.8.8.8/x", "cam.example"),
-    ("rtsps://cam.example/x", "8.8.4.4", "rtsps://8.8.4.4/x", None),
+    ("rtsps://cam.example/x", "8.8.4.4", "rtsps://8.8.4.4/x", None),  # FFmpeg cannot tunnel rtsps
+    ("https://[2606:4700::1111]/x", "2606:4700::1111", "https://[2606:4700::1111]/x", "[2606:4700::1111]"),
 ])
 def test_pinned_targets(url: str, address: str, target: str, host: str | None) -> None:
     src = IngestConfig(url=url, address=address).source
-    assert src.target == target and src.url == url
+    assert src.target == target and src.url == url and src.tunnel is None  # IP literals need no SNI
     assert src.options.get("headers") == (f"Host: {host}\r\n" if host else None)
 
 

@@ -12,6 +12,7 @@ import av.error
 
 from .config import IngestConfig
 from .errors import IngestError
+from .tunnel import ConnectTunnel
 from .urls import SourceKind, SourceUrl
 
 log = logging.getLogger(__name__)
@@ -60,11 +61,12 @@ def container_options(config: IngestConfig, kind: SourceKind) -> dict[str, str]:
 
 @dataclass
 class OpenedSource:
-    """An open container and its first video stream."""
+    """An open container and its first video stream (and the CONNECT tunnel it reads through)."""
 
     source: SourceUrl
     container: av.container.InputContainer
     stream: av.video.stream.VideoStream
+    tunnel: ConnectTunnel | None = None
 
     @property
     def codec_name(self) -> str:
@@ -75,6 +77,8 @@ class OpenedSource:
             self.container.close()
         except Exception:  # closing a broken network container may raise; nothing to do
             log.debug("closing %s failed", self.source.url, exc_info=True)
+        if self.tunnel is not None:
+            self.tunnel.close()
 
 
 def classify_open_error(exc: BaseException, source: SourceUrl) -> IngestError:
@@ -102,39 +106,47 @@ def classify_open_error(exc: BaseException, source: SourceUrl) -> IngestError:
 def open_source(config: IngestConfig) -> OpenedSource:
     """Open ``config.url`` and select its first video stream; raise :class:`IngestError` on failure."""
     source = config.source
+    options = {**container_options(config, source.kind), **source.options}  # source.options: DNS pinning
+    tunnel = None
     try:
-        container = av.open(
-            source.target,
-            options={**container_options(config, source.kind), **source.options},  # options: DNS pinning
-            timeout=(config.open_timeout_s, config.read_timeout_s),
-        )
+        if source.tunnel is not None:  # a pinned https name: FFmpeg connects through the tunnel
+            tunnel = ConnectTunnel(source.tunnel, config.open_timeout_s)
+            options["http_proxy"] = tunnel.proxy_url
+        container = av.open(source.target, options=options, timeout=(config.open_timeout_s, config.read_timeout_s))
     except Exception as e:  # PyAV raises FFmpegError subclasses, OSError, sometimes ValueError
+        if tunnel is not None:
+            tunnel.close()
         raise classify_open_error(e, source) from e
     try:
-        if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams}) or ["none"]
-            raise IngestError(
-                "no_video_stream", f"{source.url}: no video stream (streams: {', '.join(kinds)})"
-            )
-        stream = container.streams.video[0]
-        ctx = stream.codec_context
-        if ctx is None or ctx.codec is None or not ctx.codec.is_decoder:
-            raise IngestError("unsupported_codec", f"{source.url}: no decoder for the video stream")
-        if ctx.width > config.max_decode_width or ctx.height > config.max_decode_height:
-            raise IngestError(
-                "resolution_too_large",
-                f"{source.url}: {ctx.width}x{ctx.height} exceeds "
-                f"{config.max_decode_width}x{config.max_decode_height}",
-            )
-        if source.kind is not SourceKind.RTSP:
-            ctx.thread_type = "AUTO"  # frame threading: faster, a few frames of latency
-    except IngestError:
-        container.close()
-        raise
+        stream = _video_stream(config, source, container)
     except Exception as e:
         container.close()
+        if tunnel is not None:
+            tunnel.close()
         raise classify_open_error(e, source) from e
-    return OpenedSource(source, container, stream)
+    return OpenedSource(source, container, stream, tunnel)
+
+
+def _video_stream(
+    config: IngestConfig, source: SourceUrl, container: av.container.InputContainer
+) -> av.video.stream.VideoStream:
+    """The first video stream, checked to be decodable and within the size limits."""
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        raise IngestError("no_video_stream", f"{source.url}: no video stream (streams: {', '.join(kinds)})")
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
+    if ctx is None or ctx.codec is None or not ctx.codec.is_decoder:
+        raise IngestError("unsupported_codec", f"{source.url}: no decoder for the video stream")
+    if ctx.width > config.max_decode_width or ctx.height > config.max_decode_height:
+        raise IngestError(
+            "resolution_too_large",
+            f"{source.url}: {ctx.width}x{ctx.height} exceeds "
+            f"{config.max_decode_width}x{config.max_decode_height}",
+        )
+    if source.kind is not SourceKind.RTSP:
+        ctx.thread_type = "AUTO"  # frame threading: faster, a few frames of latency
+    return stream
 
 
 def read_frames(

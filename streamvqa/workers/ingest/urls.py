@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from .errors import IngestError
+from .tunnel import TunnelPin
 
 
 class SourceKind(enum.StrEnum):
@@ -46,12 +48,15 @@ class SourceUrl:
         url: the URL as given.
         options: FFmpeg protocol options the pinned address needs (HTTP: the original ``Host``
             header and no redirects), merged over the kind's own options.
+        tunnel: for a pinned https URL opened by name: the CONNECT tunnel to run for it (its
+            ``http_proxy`` is added to ``options`` when the source opens; see :mod:`.tunnel`).
     """
 
     kind: SourceKind
     target: str
     url: str
     options: Mapping[str, str] = field(default_factory=dict)
+    tunnel: TunnelPin | None = None
 
 
 def parse_source_url(url: str, address: str | None = None) -> SourceUrl:
@@ -106,13 +111,47 @@ def pin_url(url: str, address: str) -> tuple[str, str]:
 def _pinned(kind: SourceKind, url: str, address: str) -> SourceUrl:
     """What FFmpeg opens for ``url`` pinned to ``address``.
 
-    HTTP(S): the ``Host`` header is the original one, and FFmpeg may follow no redirect (the
-    server's pre-flight already followed and checked them; a redirect appearing later would name
-    an unchecked host). FFmpeg sends no TLS SNI to an IP literal, so an https server that needs SNI
-    does not open. RTSP has no Host header; its request URIs carry the IP.
+    HTTP(S) may follow no redirect (the server's pre-flight already followed and checked them; a
+    redirect appearing later would name an unchecked host). https by name: the URL as given, with
+    a CONNECT tunnel that dials only ``address``, so TLS SNI, ``Host`` and the certificate name
+    stay the name. Otherwise the IP replaces the name: HTTP keeps the name in a ``Host`` header;
+    rtsps (FFmpeg's RTSP ignores ``http_proxy``) sends no SNI, so a server that needs SNI does
+    not open; RTSP request URIs carry the IP.
     """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme.lower() == "https" and not _is_ip(host) and not _ffmpeg_bypasses_proxy(host):
+        try:
+            port = parts.port or 443
+        except ValueError:
+            raise IngestError("unsupported_scheme", f"URL has an invalid port: {url!r}") from None
+        pin = TunnelPin(host, port, str(ipaddress.ip_address(address)))
+        return SourceUrl(kind, url, url, {"max_redirects": "0"}, tunnel=pin)
     target, hostport = pin_url(url, address)
     options: dict[str, str] = {}
     if kind is SourceKind.HTTP:
         options = {"headers": f"Host: {hostport}\r\n", "max_redirects": "0"}
     return SourceUrl(kind, target, url, options)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _ffmpeg_bypasses_proxy(host: str) -> bool:
+    """Whether the ``no_proxy`` environment variable could make FFmpeg skip ``http_proxy`` for
+    ``host`` (and resolve the name itself, unpinned).
+
+    A superset of FFmpeg's ``ff_http_match_no_proxy`` (``*``, or a pattern that is the host or a
+    domain suffix of it, ``*.``/``.`` prefixes ignored; case-insensitive here, exact there).
+    """
+    host = host.lower()
+    for pattern in os.environ.get("no_proxy", "").replace(",", " ").split():
+        pattern = pattern.lower().removeprefix("*").removeprefix(".")
+        if pattern in ("", "*") or host == pattern or host.endswith("." + pattern):
+            return True
+    return False
