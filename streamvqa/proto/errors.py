@@ -37,6 +37,7 @@ ERROR_STATUS: dict[str, int] = {
     "retries_exhausted": 422,
     # server
     "not_ready": 503,  # the model is still loading
+    "store_unavailable": 503,  # multi: the blocks a question needs are in a store tier that is down
     "internal": 500,
 }
 

@@ -165,14 +165,16 @@ class TieredStore:
         self._down_until: dict[int, float] = {}  # durable tiers that just failed: spill, do not wait
         self._resync_pending: dict[str, int] = {}  # tier -> blocks still to re-write after a loss
         self._audit_now = threading.Event()
+        self._lost: dict[str, dict[int, tuple[float, float]]] = {}  # stream -> lost block -> times
         self._rewrite_later: dict[BlockKey, int] = {}  # read misses: durable copy gone, re-write
+        self._unscanned: set[int] = set()  # durable tiers that were down when we recovered
         self._audit_forced = False
         if config.recover:
             self._recover()
         self._worker = threading.Thread(target=self._run, name="tiered-store-writer", daemon=True)
         self._worker.start()
         self._auditor: threading.Thread | None = None
-        if any(hasattr(t, "lost_data") for t in tiers):
+        if self._unscanned or any(hasattr(t, "lost_data") for t in tiers):
             self._auditor = threading.Thread(target=self._audit_loop, name="tiered-store-audit", daemon=True)
             self._auditor.start()
 
@@ -189,6 +191,7 @@ class TieredStore:
         self._wait_for_room()
         with self._meta:
             old = self._forget(key)
+            self._lost.get(key.stream_id, {}).pop(key.index, None)
             entry = _Entry(
                 gen=next(self._gens),
                 size=size,
@@ -342,6 +345,7 @@ class TieredStore:
             gone = [(k, self._forget(k)) for k in list(self._entries) if k.stream_id == stream_id]
             self._streams.pop(stream_id, None)
             self._index_cache.pop(stream_id, None)
+            self._lost.pop(stream_id, None)
         for key, entry in gone:
             if entry is not None:
                 self._delete_copies(key, entry.tiers)
@@ -448,6 +452,12 @@ class TieredStore:
 
     def renew(self, lease_id: str, ttl_s: float = 30.0) -> bool:
         return self._leases.renew(lease_id, ttl_s)
+
+    def lost_blocks(self, stream_id: str) -> dict[int, tuple[float, float]]:
+        """Acknowledged blocks of a stream that were lost (no copy left; see `audit`): index ->
+        (t_start, t_end). They are no longer in `index`; answers report them as missing."""
+        with self._meta:
+            return dict(self._lost.get(stream_id, {}))
 
     def tier_of(self, stream_id: str, index: int) -> str | None:
         """Name of the warmest tier (or ``pending``) holding a block, None if none."""
@@ -698,6 +708,7 @@ class TieredStore:
             return False
         log.warning("block %s is lost: no tier holds a copy any more", key)
         self._forget(key)
+        self._lost.setdefault(key.stream_id, {})[key.index] = (entry.t_start, entry.t_end)
         self._stats.lost += 1
         return True
 
@@ -1057,6 +1068,11 @@ class TieredStore:
     def audit(self, *, force: bool = False) -> int:
         """Check the tiers that can lose data behind our back (Redis); returns the number of
         lost copies found. Runs every ``audit_interval_s`` and after a read miss (`force`)."""
+        for i in sorted(self._unscanned):
+            try:
+                self._rescan(i)
+            except (StoreError, OSError):
+                pass  # still down
         with self._meta:
             queued, self._rewrite_later = self._rewrite_later, {}
         for i in sorted(set(queued.values())):
@@ -1076,6 +1092,34 @@ class TieredStore:
                 found += len(gone)
                 self._resync(i, gone)
         return found
+
+    def _rescan(self, i: int) -> None:
+        """Recovery of a tier that was down when the store opened: index the blocks it holds
+        that the store does not know (blocks put since then win)."""
+        tier = self.tiers[i]
+        found = list(tier.scan(self.fingerprint))
+        self._unscanned.discard(i)
+        for key, size in found:
+            with self._meta:
+                if key in self._entries:
+                    continue
+            entry = self._read_index_entry(i, key, size)
+            if entry is None:
+                continue
+            with self._meta:
+                if key in self._entries:
+                    continue
+                entry.tiers.add(i)
+                self._entries[key] = entry
+                self._streams.setdefault(key.stream_id, set()).add(key.index)
+                self._index_cache.pop(key.stream_id, None)
+                self._lru[i][key] = size
+                self._lru[i].move_to_end(key, last=False)  # older than anything written since
+                self._stats.recovered += 1
+        log.info("tier %s is back: %d blocks re-indexed", tier.name, len(found))
+        if tier.nbytes() > tier.budget_bytes:
+            with self._tier_locks[i]:
+                self._make_room(i, 0, sync=True, keep=BlockKey("", "", -1))
 
     def _resync(self, i: int, gone: list[BlockKey]) -> None:
         """Tier i lost these copies: drop them from the bookkeeping, re-write blocks that lost
@@ -1136,8 +1180,9 @@ class TieredStore:
         for i, tier in enumerate(self.tiers):
             try:
                 found = list(tier.scan(self.fingerprint))
-            except (StoreError, OSError) as e:
+            except (StoreError, OSError) as e:  # down at start: the auditor scans it once it is back
                 self._error(i, e)
+                self._unscanned.add(i)
                 continue
             for key, size in found:
                 entry = self._entries.get(key)

@@ -225,3 +225,27 @@ def test_outage_longer_than_the_spill_bound_waits_then_fails_cleanly(tmp_path, s
     finally:
         store.close(timeout=1)  # Redis never comes back: the spill stays for the next start
     assert len(list((tmp_path / "spill").rglob("*.blk"))) == len(done)
+
+
+def test_redis_down_when_the_store_opens_is_recovered_once_back(tmp_path, shm_guard):
+    """A store (re)started during an outage indexes Redis's blocks as soon as Redis is back."""
+    persist = ("--appendonly", "yes", "--appendfsync", "always", "--save", "")
+    proc, url = start_redis(tmp_path, *persist)
+    try:
+        with TieredStore(_cfg(url, tmp_path)) as store:
+            for i in range(N):
+                store.put(make_block(i))
+        proc.terminate()
+        proc.wait()
+        store = TieredStore(_cfg(url, tmp_path))
+        try:
+            assert store.index("cam-1").indices == []
+            proc, _ = start_redis(tmp_path, *persist, port=_port(url))
+            assert _wait(lambda: store.index("cam-1").indices == list(range(N)))
+            for got in store.get_many("cam-1", list(range(N))):
+                assert_same_block(make_block(got.index), got)
+        finally:
+            store.close(timeout=5)
+    finally:
+        proc.kill()
+        proc.wait()
