@@ -168,7 +168,7 @@ class TieredStore:
         self._lost: dict[str, dict[int, tuple[float, float]]] = {}  # stream -> lost block -> times
         self._rewrite_later: dict[BlockKey, int] = {}  # read misses: durable copy gone, re-write
         self._unscanned: set[int] = set()  # durable tiers that were down when we recovered
-        self._audit_forced = False
+        self._audit_lock = threading.Lock()  # one look at a tier's losses at a time
         if config.recover:
             self._recover()
         self._worker = threading.Thread(target=self._run, name="tiered-store-writer", daemon=True)
@@ -676,8 +676,8 @@ class TieredStore:
 
     def _confirm_gone(self, key: BlockKey, i: int | str) -> None:
         """A read of tier i found nothing: forget that copy unless it was (re)written meanwhile;
-        a block left with no copy leaves the index. The miss makes the auditor check the whole
-        tier at once (Redis may have lost more than this block)."""
+        a block left with no copy leaves the index. A miss in Redis checks that whole tier at
+        once (it may have lost more than this block), so the caller's next index is true."""
         if i == SPILL:
             with self._spill_lock, self._meta:
                 if self._spill is not None and not self._spill.contains(key):
@@ -685,13 +685,14 @@ class TieredStore:
                     self._forget_if_lost(key)
             return
         with self._tier_locks[i], self._meta:
-            if not self.tiers[i].contains(key):
+            missed = not self.tiers[i].contains(key)
+            if missed:
                 self._drop_copy(key, i)
                 if not self._forget_if_lost(key) and self._needs_rewrite(key):
-                    self._rewrite_later[key] = i
-        if hasattr(self.tiers[i], "lost_data"):
-            self._audit_forced = True
-            self._audit_now.set()
+                    self._queue_rewrite(key, i)
+                    self._audit_now.set()
+        if missed and hasattr(self.tiers[i], "lost_data"):
+            self._check_tier(i, force=True)
 
     def _needs_rewrite(self, key: BlockKey) -> bool:
         """Meta lock held: a durable store's block whose durable copies are all gone."""
@@ -1059,39 +1060,41 @@ class TieredStore:
             self._audit_now.clear()
             if self._closed:
                 return
-            forced, self._audit_forced = self._audit_forced, False
             try:
-                self.audit(force=forced)
+                self.audit()
             except Exception:  # never let the auditor die
                 log.exception("store audit failed")
 
     def audit(self, *, force: bool = False) -> int:
-        """Check the tiers that can lose data behind our back (Redis); returns the number of
-        lost copies found. Runs every ``audit_interval_s`` and after a read miss (`force`)."""
+        """Check the tiers that can lose data behind our back (Redis), and write again what they
+        lost that is held elsewhere; returns the number of lost copies found. Runs every
+        ``audit_interval_s``; a read miss checks its tier at once (`force`)."""
         for i in sorted(self._unscanned):
             try:
                 self._rescan(i)
             except (StoreError, OSError):
                 pass  # still down
+        found = sum(self._check_tier(i, force=force) for i, t in enumerate(self.tiers) if hasattr(t, "lost_data"))
         with self._meta:
             queued, self._rewrite_later = self._rewrite_later, {}
         for i in sorted(set(queued.values())):
             self._rewrite(i, [k for k, t in queued.items() if t == i])
-        found = 0
-        for i, tier in enumerate(self.tiers):
-            check = getattr(tier, "lost_data", None)
-            if check is None:
-                continue
+        return found
+
+    def _check_tier(self, i: int, *, force: bool) -> int:
+        """Ask tier i whether it lost data (``force``: look anyway) and drop what it lost from
+        the bookkeeping at once; re-writes are queued for the auditor. Returns copies lost."""
+        tier = self.tiers[i]
+        with self._audit_lock:
             try:
-                if not check() and not force:
-                    continue
+                if not tier.lost_data() and not force:  # type: ignore[attr-defined]
+                    return 0
                 gone = tier.missing()  # type: ignore[attr-defined]
             except (StoreError, OSError):  # down: the health probe reports it, writes go elsewhere
-                continue
+                return 0
             if gone:
-                found += len(gone)
                 self._resync(i, gone)
-        return found
+            return len(gone)
 
     def _rescan(self, i: int) -> None:
         """Recovery of a tier that was down when the store opened: index the blocks it holds
@@ -1142,27 +1145,38 @@ class TieredStore:
                         lost += 1
                     elif self._needs_rewrite(key):
                         rewrite.append(key)
+                        self._queue_rewrite(key, i)
         log.warning("tier %s lost %d block copies: re-writing %d held elsewhere, %d lost",
                     name, len(gone), len(rewrite), lost)
-        self._rewrite(i, rewrite)
+        if rewrite:
+            self._audit_now.set()
+
+    def _queue_rewrite(self, key: BlockKey, i: int) -> None:
+        """Meta lock held: `key` lost its durable copy in tier i; the auditor writes it again."""
+        if key not in self._rewrite_later:
+            self._rewrite_later[key] = i
+            name = self.names[i]
+            self._resync_pending[name] = self._resync_pending.get(name, 0) + 1
 
     def _rewrite(self, i: int, keys: list[BlockKey]) -> None:
         """Write blocks that lost their durable copy in tier i again, from another copy."""
         name = self.names[i]
         with self._meta:
+            self._resync_pending[name] -= len(keys)  # from queued to in progress (counted below)
             rewrite = [(k, e) for k in keys if (e := self._entries.get(k)) is not None and self._needs_rewrite(k)]
-            self._resync_pending[name] = self._resync_pending.get(name, 0) + len(rewrite)
+            self._resync_pending[name] += len(rewrite)
         try:
             for key, entry in rewrite:
                 try:
                     data = self._read_raw(key, entry)
-                except StoreError:
-                    continue  # gone meanwhile (dropped, or its last copy failed)
-                try:
                     data = bytes(data.to_bytes() if isinstance(data, fmt.EncodedBlock) else data)
-                    self._write_durable(key, data, entry.gen)
-                    with self._meta:
-                        self._stats.rewritten += 1
+                except StoreError:
+                    data = None  # gone meanwhile (dropped, or its last copy failed)
+                try:
+                    if data is not None:
+                        self._write_durable(key, data, entry.gen)
+                        with self._meta:
+                            self._stats.rewritten += 1
                 except (StoreError, OSError) as e:  # no durable place now: queue it for tier i
                     self._error(i, e)
                     self._stage(key, data, entry.gen, i, backoff=True)
