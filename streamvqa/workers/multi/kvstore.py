@@ -35,6 +35,8 @@ from streamvqa.workers.multi.rpc import RpcServer
 
 log = logging.getLogger(__name__)
 
+SPILL_BYTES = 1 << 30  # the default spill area's bound (STREAMVQA_STORE_SPILL_BYTES with a path)
+
 
 class KvStoreService:
     def __init__(self, config: MultiConfig, fingerprint: str | None = None) -> None:
@@ -68,7 +70,7 @@ class KvStoreService:
         """Durable stores without a configured spill area spill into the run directory."""
         if not self.config.store.get("durable") or self.config.store.get("spill"):
             return {}
-        return {"spill": {"path": str(Path(self.config.run_dir) / "spill")}}
+        return {"spill": {"path": str(Path(self.config.run_dir) / "spill"), "budget_bytes": SPILL_BYTES}}
 
     def _need(self) -> TieredStore:
         if self.store is None:
