@@ -467,11 +467,12 @@ class TieredStore:
             src = self._locate(key, entry) if entry else None
             return None if src is None else self._name(src)
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until the write-behind area and the prefetch queue are empty."""
+    def flush(self, timeout: float | None = None, *, spill: bool = True) -> bool:
+        """Wait until the write-behind area and the prefetch queue are empty (and, with
+        ``spill``, the spill area drained into its durable tier)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._pending or self._prefetch or self._busy or self._spilled:
+            while self._pending or self._prefetch or self._busy or (spill and self._spilled):
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
@@ -528,7 +529,7 @@ class TieredStore:
         """Drain the write-behind queue, stop the worker, release tiers (shared memory unlinked)."""
         if self._closed:
             return
-        self.flush(timeout)
+        self.flush(timeout, spill=False)  # spilled blocks are durable where they are
         if self.config.persist_on_close:
             self._persist_warm()
         with self._cond:
@@ -617,7 +618,7 @@ class TieredStore:
         back to Redis and vice versa), else to the spill area; raises when nothing takes it, so
         the put is not acknowledged. With a spill area, a tier that failed within the last
         ``retry_backoff_s`` is not tried again on the put path (the worker probes it)."""
-        err: BaseException | None = None
+        err = "no durable tier fits it"
         now = time.monotonic()
         for i, tier in enumerate(self.tiers):
             if not tier.durable or data_len(data) > tier.budget_bytes:
@@ -631,10 +632,10 @@ class TieredStore:
             except (StoreError, OSError) as e:
                 self._error(i, e)
                 self._down_until[i] = time.monotonic() + self.config.write_behind.retry_backoff_s
-                err = e
+                err = str(e)  # not the exception: its frames would keep the caller's block alive
         if self._spill is not None and self._durable_tier is not None:
             return self._spill_put(key, data, gen)
-        raise StoreError(f"no durable tier accepted block {key.stream_id!r}#{key.index}: {err}") from err
+        raise StoreError(f"no durable tier accepted block {key.stream_id!r}#{key.index}: {err}")
 
     def _spill_put(self, key: BlockKey, data: Data, gen: int) -> str:
         """Write an acknowledged block to the spill area (waiting while it is full, up to
