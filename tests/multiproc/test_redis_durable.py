@@ -113,5 +113,7 @@ def test_redis_outage_does_not_stop_durable_encoding(durable_redis_cluster, redi
         now = _read(engine, "ou", list(range(8)))
         assert now == kept  # byte-identical after the outage and the kvstore's kill -9
         assert session.answer("what is shown?", max_tokens=6).token_ids
+        log = engine.supervisor.log_tail("kvstore", 1 << 22)  # both kvstore processes' output
+        assert "BufferError" not in log and "Traceback" not in log
     finally:
         engine.close_stream("ou")
