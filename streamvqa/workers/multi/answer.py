@@ -25,7 +25,7 @@ from streamvqa.engine.errors import EngineError
 from streamvqa.engine.replica import sync
 from streamvqa.engine.session import StreamSession
 from streamvqa.proto import ipc
-from streamvqa.store.errors import BlockNotFoundError
+from streamvqa.store.errors import BlockNotFoundError, StoreError
 from streamvqa.workers.multi.asking import Cancels, answer_ask
 from streamvqa.workers.multi.config import MultiConfig
 from streamvqa.workers.multi.encoder import build_engine, replicable
@@ -83,6 +83,10 @@ class AnswerService:
             except BlockNotFoundError:  # listed, then lost: the store has forgotten it; ask again
                 if attempt + 1 == _TRIES:
                     raise EngineError("store_unavailable", "blocks of this stream kept vanishing") from None
+            except StoreError as e:  # a tier failed before the health probe saw it: retry later
+                log.warning("stream %s: store read failed: %s", body.stream_id, e)
+                raise EngineError("store_unavailable", "the block store could not read this stream's "
+                                  "blocks now; retry shortly") from None
         gone = self.store.times_of(body.stream_id, skipped)
         reply.evidence_scores = reply.evidence_scores + [  # what the answer could not look at
             {"t_start": t[0], "t_end": t[1], "missing": True} for _, t in sorted(gone.items())]
