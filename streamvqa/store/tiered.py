@@ -16,13 +16,13 @@ Policy, in one place (tiers only store bytes):
 - **index**: rep_keys and time ranges of every live block stay in memory whatever tier holds the
   bytes; on open, blocks already in durable tiers for this model fingerprint are re-indexed from
   their headers.
-- **spill** (durable only): while every durable tier is down, an acknowledged block is written to
-  a local spill directory (bounded; `put` waits beyond it) and drained into the durable tier by
-  the worker when it is back; a crash meanwhile recovers it from the spill.
-- **audit**: a background thread asks Redis tiers whether they lost data (run id, marker key;
-  a read miss forces it). Lost copies are dropped from the bookkeeping, blocks that lost their
-  only durable copy are re-written from their other copies, and a block with no copy left leaves
-  the index (counted in ``lost``): the store never claims a block it does not have.
+- **spill** (durable only, `spill.py`): while every durable tier is down, an acknowledged block
+  is written to a local spill directory (bounded; `put` waits beyond it) and drained into the
+  durable tier by the worker when it is back; a crash meanwhile recovers it from the spill.
+- **audit** (`audit.py`): a background thread asks Redis tiers whether they lost data (run id,
+  marker key; a read miss forces it). Lost copies are dropped from the bookkeeping, blocks that
+  lost their only durable copy are re-written from their other copies, and a block with no copy
+  left leaves the index (counted in ``lost``): the store never claims a block it does not have.
 
 Locking: one lock per tier serialises "make room + write" on that tier (taken in tier order, so
 cascades cannot deadlock); a metadata lock guards the index, LRU lists and staging area and is
@@ -36,26 +36,26 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import torch
 
 from streamvqa.store import format as fmt
 from streamvqa.store import shm
+from streamvqa.store.audit import AuditMixin
 from streamvqa.store.base import StreamIndex
 from streamvqa.store.block import Block
 from streamvqa.store.config import DiskTierConfig, TieredStoreConfig
 from streamvqa.store.errors import BlockNotFoundError, CorruptBlockError, StoreError, StoreFullError
 from streamvqa.store.keys import BlockKey
 from streamvqa.store.leases import BlockDescriptor, LeaseTable
+from streamvqa.store.spill import SPILL, SpillMixin
 from streamvqa.store.tiers import DiskTier, HostTier, Tier, build_tier
 from streamvqa.store.tiers.base import Data, data_len
 
 log = logging.getLogger(__name__)
 
 PENDING = "pending"
-SPILL = "spill"
 _HEAD_READ = 64 << 10
 
 
@@ -117,7 +117,7 @@ class StoreStats:
             d[tier] = d.get(tier, 0) + n
 
 
-class TieredStore:
+class TieredStore(SpillMixin, AuditMixin):
     """Block store over host RAM (shared memory) → disk → Redis, any ordered subset."""
 
     def __init__(self, config: TieredStoreConfig, *, tiers: list[Tier] | None = None) -> None:
@@ -637,44 +637,6 @@ class TieredStore:
             return self._spill_put(key, data, gen)
         raise StoreError(f"no durable tier accepted block {key.stream_id!r}#{key.index}: {err}")
 
-    def _spill_put(self, key: BlockKey, data: Data, gen: int) -> str:
-        """Write an acknowledged block to the spill area (waiting while it is full, up to
-        ``put_timeout_s``); the worker moves it into the durable tier once that is back."""
-        spill = self._spill
-        assert spill is not None and self._durable_tier is not None
-        size = data_len(data)
-        if size > spill.budget_bytes:
-            raise StoreError(f"block {key.stream_id!r}#{key.index} ({size} bytes) exceeds the spill budget")
-        timeout = self.config.write_behind.put_timeout_s
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            waited = False
-            while spill.nbytes() + self._spill_reserved + size > spill.budget_bytes:
-                waited = True
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise StoreFullError(f"spill area full for {timeout}s ({len(self._spilled)} blocks)")
-                self._cond.wait(0.1 if left is None else min(left, 0.1))
-            self._spill_reserved += size
-            if waited:
-                self._stats.put_waits += 1
-        try:
-            with self._spill_lock:
-                spill.put(key, data)
-                with self._cond:
-                    entry = self._entries.get(key)
-                    if entry is not None and entry.gen == gen:
-                        self._spilled[key] = (gen, self._durable_tier)
-                        self._spilled.move_to_end(key)
-                        self._stats.spilled += 1
-                        self._cond.notify_all()
-                        return SPILL
-                spill.delete(key)  # dropped or overwritten while we wrote
-                raise StoreError(f"block {key.stream_id!r}#{key.index} was replaced while spilled")
-        finally:
-            with self._cond:
-                self._spill_reserved -= size
-
     def _confirm_gone(self, key: BlockKey, i: int | str) -> None:
         """A read of tier i found nothing: forget that copy unless it was (re)written meanwhile;
         a block left with no copy leaves the index. A miss in Redis checks that whole tier at
@@ -979,38 +941,6 @@ class TieredStore:
                     self._pending.move_to_end(key)
             self._cond.notify_all()
 
-    def _unspill(self, batch: int = 16) -> None:
-        """Move up to `batch` spilled blocks into their durable tier (oldest first); on a failure
-        wait ``retry_backoff_s`` before the next try."""
-        spill = self._spill
-        assert spill is not None
-        with self._meta:
-            todo = list(itertools.islice(self._spilled.items(), batch))
-        for key, (gen, dst) in todo:
-            data = spill.get(key)
-            if data is None:
-                self._confirm_gone(key, SPILL)
-                continue
-            try:
-                self._write(dst, key, data, gen, sync=True)
-            except (StoreError, OSError) as e:
-                self._error(dst, e)
-                with self._meta:
-                    self._down_until[dst] = self._spill_retry_at = (
-                        time.monotonic() + self.config.write_behind.retry_backoff_s
-                    )
-                return
-            self._down_until.pop(dst, None)
-            with self._spill_lock:
-                with self._cond:
-                    done = self._spilled.get(key) == (gen, dst)
-                    if done:
-                        self._spilled.pop(key)
-                        self._stats.unspilled += 1
-                    self._cond.notify_all()
-                if done:
-                    spill.delete(key)
-
     def _read_raw(self, key: BlockKey, entry: _Entry) -> Data:
         """Verified encoded bytes of a block from its warmest copy (raises if none is readable)."""
         for _attempt in range(len(self.tiers) + 2):
@@ -1054,141 +984,6 @@ class TieredStore:
         with self._meta:
             self._stats.prefetched += 1
 
-    # ------------------------------------------------------------------ audit (Redis lost data)
-    def _audit_loop(self) -> None:
-        while True:
-            self._audit_now.wait(self.config.audit_interval_s)
-            self._audit_now.clear()
-            if self._closed:
-                return
-            try:
-                self.audit()
-            except Exception:  # never let the auditor die
-                log.exception("store audit failed")
-
-    def audit(self, *, force: bool = False) -> int:
-        """Check the tiers that can lose data behind our back (Redis), and write again what they
-        lost that is held elsewhere; returns the number of lost copies found. Runs every
-        ``audit_interval_s``; a read miss checks its tier at once (`force`)."""
-        for i in sorted(self._unscanned):
-            try:
-                self._rescan(i)
-            except (StoreError, OSError):
-                pass  # still down
-        found = sum(self._check_tier(i, force=force) for i, t in enumerate(self.tiers) if hasattr(t, "lost_data"))
-        with self._meta:
-            queued, self._rewrite_later = self._rewrite_later, {}
-        for i in sorted(set(queued.values())):
-            self._rewrite(i, [k for k, t in queued.items() if t == i])
-        return found
-
-    def _check_tier(self, i: int, *, force: bool) -> int:
-        """Ask tier i whether it lost data (``force``: look anyway) and drop what it lost from
-        the bookkeeping at once; re-writes are queued for the auditor. Returns copies lost."""
-        tier = self.tiers[i]
-        with self._audit_lock:
-            try:
-                if not tier.lost_data() and not force:  # type: ignore[attr-defined]
-                    return 0
-                gone = tier.missing()  # type: ignore[attr-defined]
-            except (StoreError, OSError):  # down: the health probe reports it, writes go elsewhere
-                return 0
-            if gone:
-                self._resync(i, gone)
-            return len(gone)
-
-    def _rescan(self, i: int) -> None:
-        """Recovery of a tier that was down when the store opened: index the blocks it holds
-        that the store does not know (blocks put since then win)."""
-        tier = self.tiers[i]
-        found = list(tier.scan(self.fingerprint))
-        self._unscanned.discard(i)
-        for key, size in found:
-            with self._meta:
-                if key in self._entries:
-                    continue
-            entry = self._read_index_entry(i, key, size)
-            if entry is None:
-                continue
-            with self._meta:
-                if key in self._entries:
-                    continue
-                entry.tiers.add(i)
-                self._entries[key] = entry
-                self._streams.setdefault(key.stream_id, set()).add(key.index)
-                self._index_cache.pop(key.stream_id, None)
-                self._lru[i][key] = size
-                self._lru[i].move_to_end(key, last=False)  # older than anything written since
-                self._stats.recovered += 1
-        log.info("tier %s is back: %d blocks re-indexed", tier.name, len(found))
-        if tier.nbytes() > tier.budget_bytes:
-            with self._tier_locks[i]:
-                self._make_room(i, 0, sync=True, keep=BlockKey("", "", -1))
-
-    def _resync(self, i: int, gone: list[BlockKey]) -> None:
-        """Tier i lost these copies: drop them from the bookkeeping, re-write blocks that lost
-        their only durable copy from a copy held elsewhere, and forget blocks with none."""
-        name = self.names[i]
-        rewrite: list[BlockKey] = []
-        lost = 0
-        # warmer tiers' locks: none of them may evict a block as "has a colder copy" meanwhile
-        with ExitStack() as locks:
-            for j in range(i + 1):
-                locks.enter_context(self._tier_locks[j])
-            with self._meta:
-                self._stats.bump("resyncs", name)
-                for key in gone:
-                    entry = self._entries.get(key)
-                    if entry is None or i not in entry.tiers:
-                        continue  # deleted or re-written by us meanwhile
-                    self._drop_copy(key, i)
-                    if self._forget_if_lost(key):
-                        lost += 1
-                    elif self._needs_rewrite(key):
-                        rewrite.append(key)
-                        self._queue_rewrite(key, i)
-        log.warning("tier %s lost %d block copies: re-writing %d held elsewhere, %d lost",
-                    name, len(gone), len(rewrite), lost)
-        if rewrite:
-            self._audit_now.set()
-
-    def _queue_rewrite(self, key: BlockKey, i: int) -> None:
-        """Meta lock held: `key` lost its durable copy in tier i; the auditor writes it again."""
-        if key not in self._rewrite_later:
-            self._rewrite_later[key] = i
-            name = self.names[i]
-            self._resync_pending[name] = self._resync_pending.get(name, 0) + 1
-
-    def _rewrite(self, i: int, keys: list[BlockKey]) -> None:
-        """Write blocks that lost their durable copy in tier i again, from another copy."""
-        name = self.names[i]
-        with self._meta:
-            self._resync_pending[name] -= len(keys)  # from queued to in progress (counted below)
-            rewrite = [(k, e) for k in keys if (e := self._entries.get(k)) is not None and self._needs_rewrite(k)]
-            self._resync_pending[name] += len(rewrite)
-        try:
-            for key, entry in rewrite:
-                try:
-                    data = self._read_raw(key, entry)
-                    data = bytes(data.to_bytes() if isinstance(data, fmt.EncodedBlock) else data)
-                except StoreError:
-                    data = None  # gone meanwhile (dropped, or its last copy failed)
-                try:
-                    if data is not None:
-                        self._write_durable(key, data, entry.gen)
-                        with self._meta:
-                            self._stats.rewritten += 1
-                except (StoreError, OSError) as e:  # no durable place now: queue it for tier i
-                    self._error(i, e)
-                    self._stage(key, data, entry.gen, i, backoff=True)
-                finally:
-                    with self._meta:
-                        self._resync_pending[name] -= 1
-        finally:
-            with self._meta:
-                if self._resync_pending.get(name) == 0:
-                    self._resync_pending.pop(name)
-
     # ------------------------------------------------------------------ recovery
     def _recover(self) -> None:
         """Re-index blocks of this fingerprint already held by durable tiers (oldest first)."""
@@ -1216,20 +1011,6 @@ class TieredStore:
             if tier.nbytes() > tier.budget_bytes:
                 with self._tier_locks[i]:
                     self._make_room(i, 0, sync=True, keep=BlockKey("", "", -1))
-
-    def _recover_spill(self, spill: DiskTier, dst: int) -> None:
-        """Blocks acknowledged while the durable tier was down: indexed again and queued for it."""
-        for key, size in list(spill.scan(self.fingerprint)):
-            if key in self._entries:  # the durable tier has it too: drained before the crash
-                spill.delete(key)
-                continue
-            entry = self._read_index_entry(SPILL, key, size)
-            if entry is None:
-                continue
-            self._entries[key] = entry
-            self._streams.setdefault(key.stream_id, set()).add(key.index)
-            self._spilled[key] = (entry.gen, dst)
-            self._stats.recovered += 1
 
     def _read_index_entry(self, i: int | str, key: BlockKey, size: int) -> _Entry | None:
         tier = self._tier(i)
