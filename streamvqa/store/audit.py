@@ -120,7 +120,10 @@ class AuditMixin:
             self._audit_now.set()
 
     def _queue_rewrite(self, key: BlockKey, i: int) -> None:
-        """Meta lock held: `key` lost its durable copy in tier i; the auditor writes it again."""
+        """Meta lock held: `key` lost its durable copy in tier i; the auditor writes it again
+        (not in a tier with a TTL: there blocks are meant to vanish)."""
+        if getattr(getattr(self.tiers[i], "config", None), "ttl_s", None) is not None:
+            return
         if key not in self._rewrite_later:
             self._rewrite_later[key] = i
             name = self.names[i]
