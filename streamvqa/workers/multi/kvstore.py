@@ -184,7 +184,8 @@ class KvStoreService:
             keep.append(pos)
             tiers.append(tier)
         if not keep:
-            return ipc.IndexReply(indices=[], times=[], tiers=[], unavailable=unavailable, degraded=degraded), []
+            return ipc.IndexReply(indices=[], times=[], tiers=[], unavailable=sorted(unavailable),
+                                  degraded=degraded), []
         rep = idx.rep_keys if len(keep) == len(idx.indices) else idx.rep_keys[keep]
         ref, raw = ipc.tensor_ref(rep, 0)
         return ipc.IndexReply(
