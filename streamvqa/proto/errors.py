@@ -41,7 +41,7 @@ ERROR_STATUS: dict[str, int] = {
     # server
     "not_ready": 503,  # the model is still loading
     "worker_unavailable": 503,  # multi topology: a worker is restarting; retry shortly
-    "store_unavailable": 503,  # every block of the stream is in a memory tier that is down
+    "store_unavailable": 503,  # the blocks a question needs are in a store tier that is down
     "internal_error": 500,  # a bug; generic message + request_id, details only in the server log
 }
 

@@ -105,6 +105,9 @@ class ServerSettings(BaseModel):
     store_write_behind_bytes: int = Field(256 << 20, ge=1 << 20, description="writes queued for a cold tier")
     store_shm_prefix: str = Field("streamvqa", pattern=r"^[A-Za-z0-9_]{1,24}$",
                                   description="name prefix of shared-memory segments (one per deployment)")
+    store_spill_path: str | None = Field(None, description="durable: blocks go here while the durable tier is "
+                                         "down (None: multi uses <run_dir>/spill, embedded has none)")
+    store_spill_bytes: int = Field(1 << 30, ge=1 << 20, description="bound of the spill area")
     # -- multi topology ------------------------------------------------------------------------
     run_dir: str | None = Field(None, description="multi: worker sockets, config and logs (None: a temp dir)")
     encoder_device: str | None = Field(
@@ -152,6 +155,8 @@ class ServerSettings(BaseModel):
             "tiers": tiers,
             "durable": self.store_durable,
             "write_behind": {"max_bytes": self.store_write_behind_bytes},
+            **({"spill": {"path": self.store_spill_path, "budget_bytes": self.store_spill_bytes}}
+               if self.store_durable and self.store_spill_path else {}),
         }
 
     @classmethod

@@ -20,6 +20,7 @@ _EXPORTS = {
     "DiskTierConfig": "streamvqa.store.config",
     "RedisTierConfig": "streamvqa.store.config",
     "WriteBehindConfig": "streamvqa.store.config",
+    "SpillConfig": "streamvqa.store.config",
     "BlockKey": "streamvqa.store.keys",
     "model_fingerprint": "streamvqa.store.keys",
     "StoreError": "streamvqa.store.errors",

@@ -9,7 +9,9 @@
 - ``disk``: one file per block, atomic rename, without fsync (and ``disk_fsync`` with);
 - ``redis``: one SET per block / pipelined MGET, against a private redis-server (started on a
   free 127.0.0.1 port when the binary exists and no URL is given);
-- ``tiered``: `TieredStore` put / get_many over host RAM only (end to end, index included).
+- ``tiered``: `TieredStore` put / get_many over host RAM only (end to end, index included);
+- ``durable_redis`` / ``durable_spill``: durable `TieredStore` puts (host RAM + Redis, written
+  through to Redis), with Redis up, and with Redis down (every block goes to the spill area).
 
 Figures are bytes per second of encoded block bytes (MB/s = 1e6 B/s). Nothing is asserted.
 """
@@ -33,6 +35,7 @@ from streamvqa.store.config import (
     DiskTierConfig,
     HostTierConfig,
     RedisTierConfig,
+    SpillConfig,
     TieredStoreConfig,
 )
 from streamvqa.store.keys import BlockKey
@@ -175,6 +178,8 @@ def run(quick: bool = True, redis_url: str | None = None, tmp_dir: str | None = 
                 for k in keys:
                     rt.delete(k)
                 rt.close()
+                results["durable_redis"] = _durable_put_rate(blocks, total, url, Path(tmp) / "spill-up")
+                results["durable_spill"] = _durable_put_rate(blocks, total, _dead_url(), Path(tmp) / "spill")
             finally:
                 if proc is not None:
                     proc.kill()
@@ -195,6 +200,32 @@ def run(quick: bool = True, redis_url: str | None = None, tmp_dir: str | None = 
     out = {"block_bytes": len(encoded[0]), "blocks": n, "quick": quick, "results": results}
     _print_table(out)
     return out
+
+
+def _durable_put_rate(blocks: list[Block], total: int, url: str, spill: Path) -> dict:
+    """Durable puts (host RAM + Redis + spill area); `url` may point at no server (outage)."""
+    cfg = TieredStoreConfig(
+        fingerprint="bench",
+        tiers=[HostTierConfig(budget_bytes=total * 2, shm_prefix=_PREFIX),
+               RedisTierConfig(url=url, budget_bytes=total * 2, key_prefix="svqbench", socket_timeout_s=1.0)],
+        durable=True,
+        spill=SpillConfig(path=spill, budget_bytes=total * 2),
+    )
+    store = TieredStore(cfg)
+    try:
+        t = _timed(lambda: [store.put(b) for b in blocks])
+        spilled = store.stats()["spilled"]
+        store.drop_stream("bench")
+    finally:
+        store.close(timeout=5)
+    return {"put_Bps": _rate(total, t), "spilled": spilled}
+
+
+def _dead_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"  # closed again: connections are refused
 
 
 def _print_table(out: dict) -> None:

@@ -87,6 +87,16 @@ class WriteBehindConfig(_Strict):
     retry_backoff_s: float = Field(default=0.5, gt=0)  # after a cold tier failed a write
 
 
+class SpillConfig(_Strict):
+    """Durable stores: where an acknowledged block goes while its durable tier is down (Redis
+    outage). Files like a disk tier's; drained into the durable tier when it is back, re-indexed
+    after a crash. ``budget_bytes`` bounds the outage a stream rides through without waiting."""
+
+    path: Path
+    budget_bytes: int = Field(default=1 << 30, gt=0)
+    fsync: bool = False  # as DiskTierConfig.fsync
+
+
 class TieredStoreConfig(_Strict):
     fingerprint: str  # model (+ KV layout) identity; part of every key
     tiers: list[TierConfig] = Field(min_length=1)  # warmest first
@@ -95,6 +105,8 @@ class TieredStoreConfig(_Strict):
     recover: bool = True  # on open, re-index blocks already in durable tiers (this fingerprint)
     persist_on_close: bool = True  # close() copies blocks held only in host RAM to a durable tier
     write_behind: WriteBehindConfig = WriteBehindConfig()
+    spill: SpillConfig | None = None  # durable only: local fallback while the durable tier is down
+    audit_interval_s: float = Field(default=1.0, gt=0)  # how often Redis is checked for lost data
 
     @field_validator("fingerprint")
     @classmethod
@@ -106,11 +118,13 @@ class TieredStoreConfig(_Strict):
         names = [t.name for t in self.tiers]
         if len(set(names)) != len(names):
             raise ValueError(f"tier names must be unique, got {names}")
-        if "pending" in names:
-            raise ValueError("'pending' is reserved for the write-behind queue")
+        if "pending" in names or "spill" in names:
+            raise ValueError("'pending' and 'spill' are reserved names (write-behind queue, spill area)")
         hosts = [i for i, t in enumerate(self.tiers) if t.kind == "host"]
         if hosts and hosts != [0]:
             raise ValueError("a host tier must be the first (warmest) tier, and there can be only one")
         if self.durable and not any(t.kind != "host" for t in self.tiers):
             raise ValueError("durable=True needs a disk or redis tier")
+        if self.spill is not None and not self.durable:
+            raise ValueError("spill is the fallback of durable writes: it needs durable=True")
         return self

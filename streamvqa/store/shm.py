@@ -88,7 +88,10 @@ def release_segment(seg: shared_memory.SharedMemory, *, unlink: bool) -> None:
     try:
         seg.close()
     except BufferError:  # a zero-copy view still exists; the mapping dies with its last view
-        pass
+        # drop our handle on it, or SharedMemory.__del__ tries to close it again later and
+        # reports "BufferError: cannot close exported pointers exist" (the views keep it alive)
+        seg._mmap = None  # type: ignore[attr-defined]
+        seg.close()  # the rest (file descriptor) closes normally
     if unlink:
         unlink_segment(name)
 

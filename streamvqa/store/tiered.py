@@ -16,6 +16,13 @@ Policy, in one place (tiers only store bytes):
 - **index**: rep_keys and time ranges of every live block stay in memory whatever tier holds the
   bytes; on open, blocks already in durable tiers for this model fingerprint are re-indexed from
   their headers.
+- **spill** (durable only, `spill.py`): while every durable tier is down, an acknowledged block
+  is written to a local spill directory (bounded; `put` waits beyond it) and drained into the
+  durable tier by the worker when it is back; a crash meanwhile recovers it from the spill.
+- **audit** (`audit.py`): a background thread asks Redis tiers whether they lost data (run id,
+  marker key; a read miss forces it). Lost copies are dropped from the bookkeeping, blocks that
+  lost their only durable copy are re-written from their other copies, and a block with no copy
+  left leaves the index (counted in ``lost``): the store never claims a block it does not have.
 
 Locking: one lock per tier serialises "make room + write" on that tier (taken in tier order, so
 cascades cannot deadlock); a metadata lock guards the index, LRU lists and staging area and is
@@ -35,13 +42,15 @@ import torch
 
 from streamvqa.store import format as fmt
 from streamvqa.store import shm
+from streamvqa.store.audit import AuditMixin
 from streamvqa.store.base import StreamIndex
 from streamvqa.store.block import Block
-from streamvqa.store.config import TieredStoreConfig
+from streamvqa.store.config import DiskTierConfig, TieredStoreConfig
 from streamvqa.store.errors import BlockNotFoundError, CorruptBlockError, StoreError, StoreFullError
 from streamvqa.store.keys import BlockKey
 from streamvqa.store.leases import BlockDescriptor, LeaseTable
-from streamvqa.store.tiers import HostTier, Tier, build_tier
+from streamvqa.store.spill import SPILL, SpillMixin
+from streamvqa.store.tiers import DiskTier, HostTier, Tier, build_tier
 from streamvqa.store.tiers.base import Data, data_len
 
 log = logging.getLogger(__name__)
@@ -94,6 +103,11 @@ class StoreStats:
     recovered: int = 0
     pending_high_water: int = 0
     put_waits: int = 0
+    spilled: int = 0  # blocks written to the spill area (durable tier down)
+    unspilled: int = 0  # blocks drained from it into their durable tier
+    resyncs: dict[str, int] = field(default_factory=dict)  # audits that found lost copies, by tier
+    rewritten: int = 0  # blocks re-written into a durable tier after it lost them
+    lost: int = 0  # acknowledged blocks left with no copy (removed from the index)
 
     def bump(self, name: str, tier: str | None = None, n: int = 1) -> None:
         if tier is None:
@@ -103,7 +117,7 @@ class StoreStats:
             d[tier] = d.get(tier, 0) + n
 
 
-class TieredStore:
+class TieredStore(SpillMixin, AuditMixin):
     """Block store over host RAM (shared memory) → disk → Redis, any ordered subset."""
 
     def __init__(self, config: TieredStoreConfig, *, tiers: list[Tier] | None = None) -> None:
@@ -139,10 +153,30 @@ class TieredStore:
         self._closed = False
         self._stop = False
         self._worker_ident: int | None = None
+        self._spill: DiskTier | None = None
+        if config.spill is not None:
+            sc = config.spill
+            self._spill = DiskTier(DiskTierConfig(name=SPILL, path=sc.path, budget_bytes=sc.budget_bytes,
+                                                  fsync=sc.fsync))
+        self._spilled: OrderedDict[BlockKey, tuple[int, int]] = OrderedDict()  # key -> (gen, dst tier)
+        self._spill_reserved = 0
+        self._spill_lock = threading.Lock()  # a spill file's write/registration vs its removal
+        self._spill_retry_at = 0.0
+        self._down_until: dict[int, float] = {}  # durable tiers that just failed: spill, do not wait
+        self._resync_pending: dict[str, int] = {}  # tier -> blocks still to re-write after a loss
+        self._audit_now = threading.Event()
+        self._lost: dict[str, dict[int, tuple[float, float]]] = {}  # stream -> lost block -> times
+        self._rewrite_later: dict[BlockKey, int] = {}  # read misses: durable copy gone, re-write
+        self._unscanned: set[int] = set()  # durable tiers that were down when we recovered
+        self._audit_lock = threading.Lock()  # one look at a tier's losses at a time
         if config.recover:
             self._recover()
         self._worker = threading.Thread(target=self._run, name="tiered-store-writer", daemon=True)
         self._worker.start()
+        self._auditor: threading.Thread | None = None
+        if self._unscanned or any(hasattr(t, "lost_data") for t in tiers):
+            self._auditor = threading.Thread(target=self._audit_loop, name="tiered-store-audit", daemon=True)
+            self._auditor.start()
 
     # ------------------------------------------------------------------ BlockStore protocol
     def put(self, block: Block) -> None:
@@ -157,6 +191,7 @@ class TieredStore:
         self._wait_for_room()
         with self._meta:
             old = self._forget(key)
+            self._lost.get(key.stream_id, {}).pop(key.index, None)
             entry = _Entry(
                 gen=next(self._gens),
                 size=size,
@@ -167,18 +202,18 @@ class TieredStore:
             self._entries[key] = entry
         if old is not None:
             self._delete_copies(key, old.tiers)
-        d = self._durable_tier
+        d: int | str | None = self._durable_tier
         data: Data = planned if d is None else planned.to_bytes()
         first = self._first_fitting(0, size)
         try:
-            if d is not None and d != first:
+            if d is not None:  # durable tier, another durable tier, or the spill area
                 d = self._write_durable(key, data, entry.gen)
-            try:
-                self._write(first, key, data, entry.gen, sync=d is not None)
-            except _NoRoom:  # the first tier is full of leased blocks: go one tier down
-                nxt = self._first_fitting(first + 1, size)
-                if nxt != d:
-                    self._write(nxt, key, data, entry.gen, sync=True)
+            if d is None or (d != first and not self.tiers[first].durable):
+                try:
+                    self._write(first, key, data, entry.gen, sync=d is not None)
+                except _NoRoom:  # the first tier is full of leased blocks
+                    if d is None:  # go one tier down (a durable block is readable where it is)
+                        self._write(self._first_fitting(first + 1, size), key, data, entry.gen, sync=True)
         except BaseException:  # not acknowledged: leave no trace
             with self._meta:
                 gone = self._forget(key) if self._entries.get(key) is entry else None
@@ -233,7 +268,7 @@ class TieredStore:
                         continue
                     if src == PENDING:
                         pending_data[key] = self._pending[key].data
-                    else:
+                    elif src != SPILL:
                         self._lru[src].move_to_end(key)
                     plan.setdefault(src, []).append((i, key, entry.gen))
             todo = {}
@@ -242,13 +277,13 @@ class TieredStore:
                     datas = [pending_data[k] for _, k, _ in items]
                 else:
                     try:
-                        datas = self.tiers[src].get_many([k for _, k, _ in items])
+                        datas = self._tier(src).get_many([k for _, k, _ in items])
                     except (StoreError, OSError) as e:  # tier down: these blocks fail this call
                         self._error(src, e)
                         for i, _k, _ in items:
                             failed[i] = e if isinstance(e, StoreError) else StoreError(str(e))
                         continue
-                tier_name = PENDING if src == PENDING else self.names[src]
+                tier_name = self._name(src)
                 for (i, key, gen), data in zip(items, datas, strict=True):
                     if data is None:  # moved or expired meanwhile: locate again
                         if src != PENDING:
@@ -310,6 +345,7 @@ class TieredStore:
             gone = [(k, self._forget(k)) for k in list(self._entries) if k.stream_id == stream_id]
             self._streams.pop(stream_id, None)
             self._index_cache.pop(stream_id, None)
+            self._lost.pop(stream_id, None)
         for key, entry in gone:
             if entry is not None:
                 self._delete_copies(key, entry.tiers)
@@ -417,19 +453,26 @@ class TieredStore:
     def renew(self, lease_id: str, ttl_s: float = 30.0) -> bool:
         return self._leases.renew(lease_id, ttl_s)
 
+    def lost_blocks(self, stream_id: str) -> dict[int, tuple[float, float]]:
+        """Acknowledged blocks of a stream that were lost (no copy left; see `audit`): index ->
+        (t_start, t_end). They are no longer in `index`; answers report them as missing."""
+        with self._meta:
+            return dict(self._lost.get(stream_id, {}))
+
     def tier_of(self, stream_id: str, index: int) -> str | None:
         """Name of the warmest tier (or ``pending``) holding a block, None if none."""
         key = self.key(stream_id, index)
         with self._meta:
             entry = self._entries.get(key)
             src = self._locate(key, entry) if entry else None
-            return src if src is None or src == PENDING else self.names[src]
+            return None if src is None else self._name(src)
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until the write-behind area and the prefetch queue are empty."""
+    def flush(self, timeout: float | None = None, *, spill: bool = True) -> bool:
+        """Wait until the write-behind area and the prefetch queue are empty (and, with
+        ``spill``, the spill area drained into its durable tier)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._pending or self._prefetch or self._busy:
+            while self._pending or self._prefetch or self._busy or (spill and self._spilled):
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
@@ -451,8 +494,18 @@ class TieredStore:
             for name, n in self._stats.errors.items():
                 if name in tiers:
                     tiers[name]["errors"] = n
+            for name, n in self._stats.resyncs.items():
+                tiers[name]["resyncs"] = n
+            for name, n in self._resync_pending.items():
+                tiers[name]["resync_pending"] = n
             pending = len(self._pending)
+            spill = None if self._spill is None else {
+                "ok": True, "bytes": self._spill.nbytes(), "budget_bytes": self._spill.budget_bytes,
+                "items": len(self._spilled),
+            }
         degraded = [n for n, v in tiers.items() if not v["ok"]]
+        if spill is not None:
+            tiers[SPILL] = spill
         return {
             "ok": not self._closed and tiers[self.names[0]]["ok"],
             "degraded": degraded,
@@ -466,6 +519,9 @@ class TieredStore:
             out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in vars(s).items()}
             out["pending_items"] = len(self._pending)
             out["pending_bytes"] = self._pending_bytes
+            out["spilled_items"] = len(self._spilled)
+            out["spill_bytes"] = 0 if self._spill is None else self._spill.nbytes()
+            out["resync_pending"] = sum(self._resync_pending.values())
             out["budgets"] = {t.name: t.budget_bytes for t in self.tiers}
             return out
 
@@ -473,17 +529,22 @@ class TieredStore:
         """Drain the write-behind queue, stop the worker, release tiers (shared memory unlinked)."""
         if self._closed:
             return
-        self.flush(timeout)
+        self.flush(timeout, spill=False)  # spilled blocks are durable where they are
         if self.config.persist_on_close:
             self._persist_warm()
         with self._cond:
             self._stop = True
             self._closed = True
             self._cond.notify_all()
+        self._audit_now.set()
         if threading.get_ident() != self._worker_ident:
             self._worker.join(timeout)
+        if self._auditor is not None:
+            self._auditor.join(timeout)
         for t in self.tiers:
             t.close()
+        if self._spill is not None:
+            self._spill.close()
 
     def __enter__(self) -> TieredStore:
         return self
@@ -496,9 +557,17 @@ class TieredStore:
         if self._closed:
             raise StoreError("store is closed")
 
+    def _tier(self, src: int | str) -> Tier:
+        return self._spill if src == SPILL else self.tiers[src]  # type: ignore[return-value,index]
+
+    def _name(self, src: int | str) -> str:
+        return src if isinstance(src, str) else self.names[src]
+
     def _verify(self, src: int | str) -> bool:
         if src == PENDING:
             return False
+        if src == SPILL:
+            return True
         cfg = self.tiers[src].config if hasattr(self.tiers[src], "config") else None
         return bool(getattr(cfg, "verify_reads", True))
 
@@ -509,7 +578,10 @@ class TieredStore:
             return 0
         if key in self._pending and self._pending[key].gen == entry.gen:
             return PENDING
-        return tiers[0] if tiers else None
+        if tiers:
+            return tiers[0]
+        spilled = self._spilled.get(key)
+        return SPILL if spilled is not None and spilled[0] == entry.gen else None
 
     def _fit(self, start: int, size: int) -> int | None:
         """First tier from `start` whose budget can hold `size` bytes, None if none can."""
@@ -524,6 +596,7 @@ class TieredStore:
     def _forget(self, key: BlockKey) -> _Entry | None:
         """Remove a block from the index and staging area (meta lock held)."""
         entry = self._entries.pop(key, None)
+        self._spilled.pop(key, None)  # its file goes with `_delete_copies`
         p = self._pending.pop(key, None)
         if p is not None:
             self._pending_bytes -= p.size
@@ -540,37 +613,82 @@ class TieredStore:
         if entry is not None:
             entry.tiers.discard(i)
 
-    def _write_durable(self, key: BlockKey, data: Data, gen: int) -> int:
+    def _write_durable(self, key: BlockKey, data: Data, gen: int) -> int | str:
         """Write through to the first durable tier that accepts the block (a failing disk falls
-        back to Redis and vice versa); raises when none does, so the put is not acknowledged."""
-        err: BaseException | None = None
+        back to Redis and vice versa), else to the spill area; raises when nothing takes it, so
+        the put is not acknowledged. With a spill area, a tier that failed within the last
+        ``retry_backoff_s`` is not tried again on the put path (the worker probes it)."""
+        err = "no durable tier fits it"
+        now = time.monotonic()
         for i, tier in enumerate(self.tiers):
             if not tier.durable or data_len(data) > tier.budget_bytes:
                 continue
+            if self._spill is not None and self._down_until.get(i, 0.0) > now:
+                continue
             try:
                 self._write(i, key, data, gen, sync=True)
+                self._down_until.pop(i, None)
                 return i
             except (StoreError, OSError) as e:
                 self._error(i, e)
-                err = e
-        raise StoreError(f"no durable tier accepted block {key.stream_id!r}#{key.index}: {err}") from err
+                self._down_until[i] = time.monotonic() + self.config.write_behind.retry_backoff_s
+                err = str(e)  # not the exception: its frames would keep the caller's block alive
+        if self._spill is not None and self._durable_tier is not None:
+            return self._spill_put(key, data, gen)
+        raise StoreError(f"no durable tier accepted block {key.stream_id!r}#{key.index}: {err}")
 
-    def _confirm_gone(self, key: BlockKey, i: int) -> None:
-        """A read of tier i found nothing: forget that copy unless it was (re)written meanwhile."""
+    def _confirm_gone(self, key: BlockKey, i: int | str) -> None:
+        """A read of tier i found nothing: forget that copy unless it was (re)written meanwhile;
+        a block left with no copy leaves the index. A miss in Redis checks that whole tier at
+        once (it may have lost more than this block), so the caller's next index is true."""
+        if i == SPILL:
+            with self._spill_lock, self._meta:
+                if self._spill is not None and not self._spill.contains(key):
+                    self._spilled.pop(key, None)
+                    self._forget_if_lost(key)
+            return
         with self._tier_locks[i], self._meta:
-            if not self.tiers[i].contains(key):
+            missed = not self.tiers[i].contains(key)
+            if missed:
                 self._drop_copy(key, i)
+                if not self._forget_if_lost(key) and self._needs_rewrite(key):
+                    self._queue_rewrite(key, i)
+                    self._audit_now.set()
+        if missed and hasattr(self.tiers[i], "lost_data"):
+            self._check_tier(i, force=True)
 
-    def _discard_copy(self, key: BlockKey, i: int) -> None:
-        with self._tier_locks[i]:
+    def _needs_rewrite(self, key: BlockKey) -> bool:
+        """Meta lock held: a durable store's block whose durable copies are all gone."""
+        entry = self._entries.get(key)
+        return (
+            self.config.durable and entry is not None and entry.acked and key not in self._spilled
+            and not any(self.tiers[j].durable for j in entry.tiers)
+        )
+
+    def _forget_if_lost(self, key: BlockKey) -> bool:
+        """Meta lock held: an acknowledged block with no copy anywhere leaves the index."""
+        entry = self._entries.get(key)
+        if entry is None or not entry.acked or entry.tiers or key in self._pending or key in self._spilled:
+            return False
+        log.warning("block %s is lost: no tier holds a copy any more", key)
+        self._forget(key)
+        self._lost.setdefault(key.stream_id, {})[key.index] = (entry.t_start, entry.t_end)
+        self._stats.lost += 1
+        return True
+
+    def _discard_copy(self, key: BlockKey, i: int | str) -> None:
+        with self._spill_lock if i == SPILL else self._tier_locks[i]:  # type: ignore[index]
             try:
-                self.tiers[i].delete(key)
+                self._tier(i).delete(key)
             except (StoreError, OSError) as e:
                 self._error(i, e)
             with self._meta:
-                self._drop_copy(key, i)
+                if i == SPILL:
+                    self._spilled.pop(key, None)
+                else:
+                    self._drop_copy(key, i)
                 entry = self._entries.get(key)
-                if entry is not None and not entry.tiers and key not in self._pending:
+                if entry is not None and not entry.tiers and key not in self._pending and key not in self._spilled:
                     self._forget(key)
 
     def _delete_copies(self, key: BlockKey, tiers: set[int]) -> None:
@@ -582,6 +700,10 @@ class TieredStore:
                     self._error(i, e)
                 with self._meta:
                     self._lru[i].pop(key, None)
+        if self._spill is not None:
+            with self._spill_lock:
+                if self._spill.contains(key) and key not in self._spilled:
+                    self._spill.delete(key)
 
     def _error(self, i: int | str, e: BaseException) -> None:
         name = i if isinstance(i, str) else self.names[i]
@@ -647,6 +769,7 @@ class TieredStore:
                 colder = entry is not None and (
                     any(j > i for j in entry.tiers)
                     or (victim in self._pending and self._pending[victim].dst > i)
+                    or victim in self._spilled
                 )
             if entry is None or colder:
                 self._evict_copy(i, victim, demoted=entry is not None)
@@ -655,7 +778,7 @@ class TieredStore:
             if dst is None:  # last tier, or too big for every colder one: dropped
                 self._evict_copy(i, victim, demoted=False)
                 with self._meta:
-                    if not entry.tiers and victim not in self._pending:
+                    if not entry.tiers and victim not in self._pending and victim not in self._spilled:
                         self._forget(victim)
                         self._stats.evictions += 1
                 continue
@@ -727,7 +850,8 @@ class TieredStore:
                 (k, e.gen, i)
                 for i, t in enumerate(self.tiers[:d])
                 for k in reversed(self._lru[i])
-                if (e := self._entries.get(k)) is not None and not any(self.tiers[j].durable for j in e.tiers)
+                if (e := self._entries.get(k)) is not None and k not in self._spilled
+                and not any(self.tiers[j].durable for j in e.tiers)
             ]
         room = self.tiers[d].budget_bytes
         for key, gen, i in todo:
@@ -758,21 +882,28 @@ class TieredStore:
                         ready[1].in_flight = True
                         job = ("land", ready[0], ready[1])
                         break
+                    if self._spilled and self._spill_retry_at <= now:
+                        job = ("unspill", None, None)
+                        break
                     if self._stop:
                         return
-                    self._cond.wait(0.05 if self._pending else None)
+                    self._cond.wait(0.05 if self._pending or self._spilled else None)
                 self._busy = True
             try:
                 if job[0] == "prefetch":
                     self._do_prefetch(job[1])
+                elif job[0] == "unspill":
+                    self._unspill()
                 else:
                     self._land(job[1], job[2])
             except Exception:  # never let the worker die (nor spin on the same job)
                 log.exception("write-behind worker error")
-                if job[0] == "land":
-                    with self._cond:
+                with self._cond:
+                    if job[0] == "land":
                         job[2].in_flight = False
                         job[2].not_before = time.monotonic() + self.config.write_behind.retry_backoff_s
+                    elif job[0] == "unspill":
+                        self._spill_retry_at = time.monotonic() + self.config.write_behind.retry_backoff_s
             finally:
                 with self._cond:
                     self._busy = False
@@ -800,7 +931,8 @@ class TieredStore:
                     self._pending_bytes -= p.size
                     with self._meta:
                         entry = self._entries.get(key)
-                        if entry is not None and entry.gen == p.gen and not entry.tiers:  # nowhere to go
+                        if entry is not None and entry.gen == p.gen and not entry.tiers \
+                                and key not in self._spilled:  # nowhere to go
                             self._forget(key)
                             self._stats.evictions += 1
                 else:  # every colder tier failed: keep it readable here, retry later
@@ -820,11 +952,11 @@ class TieredStore:
             if data is not None:
                 return data
             try:
-                data = self.tiers[src].get(key)
+                data = self._tier(src).get(key)
             except (StoreError, OSError) as e:
                 self._error(src, e)
                 raise StoreError(
-                    f"block {key.stream_id!r}#{key.index}: tier {self.names[src]} failed: {e}"
+                    f"block {key.stream_id!r}#{key.index}: tier {self._name(src)} failed: {e}"
                 ) from e
             if data is None:
                 self._confirm_gone(key, src)
@@ -833,7 +965,7 @@ class TieredStore:
                 fmt.verify(data)
                 return data
             except CorruptBlockError as e:
-                log.warning("corrupt copy of %s in tier %s: %s", key, self.names[src], e)
+                log.warning("corrupt copy of %s in tier %s: %s", key, self._name(src), e)
                 with self._meta:
                     self._stats.corrupt += 1
                 self._discard_copy(key, src)
@@ -858,8 +990,9 @@ class TieredStore:
         for i, tier in enumerate(self.tiers):
             try:
                 found = list(tier.scan(self.fingerprint))
-            except (StoreError, OSError) as e:
+            except (StoreError, OSError) as e:  # down at start: the auditor scans it once it is back
                 self._error(i, e)
+                self._unscanned.add(i)
                 continue
             for key, size in found:
                 entry = self._entries.get(key)
@@ -872,13 +1005,15 @@ class TieredStore:
                     self._stats.recovered += 1
                 entry.tiers.add(i)
                 self._lru[i][key] = size
+        if self._spill is not None and self._durable_tier is not None:
+            self._recover_spill(self._spill, self._durable_tier)
         for i, tier in enumerate(self.tiers):  # budgets may have shrunk since the last run
             if tier.nbytes() > tier.budget_bytes:
                 with self._tier_locks[i]:
                     self._make_room(i, 0, sync=True, keep=BlockKey("", "", -1))
 
-    def _read_index_entry(self, i: int, key: BlockKey, size: int) -> _Entry | None:
-        tier = self.tiers[i]
+    def _read_index_entry(self, i: int | str, key: BlockKey, size: int) -> _Entry | None:
+        tier = self._tier(i)
         try:
             head = tier.read(key, 0, _HEAD_READ)
             if head is None:

@@ -64,7 +64,8 @@ def cold_cluster(redis_ctl) -> Iterator[MultiEngine]:
     """host RAM holds about two blocks; everything older lives in Redis (write-behind)."""
     store = {"tiers": [{"kind": "host", "budget_bytes": 25_000, "shm_prefix": prefix("r")},
                        {"kind": "redis", "url": redis_ctl.url, "budget_bytes": 64 << 20, "socket_timeout_s": 1.0}],
-             "write_behind": {"retry_backoff_s": 0.2}}
+             "write_behind": {"retry_backoff_s": 0.2},
+             "audit_interval_s": 3600.0}  # Redis's losses are found by the reads that miss
     engine = start_cluster(store)
     try:
         yield engine
@@ -117,6 +118,41 @@ def test_redis_down_and_back_during_a_stream(cold_cluster, redis_ctl):
         engine.close_stream("rd")
 
 
+def test_blocks_lost_with_redis_degrade_the_answer(cold_cluster, redis_ctl):
+    """FLUSHALL while blocks live only in Redis: they are gone for good. The first question
+    reads one of them (listed, then missing: the store finds every loss at that miss), is asked
+    again over what is left and says what is missing (never a 500); the index stops listing
+    the lost blocks, and the stream goes on."""
+    engine = cold_cluster
+    session = engine.open_stream("lo", "rekv", {})
+    clip = frames(8, seed=6)
+    try:
+        for i in range(6):
+            session.push_frame(clip[i], float(i))
+        assert wait_until(lambda: drained(engine), 30)
+        warm = [i for i in range(6) if _tier(engine, "lo", i) == "host"]
+        lost = [i for i in range(6) if i not in warm]
+        assert warm and lost
+        redis.Redis.from_url(redis_ctl.url).flushall()
+        assert engine.store.index("lo").indices == list(range(6))  # not noticed yet (no read)
+        answer = session.answer("what is shown?", max_tokens=6)
+        assert answer.token_ids and "lost_blocks" in answer.degraded
+        assert answer.tiers["unavailable"] == len(lost)
+        missing = sorted(e["t_start"] for e in answer.evidence_scores if e.get("missing"))
+        assert missing == [float(i) for i in lost]  # the lost blocks' times (one frame each)
+        assert engine.store.index("lo").indices == warm
+        for i in range(6, 8):
+            session.push_frame(clip[i], float(i))
+        assert engine.store.index("lo").indices == warm + [6, 7]
+    finally:
+        engine.close_stream("lo")
+
+
+def _tier(engine: MultiEngine, stream: str, index: int) -> str | None:
+    engine.store.index(stream)
+    return engine.store.tier_of(stream, index)
+
+
 def test_ready_reports_cold_tier_in_embedded_mode(redis_ctl, tmp_path):
     """Operators configure tiers with STREAMVQA_STORE_*; /ready shows the cold tier's health."""
     settings = ServerSettings.from_env({
@@ -149,3 +185,7 @@ def test_bad_store_settings_fail_at_the_edge():
     cfg = ServerSettings.from_env({"STREAMVQA_TOPOLOGY": "multi", "STREAMVQA_STORE_DISK_PATH": "/var/kv"})
     assert [t["kind"] for t in cfg.store_config()["tiers"]] == ["host", "disk"]
     assert ServerSettings().store_config() is None  # embedded default: every block in RAM
+    spill = ServerSettings.from_env({"STREAMVQA_STORE_DURABLE": "true", "STREAMVQA_STORE_REDIS_URL": "redis://h:1/0",
+                                     "STREAMVQA_STORE_SPILL_PATH": "/var/spill",
+                                     "STREAMVQA_STORE_SPILL_BYTES": str(8 << 20)}).store_config()["spill"]
+    assert spill == {"path": "/var/spill", "budget_bytes": 8 << 20}

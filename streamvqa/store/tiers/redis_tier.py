@@ -5,6 +5,10 @@ writes are `SET key value [EX ttl]`, reads of several blocks go through one pipe
 keys. The budget counts the bytes this store wrote (values, not Redis overhead); configure Redis
 itself with ``maxmemory`` + ``allkeys-lru`` as a safety net when several nodes share it.
 Keys: ``{key_prefix}:{fingerprint}:{quoted stream id}:{index}``.
+
+Data loss (Redis restarted empty, ``FLUSHALL``, eviction) is detected by `lost_data`: the
+server's run id and a marker key ``{key_prefix}:~epoch`` (``~`` never occurs in a fingerprint,
+so no block scan matches it) are checked; `missing` then names the blocks that are gone.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class RedisTier:
         self._sizes: dict[BlockKey, int] = {}
         self._bytes = 0
         self._lock = threading.Lock()
+        self._run_id: str | None = None  # of the server we last checked (None: never checked)
 
     def redis_key(self, key: BlockKey) -> str:
         return key.to_str(self.config.key_prefix)
@@ -105,6 +110,44 @@ class RedisTier:
             return bool(self.client.ping())
         except redis.RedisError:
             return False
+
+    @property
+    def marker_key(self) -> str:
+        return f"{self.config.key_prefix}:~epoch"
+
+    def lost_data(self) -> bool:
+        """True when Redis may have lost keys since the last call: its run id changed (a
+        restart, possibly without persistence), or the marker key is gone (``FLUSHALL``,
+        ``FLUSHDB``, eviction). The first call is a loss too when this tier believes it holds
+        blocks (nothing to compare with). Sets the marker again. Raises `TierUnavailableError`."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.info("server")
+        pipe.set(self.marker_key, b"1", nx=True)  # None: it was there
+        info, created = self._call(pipe.execute)
+        run_id = str(info.get("run_id", ""))
+        with self._lock:
+            known = bool(self._sizes)
+            first = self._run_id is None
+            changed = self._run_id is not None and run_id != self._run_id
+            self._run_id = run_id
+        return changed or (bool(created) and not first) or (first and known)
+
+    def missing(self) -> list[BlockKey]:
+        """Blocks this tier accounts for that Redis no longer has (forgotten here)."""
+        keys = self.keys()
+        gone: list[BlockKey] = []
+        for i in range(0, len(keys), 256):
+            chunk = keys[i : i + 256]
+            pipe = self.client.pipeline(transaction=False)
+            for k in chunk:
+                pipe.exists(self.redis_key(k))
+            gone += [k for k, n in zip(chunk, self._call(pipe.execute), strict=True) if not n]
+        with self._lock:
+            for k in gone:
+                size = self._sizes.pop(k, None)
+                if size is not None:
+                    self._bytes -= size
+        return gone
 
     def scan(self, fingerprint: str) -> Iterable[tuple[BlockKey, int]]:
         """Blocks of this fingerprint already in Redis (adopted into this tier's accounting)."""

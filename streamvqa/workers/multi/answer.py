@@ -5,7 +5,12 @@ and counters refreshed from the store before every question. Blocks are leased a
 the store's shared memory. Tokens stream back as `event` replies, the answer as the final one.
 
 Degraded store (a cold tier down): the index leaves out blocks held only there; the answer is
-built from what is readable and says so (``degraded`` and ``tiers["unavailable"]``).
+built from what is readable and says so (``degraded`` and ``tiers["unavailable"]``). A block
+the index listed but the store can no longer read (its only copy was lost, e.g. Redis flushed)
+is forgotten by the store and reported as unavailable from then on; a question that hit it
+is answered again from the blocks that are left and says so (``degraded: ["lost_blocks"]``,
+``tiers["unavailable"]``, ``evidence_scores`` entries with ``missing: true`` where the block's
+time is known), never a 500.
 """
 
 from __future__ import annotations
@@ -20,12 +25,15 @@ from streamvqa.engine.errors import EngineError
 from streamvqa.engine.replica import sync
 from streamvqa.engine.session import StreamSession
 from streamvqa.proto import ipc
+from streamvqa.store.errors import BlockNotFoundError, StoreError
 from streamvqa.workers.multi.asking import Cancels, answer_ask
 from streamvqa.workers.multi.config import MultiConfig
 from streamvqa.workers.multi.encoder import build_engine, replicable
 from streamvqa.workers.multi.rpc import RpcServer
 
 log = logging.getLogger(__name__)
+
+_TRIES = 3  # answers of one question while blocks it was about to read vanish
 
 
 class AnswerService:
@@ -62,13 +70,27 @@ class AnswerService:
         if not replicable(session):  # the server routes these to the encoder (enc.ask)
             raise EngineError("invalid_options", f"method {body.method!r} keeps state in the encoder; "
                               "its questions are answered there")
-        with self.engine.lock, torch.inference_mode():
-            sync(session)
-        if session._next_index == 0 and self.store.unavailable(body.stream_id):
-            raise EngineError("store_unavailable", "every block of this stream is in a tier that is down")
-        skipped = self.store.unavailable(body.stream_id)
-        down = list(self.store.degraded)
-        return answer_ask(session, body, emit, self.cancels, skipped, down)
+        for attempt in range(_TRIES):
+            try:
+                with self.engine.lock, torch.inference_mode():
+                    sync(session)
+                skipped = self.store.unavailable(body.stream_id)
+                if session._next_index == 0 and skipped:
+                    raise EngineError("store_unavailable", "no block of this stream is readable now "
+                                      "(a store tier is down or lost them)")
+                reply = answer_ask(session, body, emit, self.cancels, skipped, list(self.store.degraded))
+                break
+            except BlockNotFoundError:  # listed, then lost: the store has forgotten it; ask again
+                if attempt + 1 == _TRIES:
+                    raise EngineError("store_unavailable", "blocks of this stream kept vanishing") from None
+            except StoreError as e:  # a tier failed before the health probe saw it: retry later
+                log.warning("stream %s: store read failed: %s", body.stream_id, e)
+                raise EngineError("store_unavailable", "the block store could not read this stream's "
+                                  "blocks now; retry shortly") from None
+        gone = self.store.times_of(body.stream_id, skipped)
+        reply.evidence_scores = reply.evidence_scores + [  # what the answer could not look at
+            {"t_start": t[0], "t_end": t[1], "missing": True} for _, t in sorted(gone.items())]
+        return reply
 
     def forget(self, body: ipc.StreamRef, atts, emit) -> ipc.Empty:
         with self._open_lock:

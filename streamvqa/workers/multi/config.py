@@ -2,17 +2,28 @@
 
 The supervisor writes it as JSON into the run directory and starts each worker with its path
 (`streamvqa worker <role> --config FILE`); containers can write the same file themselves.
+
+The run directory holds the unix sockets (no authentication: only this user may connect) and the
+config (it may hold a Redis URL with a password): the directory is kept 0700 (an existing one is
+tightened), the config written 0600 and atomically, and sockets whose listener is gone are
+removed at start and at shutdown (`sweep_sockets`).
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import re
+import socket
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+log = logging.getLogger(__name__)
 
 ROLES = ("kvstore", "encoder", "answer")  # the kinds; several encoders/answers are encoder-1, answer-1, ...
 ROLE_RE = re.compile(r"^(kvstore|encoder(-[1-9][0-9]?)?|answer(-[1-9][0-9]?)?)$")
@@ -85,17 +96,69 @@ class MultiConfig(BaseModel):
             return f"ipc://{Path(self.run_dir) / (role + '.sock')}"
         return f"tcp://{self.tcp_host}:{self.tcp_base_port + roles.index(role)}"
 
+    def prepare_run_dir(self) -> Path:
+        """The run directory, created 0700; an existing one of ours is tightened to 0700."""
+        d = Path(self.run_dir)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = d.stat()
+        if st.st_uid != os.getuid():
+            log.warning("run directory %s belongs to uid %d, not to us: its mode is left as it is", d, st.st_uid)
+        elif stat.S_IMODE(st.st_mode) != 0o700:
+            os.chmod(d, 0o700)
+        return d
+
     def write(self) -> Path:
-        path = Path(self.run_dir) / "config.json"
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # sockets: this user only
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(self.model_dump_json(indent=1))
-        tmp.replace(path)
+        """Write the config into the run directory: mode 0600, atomically (temp file + rename)."""
+        path = self.prepare_run_dir() / "config.json"
+        tmp = path.with_name(f".config.json.tmp{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a leftover temp file
+            os.write(fd, self.model_dump_json(indent=1).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
         return path
+
+    def sweep_sockets(self) -> tuple[list[str], list[str]]:
+        """Remove this topology's unix sockets whose listener is gone (a killed worker or
+        server leaves them); returns (removed, live). Nothing to do for tcp."""
+        removed: list[str] = []
+        live: list[str] = []
+        if self.transport != "ipc":
+            return removed, live
+        for role in self.roles():
+            path = self.endpoint(role).removeprefix("ipc://")
+            try:
+                if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                    continue
+            except FileNotFoundError:
+                continue
+            if _listening(path):
+                live.append(role)
+                continue
+            try:
+                os.unlink(path)
+                removed.append(path)
+            except FileNotFoundError:
+                pass
+        return removed, live
 
     @classmethod
     def read(cls, path: str | Path) -> MultiConfig:
         return cls.model_validate_json(Path(path).read_text())
+
+
+def _listening(path: str) -> bool:
+    """Something accepts connections on this unix socket (ECONNREFUSED: its owner is gone)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        try:
+            s.connect(path)
+            return True
+        except OSError as e:
+            return e.errno not in (errno.ECONNREFUSED, errno.ENOENT)
 
 
 def default_run_dir() -> str:

@@ -10,6 +10,9 @@ store's own after a crash, and staging segments of writers killed mid-put.
 
 Health of cold tiers is probed in the background (a dead Redis must never stall an index
 lookup); while a tier is down the index leaves out blocks held only there, and says which.
+
+A durable store gets a spill area (``<run_dir>/spill`` unless configured): while its durable
+tier (Redis) is down, acknowledged blocks go there, so encoding never waits on the outage.
 """
 
 from __future__ import annotations
@@ -17,18 +20,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
+from pathlib import Path
 from typing import Any
 
 from streamvqa.proto import ipc
 from streamvqa.store import format as fmt
 from streamvqa.store import shm
 from streamvqa.store.config import TieredStoreConfig
-from streamvqa.store.errors import StoreError
+from streamvqa.store.errors import StoreError, StoreFullError
 from streamvqa.store.tiered import PENDING, TieredStore
 from streamvqa.workers.multi.config import MultiConfig
 from streamvqa.workers.multi.rpc import RpcServer
 
 log = logging.getLogger(__name__)
+
+SPILL_BYTES = 1 << 30  # the default spill area's bound (STREAMVQA_STORE_SPILL_BYTES with a path)
 
 
 class KvStoreService:
@@ -50,13 +57,20 @@ class KvStoreService:
     def _open(self, fingerprint: str) -> TieredStore:
         with self._open_lock:
             if self.store is None:
-                cfg = TieredStoreConfig.model_validate({**self.config.store, "fingerprint": fingerprint})
+                cfg = TieredStoreConfig.model_validate(
+                    {**self.config.store, **self._spill_default(), "fingerprint": fingerprint})
                 self.store = TieredStore(cfg)
                 log.info("store open (%s): %d blocks recovered", fingerprint, self.store.stats()["recovered"])
             elif self.store.fingerprint != fingerprint:
                 raise ipc.IpcError("fingerprint_mismatch",
                                    f"store holds {self.store.fingerprint}, client has {fingerprint}")
             return self.store
+
+    def _spill_default(self) -> dict[str, Any]:
+        """Durable stores without a configured spill area spill into the run directory."""
+        if not self.config.store.get("durable") or self.config.store.get("spill"):
+            return {}
+        return {"spill": {"path": str(Path(self.config.run_dir) / "spill"), "budget_bytes": SPILL_BYTES}}
 
     def _need(self) -> TieredStore:
         if self.store is None:
@@ -135,24 +149,33 @@ class KvStoreService:
             if body.length > seg.size:
                 raise ipc.IpcError("invalid_message", f"length {body.length} > segment size {seg.size}")
             view = seg.buf[: body.length]
+            failure: ipc.IpcError | None = None
             try:
                 # zero-copy decode: the one copy is put() encoding into a store-owned segment
                 block = fmt.decode(view, expect_fingerprint=store.fingerprint, copy=False, check=True)
                 if (block.stream_id, block.index) != (body.stream_id, body.index):
                     raise ipc.IpcError("invalid_message", "the staged block is not the one announced")
                 store.put(block)
+            except (StoreError, ValueError) as e:  # e.g. spill area full past put_timeout_s
+                failure = ipc.IpcError(_put_code(e), f"block {body.stream_id!r}#{body.index} not stored: {e}")
+                _drop_frames(e)  # its traceback holds tensors that alias the segment
             finally:
                 block = None
                 del view
         finally:
             shm.release_segment(seg, unlink=False)  # the writer unlinks its own segment
+        if failure is not None:
+            raise failure
         return ipc.PutAck(stream_id=body.stream_id, index=body.index)
 
     def index(self, body: ipc.IndexRequest, atts, emit) -> tuple[ipc.IndexReply, list]:
         store = self._need()
         idx = store.index(body.stream_id)
         down = set(self._health.get("degraded") or [])
-        keep, tiers, unavailable = [], [], []
+        keep, tiers = [], []
+        lost = store.lost_blocks(body.stream_id)  # gone for good: reported, never listed
+        unavailable = sorted(lost)
+        degraded = sorted(down) + (["lost_blocks"] if lost else [])
         for pos, i in enumerate(idx.indices):
             tier = store.tier_of(body.stream_id, i)
             if body.available_only and (tier is None or (tier != PENDING and tier in down)):
@@ -161,15 +184,16 @@ class KvStoreService:
             keep.append(pos)
             tiers.append(tier)
         if not keep:
-            return ipc.IndexReply(indices=[], times=[], tiers=[], unavailable=unavailable, degraded=sorted(down)), []
+            return ipc.IndexReply(indices=[], times=[], tiers=[], unavailable=sorted(unavailable),
+                                  degraded=degraded), []
         rep = idx.rep_keys if len(keep) == len(idx.indices) else idx.rep_keys[keep]
         ref, raw = ipc.tensor_ref(rep, 0)
         return ipc.IndexReply(
             indices=[idx.indices[p] for p in keep],
             times=[idx.times[p] for p in keep],
             tiers=tiers,
-            unavailable=unavailable,
-            degraded=sorted(down),
+            unavailable=sorted(unavailable),
+            degraded=degraded,
             rep_keys=ref,
         ), [raw]
 
@@ -202,6 +226,20 @@ class KvStoreService:
         h["pending_items"] = store.stats()["pending_items"]  # no I/O: always current
         return ipc.Health(ok=bool(h.get("ok", False)), degraded=list(h.get("degraded") or []),
                           pending_items=int(h.get("pending_items") or 0), tiers=dict(h.get("tiers") or {}))
+
+
+def _put_code(e: Exception) -> str:
+    return "store_full" if isinstance(e, StoreFullError) else "store_error"
+
+
+def _drop_frames(e: BaseException | None) -> None:
+    """Clear the locals of a finished exception's frames (and its causes'), so nothing keeps a
+    view of a shared-memory mapping alive: closing it would raise BufferError otherwise."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)
+        e = e.__cause__ or e.__context__
 
 
 def _pid() -> int:

@@ -47,6 +47,7 @@ class RemoteStore:
         self.call_timeout_s = call_timeout_s
         self._tiers: dict[tuple[str, int], str | None] = {}
         self._unavailable: dict[str, list[int]] = {}
+        self._times: dict[str, dict[int, tuple[float, float]]] = {}  # blocks ever listed -> times
         self._lock = threading.Lock()
         self.degraded: list[str] = []
 
@@ -134,6 +135,8 @@ class RemoteStore:
             for i, t in zip(reply.indices, reply.tiers, strict=True):
                 self._tiers[(stream_id, i)] = t
             self._unavailable[stream_id] = list(reply.unavailable)
+            self._times.setdefault(stream_id, {}).update(
+                {i: tuple(t) for i, t in zip(reply.indices, reply.times, strict=True)})
             self.degraded = list(reply.degraded)
         if not reply.indices:
             return StreamIndex([], torch.empty(0), [])
@@ -145,6 +148,12 @@ class RemoteStore:
         with self._lock:
             return list(self._unavailable.get(stream_id, []))
 
+    def times_of(self, stream_id: str, indices: list[int]) -> dict[int, tuple[float, float]]:
+        """Time ranges of blocks an earlier `index` call listed (for blocks since lost)."""
+        with self._lock:
+            known = self._times.get(stream_id, {})
+            return {i: known[i] for i in indices if i in known}
+
     def tier_of(self, stream_id: str, index: int) -> str | None:
         with self._lock:
             return self._tiers.get((stream_id, index))
@@ -153,6 +162,7 @@ class RemoteStore:
         with self._lock:
             self._tiers = {k: v for k, v in self._tiers.items() if k[0] != stream_id}
             self._unavailable.pop(stream_id, None)
+            self._times.pop(stream_id, None)
         self._call("store.drop", ipc.StreamRef(stream_id=stream_id), retry_for=5.0)
 
     def usage(self, stream_id: str | None = None) -> ipc.Usage:

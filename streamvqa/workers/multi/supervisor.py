@@ -68,6 +68,12 @@ class Supervisor:
         if not self.config.spawn:
             return self._attach(timeout)
         self._config_path = self.config.write()
+        removed, live = self.config.sweep_sockets()
+        if live:
+            raise RuntimeError(f"run directory {self.config.run_dir} is in use: {', '.join(live)} "
+                               "already listening (another server?)")
+        if removed:
+            log.info("removed %d stale sockets from %s", len(removed), self.config.run_dir)
         shm.janitor(self.config.shm_prefix)
         self._spawn("kvstore")
         self._wait("kvstore", timeout)
@@ -232,6 +238,7 @@ class Supervisor:
             w.client.close()
         if self.config.spawn:
             shm.janitor(self.config.shm_prefix)
+            self.config.sweep_sockets()
 
     # -- for operators and tests ------------------------------------------------------------
     def status(self) -> dict[str, dict]:
