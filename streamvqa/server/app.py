@@ -158,9 +158,7 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
     registry = CollectorRegistry(auto_describe=True)
     metrics = ServerMetrics(registry, settings.model)
     auth = Authenticator(settings)  # ValueError on unreadable / malformed keys
-    if not auth.enabled:
-        log.warning("AUTHENTICATION IS OFF: anyone who can reach %s:%s controls this server",
-                    settings.host, settings.port)
+    # auth off is announced once by the caller (`serve`'s banner, `demo`'s line), not here
     state = ServerState(settings, metrics, registry, AnswerService(settings, metrics), auth, UrlPolicy(settings))
 
     async def _load() -> None:

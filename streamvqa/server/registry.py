@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from streamvqa.policies.registry import canonical
 from streamvqa.proto import ApiError, LastError, StreamCreate, StreamInfo
 from streamvqa.workers.ingest import Frame, IngestConfig, IngestError, IngestStats, IngestWorker, probe_source
 
@@ -158,6 +159,7 @@ class StreamRegistry:
         methods = list(self.engine.methods())
         if method is None:
             method = self.settings.default_method or ("rekv" if "rekv" in methods else methods[0])
+        method = canonical(method)  # v-rex, vrex: resv
         if method not in methods:
             raise ApiError("unknown_method", f"unknown method {method!r}; available: {', '.join(methods)}")
         return method
