@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
@@ -21,7 +22,8 @@ from streamvqa.cliargs import (
     positive_int,
 )
 
-EXIT_CODES = "exit codes: 0 done, 1 a runtime failure, 2 a usage error (bad flag, method, options or file)"
+EXIT_CODES = ("exit codes: 0 done; 1 a runtime failure (e.g. a video that cannot be decoded, a server error); "
+              "2 a usage error (a bad flag or value, an unknown method, bad --options, a missing file)")
 
 
 def _ask_file(args: argparse.Namespace) -> int:
@@ -41,6 +43,8 @@ def _ask_file(args: argparse.Namespace) -> int:
     from streamvqa.workers.ingest import IngestConfig
     from streamvqa.workers.ingest.offline import read_video
 
+    decoded = read_video(IngestConfig(url=str(video.resolve()), fps=args.fps, max_width=640, max_height=480))
+    first = next(decoded, None)  # opens the file before the model loads: a bad video fails at once
     try:
         engine = Engine(EngineConfig(model=args.model, device=args.device, dtype=args.dtype))
     except ModelLoadError as e:
@@ -48,7 +52,7 @@ def _ask_file(args: argparse.Namespace) -> int:
     session = engine.open_stream("file", method=method, options=args.options)
     start = time.perf_counter()
     frames = 0
-    for frame in read_video(IngestConfig(url=str(video.resolve()), fps=args.fps, max_width=640, max_height=480)):
+    for frame in itertools.chain([first] if first else [], decoded):
         session.push_frame(frame.image, frame.t)
         frames += 1
     encode_s = time.perf_counter() - start

@@ -46,7 +46,7 @@ def test_ask_file_bad_inputs_exit_non_zero_with_one_line(clip, tmp_path):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00not a video" * 100)
     r = run("ask-file", str(junk), "q?", "--model", "tiny:smolvlm")
-    assert r.returncode == 2 and r.stderr.startswith("streamvqa: ")
+    assert r.returncode == 1 and r.stderr.startswith("streamvqa ask-file: decode_error: ")  # a runtime failure
     r = run("ask-file", str(clip), "q?", "--model", "tiny:smolvlm", "--method", "nope")
     assert r.returncode == 2 and "unknown_method" in r.stderr
 
