@@ -15,6 +15,7 @@ from streamvqa.cliargs import (
     EXIT_USAGE,
     Parser,
     UsageError,
+    check_device,
     fail,
     json_object,
     one_line,
@@ -27,7 +28,6 @@ EXIT_CODES = ("exit codes: 0 done; 1 a runtime failure (e.g. a video that cannot
 
 
 def _ask_file(args: argparse.Namespace) -> int:
-    from streamvqa.models.loading import ModelLoadError
     from streamvqa.policies.presets import MethodError, canonical, resolve
 
     video = Path(args.video)
@@ -45,10 +45,7 @@ def _ask_file(args: argparse.Namespace) -> int:
 
     decoded = read_video(IngestConfig(url=str(video.resolve()), fps=args.fps, max_width=640, max_height=480))
     first = next(decoded, None)  # opens the file before the model loads: a bad video fails at once
-    try:
-        engine = Engine(EngineConfig(model=args.model, device=args.device, dtype=args.dtype))
-    except ModelLoadError as e:
-        raise UsageError("--model", one_line(e)) from None
+    engine = Engine(EngineConfig(model=args.model, device=args.device, dtype=args.dtype))
     session = engine.open_stream("file", method=method, options=args.options)
     start = time.perf_counter()
     frames = 0
@@ -143,15 +140,19 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     from streamvqa.engine import EngineError
+    from streamvqa.models.loading import ModelLoadError
     from streamvqa.workers.ingest import IngestError
 
     hf_logging.disable_progress_bar()  # keep stderr to one line per error
 
     prog = f"streamvqa {args.command}"
     try:
+        check_device(getattr(args, "device", None))  # every command's --device, before anything loads
         return int(args.func(args) or 0)
     except UsageError as e:
         return fail(prog, f"error: {e}", EXIT_USAGE)
+    except ModelLoadError as e:  # every command's --model: no such directory, an unsupported family
+        return fail(prog, f"error: argument --model: {one_line(e)}", EXIT_USAGE)
     except EngineError as e:
         return fail(prog, f"{e.code}: {one_line(e)}", EXIT_USAGE if e.code in USAGE_CODES else EXIT_RUNTIME)
     except IngestError as e:

@@ -65,6 +65,24 @@ def json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def check_device(device: str | None) -> None:
+    """``UsageError`` naming ``--device`` unless ``device`` (a flag's value; None: not given) can be
+    used here: a torch device string, and CUDA present when it names CUDA."""
+    if device is None or device == "cpu":
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError("--device", f"not a device: {device!r} (cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError("--device", f"{device}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError("--device", f"{device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
 def one_line(exc: BaseException) -> str:
     """The first line of an exception's message (pydantic and FFmpeg messages run to several)."""
     from pydantic import ValidationError

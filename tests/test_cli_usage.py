@@ -70,6 +70,19 @@ def test_unknown_method_missing_file_and_bad_command_are_usage_errors(capsys, cl
     usage_error(rc, err, "--no-such-flag")
 
 
+def test_unusable_model_or_device_names_the_flag(capsys, clip) -> None:
+    import torch
+
+    rc, _, err = run(capsys, "ask-file", str(clip), "q?", "--model", "tiny:no_such_family")
+    usage_error(rc, err, "argument --model", "no_such_family")
+    rc, _, err = run(capsys, "ask-file", str(clip), "q?", "--device", "gpu")
+    usage_error(rc, err, "argument --device", "not a device")
+    if not torch.cuda.is_available():  # was an AssertionError traceback from deep in torch
+        for argv in (["ask-file", str(clip), "q?"], ["serve"], ["demo"], ["eval", "needle"]):
+            rc, _, err = run(capsys, *argv, "--device", "cuda:0")
+            usage_error(rc, err, "argument --device", "CUDA is not available")
+
+
 def test_undecodable_video_is_a_runtime_failure(capsys, tmp_path) -> None:
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00not a video" * 100)
