@@ -139,7 +139,7 @@ def demo(
     # the demo is local and throw-away: no API keys, files only from its own temporary directory
     settings = settings.model_copy(update={"host": "127.0.0.1", "port": 0, "log_level": "warning",
                                            "auth": "off", "media_root": tmp})
-    print("WARNING: the demo runs with authentication OFF, on 127.0.0.1 only", file=out)
+    print("WARNING: AUTHENTICATION IS OFF for the demo (it listens on 127.0.0.1 only)", file=out)
     server = BackgroundServer(create_app(settings), settings)
     try:
         with tmpdir:
