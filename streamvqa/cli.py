@@ -49,7 +49,7 @@ def _ask_file(args: argparse.Namespace) -> int:
     session = engine.open_stream("file", method=method, options=args.options)
     start = time.perf_counter()
     frames = 0
-    for frame in itertools.chain([first] if first else [], decoded):
+    for frame in itertools.chain([] if first is None else [first], decoded):
         session.push_frame(frame.image, frame.t)
         frames += 1
     encode_s = time.perf_counter() - start
