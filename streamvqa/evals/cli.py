@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from streamvqa.cliargs import Parser
 from streamvqa.evals import frames, needle
 
 
@@ -20,7 +21,7 @@ add_parsers = add_parser  # the name streamvqa/cli.py looks up
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="streamvqa")
+    parser = Parser(prog="streamvqa")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

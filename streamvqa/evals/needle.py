@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamvqa.cliargs import json_object
 from streamvqa.evals.common import normalise, per_type, table, write_json
 from streamvqa.synth.streams import Stream, needle_questions, random_stream, render_stream_frame, write_stream
 
@@ -80,7 +81,7 @@ def evaluate(engine, method: str, options: dict | None, minutes: float, n_stream
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = p or argparse.ArgumentParser(prog="streamvqa eval needle", description=__doc__.splitlines()[0])
     p.add_argument("--method", default="full", help="method preset (see `streamvqa methods`)")
-    p.add_argument("--options", default=None, help="method options as JSON, e.g. '{\"topk\": 8}'")
+    p.add_argument("--options", type=json_object, default=None, help="method options as JSON, e.g. '{\"topk\": 8}'")
     p.add_argument("--minutes", type=float, default=10.0, help="stream length in minutes (default 10)")
     p.add_argument("--streams", type=int, default=3, help="number of streams (default 3)")
     p.add_argument("--fps", type=float, default=1.0)
@@ -94,17 +95,14 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     if args.minutes <= 0 or args.streams < 1 or args.fps <= 0:
         print("streamvqa eval needle: --minutes, --streams and --fps must be positive", file=sys.stderr)
         return 2
     from streamvqa.engine import Engine, EngineConfig
 
-    options = json.loads(args.options) if args.options else None
     engine = Engine(EngineConfig(model=args.model, threads=args.threads, device=args.device))
     try:
-        result = evaluate(engine, args.method, options, args.minutes, args.streams, args.seed,
+        result = evaluate(engine, args.method, args.options, args.minutes, args.streams, args.seed,
                           via_mp4=not args.no_mp4, fps=args.fps)
     finally:
         engine.close()

@@ -36,8 +36,10 @@ def adapter_class(model_type: str) -> type[ModelAdapter]:
 
 def tiny_dir(family: str) -> Path:
     """Build (once) and cache a tiny random model of `family`."""
-    from streamvqa.models.tiny import build_tiny
+    from streamvqa.models.tiny import FAMILIES, build_tiny
 
+    if family not in FAMILIES:
+        raise ModelLoadError(f"unknown tiny model family {family!r}; one of: {', '.join(FAMILIES)}")
     out = cache_root() / "tiny" / family
     if not (out / "config.json").exists():
         tmp = out.with_name(out.name + f".tmp{os.getpid()}")

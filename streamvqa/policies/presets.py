@@ -7,9 +7,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from streamvqa.policies.registry import (
+    ALIASES,
     RETENTIONS,
     build_reduction,
     build_retention,
+    canonical,
     reduction_options,
     retention_options,
 )
@@ -154,6 +156,8 @@ PRESETS: dict[str, tuple[str, MethodConfig]] = {
     ),
 }
 
+DEFAULT_METHOD = "rekv"  # the server's and `ask-file`'s method when none is named
+
 _MERGED = ("retention_options", "reduction_options", "budget_bytes")  # options add to a preset's dicts
 
 
@@ -164,6 +168,7 @@ class MethodError(ValueError):
 
 
 def resolve(method: str, options: dict | None = None) -> MethodConfig:
+    method = canonical(method)
     if method not in PRESETS:
         raise MethodError("unknown_method", f"unknown method {method!r}; known: {', '.join(PRESETS)}")
     base = PRESETS[method][1]
@@ -185,4 +190,8 @@ def resolve(method: str, options: dict | None = None) -> MethodConfig:
 
 
 def describe() -> list[dict]:
-    return [{"name": n, "description": d, "policies": c.model_dump()} for n, (d, c) in PRESETS.items()]
+    return [
+        {"name": n, "default": n == DEFAULT_METHOD, "aliases": sorted(a for a, p in ALIASES.items() if p == n),
+         "description": d, "policies": c.model_dump()}
+        for n, (d, c) in PRESETS.items()
+    ]

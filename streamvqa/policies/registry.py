@@ -1,4 +1,4 @@
-"""Names of the stage-1/2/5 policies a MethodConfig may choose, and their option checks.
+"""Names of the stage-1/2/5 policies a MethodConfig may choose, their option checks, method aliases.
 
 Each entry is "module:Class"; the class carries its pydantic `Options` (paper defaults, unknown
 options refused), so a misconfigured stream is refused when its method is resolved.
@@ -19,6 +19,15 @@ RETENTIONS: dict[str, str | None] = {
     "resv": "streamvqa.policies.resv:ReSV",
     "rlivs": "streamvqa.policies.rlivs:RLiVS",
 }
+
+# Other names a method preset is known by (the paper's name), accepted wherever a method name is.
+ALIASES: dict[str, str] = {"v-rex": "resv", "vrex": "resv"}
+
+
+def canonical(method: str) -> str:
+    """The preset name for ``method``: an alias (any case) becomes its preset, others are kept."""
+    return ALIASES.get(method.lower(), method)
+
 
 REDUCTIONS: dict[str, str | None] = {
     "none": None,

@@ -143,5 +143,5 @@ class AnswerService:
             if is_answer(ev):
                 final = ev
         if final is None:
-            raise ApiError("internal", "the engine finished without an answer")
+            raise ApiError("internal_error", "the engine finished without an answer")
         return to_response(final, entry, req.at)

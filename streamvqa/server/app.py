@@ -177,9 +177,7 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
     registry = CollectorRegistry(auto_describe=True)
     metrics = ServerMetrics(registry, settings.model)
     auth = Authenticator(settings)  # ValueError on unreadable / malformed keys
-    if not auth.enabled:
-        log.warning("AUTHENTICATION IS OFF: anyone who can reach %s:%s controls this server",
-                    settings.host, settings.port)
+    # auth off is announced once by the caller (`serve`'s banner, `demo`'s line), not here
     answers = AnswerService(settings, metrics, in_flight_cap=auth.in_flight_cap, slots=question_slots(settings))
     state = ServerState(settings, metrics, registry, answers, auth, UrlPolicy(settings))
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from streamvqa.cliargs import Parser
+
+LOOPBACK = "127.0.0.0/8,::1/128"
+
 
 def _settings(args: argparse.Namespace):
     from .settings import ServerSettings
@@ -19,7 +23,19 @@ def _settings(args: argparse.Namespace):
         auth="off" if getattr(args, "insecure", False) else None,
         api_keys_file=getattr(args, "api_keys_file", None),
         media_root=getattr(args, "media_root", None),
+        allow_private_networks=True if getattr(args, "allow_private_sources", False) else None,
+        allowed_networks=_allowed_networks(args),
     )
+
+
+def _allowed_networks(args: argparse.Namespace) -> str | None:
+    """``--allow-loopback-sources`` adds the loopback networks to STREAMVQA_ALLOWED_NETWORKS."""
+    if not getattr(args, "allow_loopback_sources", False):
+        return None
+    import os
+
+    env = os.environ.get("STREAMVQA_ALLOWED_NETWORKS", "").strip()
+    return f"{env},{LOOPBACK}" if env else LOOPBACK
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -85,7 +101,12 @@ def run_keys(args: argparse.Namespace) -> int:
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Add ``serve``, ``demo`` and ``keys``; each sets ``func(args) -> int`` (the exit code)."""
-    p = subparsers.add_parser("serve", help="run the HTTP/WebSocket server")
+    p = subparsers.add_parser(
+        "serve", help="run the HTTP/WebSocket server",
+        description="Run the HTTP/WebSocket server. Auth is on: give API key hashes (`streamvqa keys new`) "
+                    "with --api-keys-file, or --insecure on a trusted network. Every setting also has a "
+                    "STREAMVQA_<NAME> environment variable (streamvqa/server/settings.py, docs/security.md, "
+                    "docs/store.md). Exit 2: a bad flag or setting, or no API keys.")
     p.add_argument("--host", default=None, help="bind address (default 127.0.0.1, env STREAMVQA_HOST)")
     p.add_argument("--port", type=int, default=None, help="port (default 8000, env STREAMVQA_PORT)")
     p.add_argument("--model", default=None, help='"default", "tiny:<family>" or a local HF directory')
@@ -95,8 +116,15 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                    help="embedded (one process; default) or multi (kvstore, encoder, answer worker processes)")
     p.add_argument("--api-keys-file", default=None,
                    help="API key hashes, name:hash per line or JSON (env STREAMVQA_API_KEYS_FILE)")
-    p.add_argument("--media-root", default=None,
-                   help="file:// sources only inside this directory (env STREAMVQA_MEDIA_ROOT)")
+    p.add_argument("--media-root", default=None, metavar="DIR",
+                   help="serve file sources (file:///... URLs or paths) from inside DIR only; without it "
+                        "file sources are refused (env STREAMVQA_MEDIA_ROOT)")
+    p.add_argument("--allow-loopback-sources", action="store_true",
+                   help=f"let rtsp/http sources be on this host ({LOOPBACK}; added to env "
+                        "STREAMVQA_ALLOWED_NETWORKS, a comma-separated CIDR list)")
+    p.add_argument("--allow-private-sources", action="store_true",
+                   help="let rtsp/http sources reach any private, loopback or link-local address "
+                        "(env STREAMVQA_ALLOW_PRIVATE_NETWORKS=true); the default allows public addresses only")
     p.add_argument("--insecure", action="store_true",
                    help="run without API keys (same as STREAMVQA_AUTH=off); only on a trusted network")
     p.set_defaults(func=run_serve)
@@ -130,7 +158,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry point (``python -m streamvqa.server.cli serve ...``)."""
-    parser = argparse.ArgumentParser(prog="streamvqa")
+    parser = Parser(prog="streamvqa")
     add_parsers(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.func(args)

@@ -71,7 +71,8 @@ def serve(settings: ServerSettings) -> int:
         return 2
     if settings.auth == "off":
         log.warning("=" * 72)
-        log.warning("AUTHENTICATION IS OFF (--insecure / STREAMVQA_AUTH=off): do not expose this server")
+        log.warning("AUTHENTICATION IS OFF (--insecure / STREAMVQA_AUTH=off): anyone who can reach %s:%s "
+                    "controls this server; do not expose it", settings.host, settings.port)
         log.warning("=" * 72)
     app = create_app(settings)
     uvicorn.Server(uvicorn_config(app, settings)).run()
@@ -138,8 +139,7 @@ def demo(
     # the demo is local and throw-away: no API keys, files only from its own temporary directory
     settings = settings.model_copy(update={"host": "127.0.0.1", "port": 0, "log_level": "warning",
                                            "auth": "off", "media_root": tmp})
-    log.warning("demo: AUTHENTICATION IS OFF (embedded demo on 127.0.0.1 only)")
-    print("WARNING: the demo runs with authentication OFF (127.0.0.1 only)", file=out)
+    print("WARNING: AUTHENTICATION IS OFF for the demo (it listens on 127.0.0.1 only)", file=out)
     server = BackgroundServer(create_app(settings), settings)
     try:
         with tmpdir:

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from streamvqa.policies.registry import canonical
 from streamvqa.proto import ApiError, LastError, StreamCreate, StreamInfo
 from streamvqa.workers.ingest import Frame, IngestConfig, IngestError, IngestStats, IngestWorker, probe_source
 
@@ -33,7 +34,7 @@ def engine_error(e: Exception) -> ApiError:
     message = getattr(e, "message", None) or str(e)
     if isinstance(code, str):
         return ApiError(code, message)
-    return ApiError("internal", f"{type(e).__name__}: {e}")
+    return ApiError("internal_error", f"{type(e).__name__}: {e}")
 
 
 def failed_stream_error(entry: StreamEntry, e: ApiError) -> ApiError:
@@ -189,6 +190,7 @@ class StreamRegistry:
         methods = list(self.engine.methods())
         if method is None:
             method = self.settings.default_method or ("rekv" if "rekv" in methods else methods[0])
+        method = canonical(method)  # v-rex, vrex: resv
         if method not in methods:
             raise ApiError("unknown_method", f"unknown method {method!r}; available: {', '.join(methods)}")
         return method

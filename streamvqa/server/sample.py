@@ -47,6 +47,30 @@ def write_shapes_mp4(path: Path, seconds: float = 8.0, fps: int = 10, width: int
     return path
 
 
+# What the default model was trained to see (docs/model_card.md); said wherever a sample is offered.
+CAN_SEE = ("The default model sees synthetic scenes only: up to three shapes (circle, square, triangle, "
+           "star, cross) in eight colours at five places, and a big digit. It does not describe real footage.")
+
+
+def write_synth_sample(mp4: Path, seconds: float = 60.0, seed: int = 7) -> list[dict]:
+    """A ``streamvqa.synth`` stream (objects and digits at known times) as H.264 ``mp4``, its
+    questions JSON beside it; returns the questions (each with its answer and evidence times)."""
+    from streamvqa.synth import random_stream, write_stream
+
+    stream = random_stream(seed=seed, minutes=seconds / 60.0, fps=2.0, width=256, height=256)
+    return json.loads(Path(write_stream(stream, mp4)).read_text())["questions"]
+
+
+def write_sample(out: Path, seconds: float = 60.0, seed: int = 7) -> str:
+    """``streamvqa sample``: write the sample and return what to print (questions, answers, commands)."""
+    out = Path(out)
+    questions = write_synth_sample(out, seconds, seed)
+    lines = [f"wrote {out} ({seconds:g} s, 256x256, 2 fps) and its questions with answers: {out.with_suffix('.json')}",
+             CAN_SEE, "Questions it can answer (expected answer after #):"]
+    lines += [f"  streamvqa ask-file {out} {json.dumps(q['question'])}  # {q['answer']}" for q in questions]
+    return "\n".join(lines)
+
+
 def write_sample_video(directory: Path, seconds: float = 24.0) -> tuple[Path, str]:
     """Write the demo video into ``directory``; returns ``(mp4 path, a question about it)``.
 
@@ -54,14 +78,9 @@ def write_sample_video(directory: Path, seconds: float = 24.0) -> tuple[Path, st
     """
     directory = Path(directory)
     try:
-        from streamvqa.synth import random_stream, write_stream
-
-        stream = random_stream(seed=7, minutes=seconds / 60.0, fps=2.0, width=256, height=256)
-        mp4 = directory / "sample.mp4"
-        questions_json = write_stream(stream, mp4)
-        questions = json.loads(Path(questions_json).read_text()).get("questions") or []
+        questions = write_synth_sample(directory / "sample.mp4", seconds, seed=7)
         question = str(questions[0].get("question") or DEFAULT_QUESTION) if questions else DEFAULT_QUESTION
-        return mp4, question
+        return directory / "sample.mp4", question
     except Exception as e:  # synth missing or changed: fall back to the built-in shapes
         log.info("synth sample unavailable (%s); writing coloured shapes", e)
     return write_shapes_mp4(directory / "shapes.mp4", seconds=min(seconds, 8.0)), DEFAULT_QUESTION

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from streamvqa.server.main import demo
 from streamvqa.server.settings import ServerSettings
@@ -62,10 +64,15 @@ def test_serve_rejects_bad_input() -> None:
     assert r.returncode != 0 and "port" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_demo_runs_end_to_end() -> None:
+def test_demo_runs_end_to_end(caplog: pytest.LogCaptureFixture) -> None:
     out = io.StringIO()
-    rc = demo(ServerSettings(model="tiny:smolvlm"), question="What appeared?", out=out, min_frames=4)
+    with caplog.at_level(logging.WARNING):
+        rc = demo(ServerSettings(model="tiny:smolvlm"), question="What appeared?", out=out, min_frames=4)
     text = out.getvalue()
     assert rc == 0, text
+    # the auth warning once, and never naming the bind-any port 0
+    said = (text + "\n" + caplog.text).lower()
+    assert said.count("authentication off") + said.count("authentication is off") == 1, said
+    assert ":0 " not in said and not said.rstrip().endswith(":0"), said
     assert "Q: What appeared?" in text and "evidence: " in text and "evidence: none" not in text, text
     assert "vqa_time_to_first_token_seconds_count 1.0" in text and "vqa_frames_encoded_total" in text, text

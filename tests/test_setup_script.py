@@ -1,0 +1,53 @@
+"""tools/setup.sh's install stamp: the README's order (plain setup, then `--test`) installs the test
+extras; a re-run installs nothing; a changed pyproject.toml installs again. The real script runs
+on a copy of the repository whose .venv's pip and python (and apt-get) only log their arguments."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LOGGER = '#!/bin/sh\necho "$(basename "$0") $*" >> "$SETUP_LOG"\n'
+
+
+def make_repo(tmp: Path) -> Path:
+    repo = tmp / "repo"
+    (repo / "tools").mkdir(parents=True)
+    shutil.copy(REPO / "tools" / "setup.sh", repo / "tools" / "setup.sh")
+    shutil.copy(REPO / "pyproject.toml", repo / "pyproject.toml")
+    for path in (repo / ".venv" / "bin" / "pip", repo / ".venv" / "bin" / "python", tmp / "bin" / "apt-get",
+                 tmp / "bin" / "docker"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(LOGGER)
+        path.chmod(0o755)
+    return repo
+
+
+def setup(repo: Path, *args: str) -> list[str]:
+    """Run setup.sh; the `pip install -e` lines it ran."""
+    log = repo.parent / "log.txt"
+    log.write_text("")
+    env = {**os.environ, "SETUP_LOG": str(log), "PATH": f"{repo.parent / 'bin'}:{os.environ['PATH']}"}
+    r = subprocess.run(["bash", "tools/setup.sh", *args], cwd=repo, env=env, capture_output=True, text=True,
+                       timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    return [ln for ln in log.read_text().splitlines() if ln.startswith("pip install") and " -e " in ln]
+
+
+def test_setup_then_test_setup_installs_the_test_extras(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    stamp = repo / ".venv" / ".streamvqa-installed"
+    assert setup(repo) == ["pip install -q -e .[webrtc]"]
+    assert "extras=webrtc\n" in stamp.read_text()
+    # the README's order: the demo's plain setup, then tools/test.sh's `--test` (exit 127 before)
+    assert setup(repo, "--test") == ["pip install -q -e .[test,webrtc]"]
+    assert "extras=test,webrtc\n" in stamp.read_text()
+    assert setup(repo, "--test") == []  # quick to re-run
+    assert setup(repo) == []  # a plain setup keeps what --test installed
+    with (repo / "pyproject.toml").open("a") as f:
+        f.write("# changed\n")
+    assert setup(repo) == ["pip install -q -e .[test,webrtc]"]  # a new pyproject: everything installed again
+    assert setup(repo) == []
