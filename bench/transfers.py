@@ -68,7 +68,7 @@ def run(quick: bool) -> dict:
     rows = []
     for tier, figures in out.get("results", {}).items():
         for op, bps in figures.items():
-            if isinstance(bps, (int, float)):
+            if op.endswith("_Bps") and isinstance(bps, (int, float)):  # not counts such as `spilled`
                 rows.append({"tier": tier, "op": op.removesuffix("_Bps"), "MB_per_s": bps / 1e6,
                              "ratio_vs_memcpy": bps / memcpy if memcpy else None})
     out["rows"] = rows
