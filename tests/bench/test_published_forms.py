@@ -260,3 +260,28 @@ def test_npy_that_is_not_frames_is_refused(tmp_path):
     with pytest.raises(FramesError, match=r"expected \(T, H, W, 3\) uint8"):
         npy_video(tmp_path / "bad.npy", tmp_path / CACHE_DIR, 1.0)
     assert list((tmp_path / CACHE_DIR).iterdir()) == []  # no half-written file left
+
+
+def test_cli_replays_rvs_movie_keyframes_and_reports_skips(tmp_path, capsys):
+    from bench.__main__ import main as bench_main
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    frames_array(videos / "tt0000005_2.npy", 5, h=64, w=64)
+    f = write(tmp_path / "movie_oe.json", [
+        {"video_id": "tt0000005_2", "video_path": "data/rvs/movie/tt0000005_2.npy", "duration": 5, "conversations": [
+            {"question": "What changes?", "answer": "it gets brighter", "start_time": 1, "end_time": 3},
+            {"question": "Broken?", "answer": "yes", "start_time": "later", "end_time": 4}]}])
+    out = tmp_path / "out.json"
+    code = bench_main(["real", "--dataset", "rvs-movie", "--questions", str(f), "--videos", str(videos),
+                       "--embedded", "--model", "tiny:smolvlm", "--fast", "--max-tokens", "4", "--json", str(out),
+                       "--quiet"])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["load"]["questions"] == 1 and result["load"]["skipped_by_reason"] == {"bad_time": 1}
+    assert result["load"]["skipped_entries"][0]["where"] == "movie_oe.json[0].conversations[1]"
+    (row,) = result["rows"]
+    assert row["error"] is None and row["ask_at"] == 3.0 and row["evidence_truth"] == [1.0, 3.0]
+    assert row["stream_t_at_ask"] >= 3.0 and isinstance(row["prediction"], str)  # played from the keyframes
+    assert row["correct"] is None  # open-ended without a judge
+    assert "1 entries skipped (bad_time 1)" in capsys.readouterr().out
