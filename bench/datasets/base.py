@@ -131,10 +131,13 @@ class Collector:
         self.out = Loaded()
 
     def entry(self, where: str, parse: Callable[..., list[BenchQuestion]], *args: Any, **kwargs: Any) -> None:
-        """``parse(*args, **kwargs)``: its questions are kept; a ``FormatError`` skips the entry."""
+        """``parse(*args, **kwargs)``: its questions are kept; a ``FormatError`` skips the entry
+        (and drops what it flagged: a skipped entry is reported once)."""
+        flagged = len(self.out.flagged)
         try:
             self.out += parse(*args, **kwargs)
         except FormatError as e:
+            del self.out.flagged[flagged:]
             self.skip(where, e)
 
     def skip(self, where: str, e: FormatError) -> None:

@@ -87,7 +87,7 @@ def read_options(raw: list[str], answer: str | None, where: str, c: Collector) -
     elif sorted(lab or "" for lab in labels) == letters(len(raw)):
         by_label = dict(zip(labels, (t for _, t in parts), strict=True))
         if labels != letters(len(raw)):
-            c.flag(where, "option_labels_reordered", f"labels printed in the order {''.join(labels)}")  # type: ignore[arg-type]
+            c.flag(where, "option_labels_reordered", f"labels printed in the order {''.join(map(str, labels))}")
         options = tuple(by_label[k] for k in letters(len(raw)))
     else:
         raise FormatError(f"{where}: options are not one per letter: {raw!r}", "broken_options")

@@ -285,3 +285,16 @@ def test_cli_replays_rvs_movie_keyframes_and_reports_skips(tmp_path, capsys):
     assert row["stream_t_at_ask"] >= 3.0 and isinstance(row["prediction"], str)  # played from the keyframes
     assert row["correct"] is None  # open-ended without a judge
     assert "1 entries skipped (bad_time 1)" in capsys.readouterr().out
+
+
+def test_a_skipped_entry_is_not_also_flagged(tmp_path):
+    f = write(tmp_path / "questions_omni.json", [{"video_path": "./videos/sample_1_Emotion_Recognition.mp4",
+                                                  "questions": [{"task_type": "Emotion Recognition", "question": "Mood?",
+                                                                 "time_stamp": "00:00:03", "answer": "E",
+                                                                 "options": ["B. sad", "A. happy"]}]},
+                                                 {"video_path": "./videos/sample_2_Emotion_Recognition.mp4",
+                                                  "questions": [{"task_type": "Emotion Recognition", "question": "Mood?",
+                                                                 "time_stamp": "00:00:03", "answer": "A",
+                                                                 "options": ["A. calm", "B. angry"]}]}])
+    qs = load("streamingbench", f)
+    assert len(qs) == 1 and [s.reason for s in qs.skipped] == ["answer_not_an_option"] and qs.flagged == []
