@@ -187,7 +187,8 @@ def _csv_options(raw: str, where: str) -> list[str] | None:
 def _csv_question(c: Collector, row: dict[str, str], where: str, dataset: str) -> list[BenchQuestion]:
     video = _csv_video(row, where)
     qid = (row.get("question_id") or "").strip() or f"{Path(video).stem}@{where}"
-    return _question(c, row, where=where, dataset=dataset, qid=qid, video=video, extra={},
+    extra = {"sequential": True} if Path(video).stem.endswith("_sqa") else {}
+    return _question(c, row, where=where, dataset=dataset, qid=qid, video=video, extra=extra,
                      options=_csv_options(row.get("options", ""), where))
 
 

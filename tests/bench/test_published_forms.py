@@ -186,6 +186,12 @@ def test_streamingbench_csv(tmp_path):
                     "question": "How many doors?", "time_stamp": "00:00:15", "answer": "A",
                     "options": "A. 1; B. 2"})  # not a list literal: skipped
     qs = load("streamingbench", f)
+    sqa = tmp_path / "Sequential_Question_Answering.csv"
+    sqa.write_text("question_id,task_type,question,time_stamp,answer,options\n"
+                   "Sequential Question Answering_sample_3_1,Sequential Question Answering,Who?,00:00:09,B,"
+                   "\"['the cat', 'the dog']\"\n")
+    (s,) = load("streamingbench", sqa)
+    assert s.video == "sample_3_sqa.mp4" and s.answer_text == "the dog" and s.extra == {"sequential": True}
     a, b = qs
     assert a.id == "Real-Time Visual Understanding_sample_12_1" and a.ask_at == 65.0 and a.answer_text == "a lamp."
     assert a.video == b.video == "sample_12_real.mp4" and b.task == "Counting" and b.options == ("2", "3", "4", "5")
