@@ -41,6 +41,8 @@ from urllib.parse import quote
 import httpx
 
 from bench.datasets import DATASETS, BenchQuestion, load, resolve_video
+from bench.datasets.frames import CACHE_DIR, FramesError, npy_video
+from bench.datasets.vstream import KEYFRAME_RATE
 
 FINAL_STATES = ("ended", "failed", "stopped")
 MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
@@ -295,17 +297,29 @@ def native_fps(path: Path) -> float | None:
         return None
 
 
+def local_video(q: BenchQuestion, cfg: ReplayConfig) -> Path:
+    """The question's video file (also at the benchmark's raw-download layouts); a ``.npy``
+    keyframe array (RVS-Movie) is encoded once into an MP4 under ``<videos>/.npy-mp4/``."""
+    path = resolve_video(cfg.videos_dir, q.video, q.video_alternatives)
+    if path.suffix.lower() == ".npy":
+        path = npy_video(path, (cfg.videos_dir or path.parent) / CACHE_DIR, KEYFRAME_RATE)
+    return path
+
+
 def video_url(q: BenchQuestion, cfg: ReplayConfig) -> tuple[str, Path | None]:
     """(URL for ``POST /v1/streams``, local file if there is one)."""
     if cfg.video_url_prefix:
         local = None
         try:
-            local = resolve_video(cfg.videos_dir, q.video) if cfg.videos_dir else None
+            local = local_video(q, cfg) if cfg.videos_dir else None
         except FileNotFoundError:
             pass
         name = q.video[2:] if q.video.startswith("./") else q.video
+        if (local is not None and cfg.videos_dir is not None and local.name != Path(name).name
+                and local.is_relative_to(cfg.videos_dir)):
+            name = local.relative_to(cfg.videos_dir).as_posix()  # found at a raw layout, or converted
         return cfg.video_url_prefix.rstrip("/") + "/" + quote(name), local
-    path = resolve_video(cfg.videos_dir, q.video).resolve()
+    path = local_video(q, cfg).resolve()
     return path.as_uri(), path
 
 
@@ -369,6 +383,8 @@ class Replayer:
             url, local = video_url(first, cfg)
         except FileNotFoundError as e:
             return _errors(questions, "video_not_found", str(e))
+        except FramesError as e:
+            return _errors(questions, "bad_frames", str(e))
         body: dict[str, Any] = {"url": url, "name": f"{first.dataset}:{Path(first.video).name}"[:200]}
         fps = native_fps(local) if cfg.native_fps and local is not None else cfg.fps
         if fps:
@@ -601,15 +617,31 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+def load_note(report: dict[str, Any]) -> str:
+    """One line on what the loader left out or flagged, by reason."""
+    def by(reasons: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
+
+    parts = [f"{report['questions']} questions loaded"]
+    if report["skipped"]:
+        parts.append(f"{report['skipped']} entries skipped ({by(report['skipped_by_reason'])})")
+    if report["flagged"]:
+        parts.append(f"{report['flagged']} flagged ({by(report['flagged_by_reason'])})")
+    return "questions file: " + "; ".join(parts) + " (details under 'load' in the JSON)"
+
+
 def main(args: argparse.Namespace) -> int:
     def fail(msg: str) -> int:
         print(f"streamvqa bench real: {msg}", file=sys.stderr)
         return 2
 
     try:
-        questions = load(args.dataset, args.questions)
+        loaded = load(args.dataset, args.questions)
     except (OSError, ValueError) as e:
         return fail(str(e))
+    questions: list[BenchQuestion] = list(loaded)
+    if loaded.skipped or loaded.flagged:
+        print(load_note(loaded.report()), file=sys.stderr)
     if args.tasks:
         keep = {t.strip() for t in args.tasks.split(",") if t.strip()}
         questions = [q for q in questions if q.task in keep]
@@ -656,9 +688,11 @@ def main(args: argparse.Namespace) -> int:
         if judge is not None:
             judge.close()
     result["questions_file"] = str(args.questions)
+    result["load"] = loaded.report()
     s = result["summary"]
     print(table(s))
     lat = s["latency_s"]["mean"]
+    print(load_note(result["load"]))
     print(f"{result['dataset']}: {s['n']} questions on {result['videos']} videos, {s['errors']} errors, "
           f"mean latency {lat if lat is None else round(lat, 3)} s, {result['seconds']:.0f} s in all")
     if args.json_out:

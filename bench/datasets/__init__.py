@@ -1,6 +1,7 @@
 """Question-file loaders of the real streaming / long-video QA benchmarks.
 
-``load(name, path)`` -> ``list[BenchQuestion]``; ``DATASETS`` names every format. One module per
+``load(name, path)`` -> :class:`Loaded` (a list of ``BenchQuestion`` that also reports the
+entries skipped, with reasons); ``DATASETS`` names every format. One module per
 format; each module's docstring says where the format comes from and which fields are read.
 """
 
@@ -11,9 +12,9 @@ from functools import partial
 from pathlib import Path
 
 from . import mlvu, ovobench, qaego4d, streamingbench, vstream
-from .base import BenchQuestion, FormatError, parse_clock, resolve_video, split_option
+from .base import BenchQuestion, FormatError, Loaded, Skip, parse_clock, resolve_video, split_option
 
-Loader = Callable[[str | Path], list[BenchQuestion]]
+Loader = Callable[[str | Path], Loaded]
 
 DATASETS: dict[str, Loader] = {
     "rvs-ego": partial(vstream.load, dataset="rvs-ego"),
@@ -25,8 +26,10 @@ DATASETS: dict[str, Loader] = {
 }
 
 
-def load(name: str, path: str | Path) -> list[BenchQuestion]:
-    """Parse ``path`` as benchmark ``name``'s question file (``FormatError`` if it does not fit)."""
+def load(name: str, path: str | Path) -> Loaded:
+    """Parse ``path`` as benchmark ``name``'s question file: its questions, and the entries skipped
+    (``.skipped``) or flagged (``.flagged``) with reasons. ``FormatError`` if the file does not
+    fit at all (not JSON/CSV, wrong top level, or no entry fits)."""
     try:
         loader = DATASETS[name]
     except KeyError:
@@ -34,4 +37,5 @@ def load(name: str, path: str | Path) -> list[BenchQuestion]:
     return loader(path)
 
 
-__all__ = ["DATASETS", "BenchQuestion", "FormatError", "load", "parse_clock", "resolve_video", "split_option"]
+__all__ = ["DATASETS", "BenchQuestion", "FormatError", "Loaded", "Skip", "load", "parse_clock", "resolve_video",
+           "split_option"]

@@ -1,21 +1,26 @@
 """The one record every benchmark loader produces, and the small parsers they share.
 
-A loader reads a benchmark's own question file (JSON as published) and returns a list of
-:class:`BenchQuestion`. Nothing here opens a video: ``video`` is the name the file gives, resolved
-against a videos directory by :func:`resolve_video` when the replay runs.
+A loader reads a benchmark's own question file (as published) and returns :class:`Loaded`, a list
+of :class:`BenchQuestion` that also reports the entries it skipped (:class:`Skip`: a defective entry
+costs that entry, not the file) and the entries it loaded but flagged (e.g. an answer listed twice
+among the candidates). Nothing here opens a video: ``video`` is the name the file gives, resolved
+against a videos directory by :func:`resolve_video` when the replay runs (also through the
+question's ``video_alternatives``, the layouts the benchmark's raw downloads use).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 Kind = Literal["multiple_choice", "open", "yes_no", "count"]
 KINDS: tuple[str, ...] = ("multiple_choice", "open", "yes_no", "count")
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".npy")
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,9 @@ class BenchQuestion:
     ask_at: float | None = None
     evidence: tuple[float, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    # other paths (relative to the videos directory; ``*`` matches one folder, only a unique
+    # match counts) where the benchmark's raw download puts this video
+    video_alternatives: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -63,11 +71,87 @@ class BenchQuestion:
         d = asdict(self)
         d["options"] = list(self.options) if self.options else None
         d["evidence"] = list(self.evidence) if self.evidence else None
+        d["video_alternatives"] = list(self.video_alternatives)
         return d
 
 
 class FormatError(ValueError):
-    """The question file is not in the expected format (the message names the entry)."""
+    """The question file (or one entry of it) is not in the expected format; the message names
+    the entry and ``code`` is the stable reason reported when only that entry is skipped."""
+
+    def __init__(self, message: str, code: str = "bad_entry") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Skip:
+    """One entry of the file that was not loaded (``reason``: a stable code) or, in
+    ``Loaded.flagged``, loaded with a caveat."""
+
+    where: str  # "<file name>[i]" / "<file name>[i].questions[j]" / "<file name>:<csv line>"
+    reason: str
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+class Loaded(list[BenchQuestion]):
+    """A loader's result: the questions, plus ``skipped`` (entries left out, with reasons) and
+    ``flagged`` (entries loaded under a documented convention, e.g. a duplicated answer)."""
+
+    def __init__(self, questions: Iterable[BenchQuestion] = (), skipped: Iterable[Skip] = (),
+                 flagged: Iterable[Skip] = ()) -> None:
+        super().__init__(questions)
+        self.skipped: list[Skip] = list(skipped)
+        self.flagged: list[Skip] = list(flagged)
+
+    def report(self) -> dict[str, Any]:
+        """JSON-able counts and reasons (for ``bench real``'s result and printout)."""
+        return {
+            "questions": len(self),
+            "skipped": len(self.skipped),
+            "skipped_by_reason": dict(Counter(s.reason for s in self.skipped)),
+            "flagged": len(self.flagged),
+            "flagged_by_reason": dict(Counter(s.reason for s in self.flagged)),
+            "skipped_entries": [s.to_dict() for s in self.skipped],
+            "flagged_entries": [s.to_dict() for s in self.flagged],
+        }
+
+
+class Collector:
+    """Runs each entry's parser, keeping its questions or recording why it was skipped.
+
+    A file whose every entry fails is rejected whole (``FormatError`` with the first reason):
+    that is a file in another format, not a few defective entries."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.out = Loaded()
+
+    def entry(self, where: str, parse: Callable[..., list[BenchQuestion]], *args: Any, **kwargs: Any) -> None:
+        """``parse(*args, **kwargs)``: its questions are kept; a ``FormatError`` skips the entry
+        (and drops what it flagged: a skipped entry is reported once)."""
+        flagged = len(self.out.flagged)
+        try:
+            self.out += parse(*args, **kwargs)
+        except FormatError as e:
+            del self.out.flagged[flagged:]
+            self.skip(where, e)
+
+    def skip(self, where: str, e: FormatError) -> None:
+        self.out.skipped.append(Skip(where, e.code, str(e)))
+
+    def flag(self, where: str, reason: str, detail: str) -> None:
+        self.out.flagged.append(Skip(where, reason, detail))
+
+    def done(self) -> Loaded:
+        if not self.out and self.out.skipped:
+            first = self.out.skipped[0]
+            raise FormatError(f"{self.name}: no entry fits the format ({len(self.out.skipped)} rejected; "
+                              f"first: {first.detail})", first.reason)
+        return self.out
 
 
 def letters(n: int) -> list[str]:
@@ -76,7 +160,7 @@ def letters(n: int) -> list[str]:
 
 def letter(index: int, n_options: int) -> str:
     if not 0 <= index < n_options:
-        raise FormatError(f"answer index {index} outside {n_options} options")
+        raise FormatError(f"answer index {index} outside {n_options} options", "answer_not_an_option")
     return chr(ord("A") + index)
 
 
@@ -108,9 +192,9 @@ def parse_clock(value: str | float | int) -> float:
     try:
         parts = [float(p) for p in text.split(":")]
     except ValueError as e:
-        raise FormatError(f"bad timestamp {value!r}") from e
+        raise FormatError(f"bad timestamp {value!r}", "bad_time") from e
     if not 1 <= len(parts) <= 3:
-        raise FormatError(f"bad timestamp {value!r}")
+        raise FormatError(f"bad timestamp {value!r}", "bad_time")
     seconds = 0.0
     for p in parts:
         seconds = seconds * 60 + p
@@ -127,9 +211,9 @@ def read_json(path: str | Path) -> Any:
 
 def require(entry: dict, key: str, where: str) -> Any:
     if not isinstance(entry, dict):
-        raise FormatError(f"{where}: expected an object, got {type(entry).__name__}")
+        raise FormatError(f"{where}: expected an object, got {type(entry).__name__}", "not_an_object")
     if key not in entry or entry[key] is None:
-        raise FormatError(f"{where}: missing field {key!r}")
+        raise FormatError(f"{where}: missing field {key!r}", "missing_field")
     return entry[key]
 
 
@@ -139,11 +223,34 @@ def as_list(data: Any, where: str) -> list:
     return data
 
 
-def resolve_video(videos_dir: str | Path | None, name: str) -> Path:
+def answer_index(options: tuple[str, ...], answer: str, where: str, flag: Callable[[str], None]) -> int:
+    """Index of the candidate equal to ``answer`` (exact text, else case-insensitive). When the
+    answer is listed more than once the last occurrence wins, as in MLVU's official scorer
+    (``choice_bench.py`` keeps overwriting its answer index while scanning the candidates);
+    ``flag`` is told. Not among the candidates: ``FormatError`` (the entry is skipped)."""
+    hits = [i for i, o in enumerate(options) if o == answer]
+    if not hits:
+        hits = [i for i, o in enumerate(options) if o.lower() == answer.lower()]
+    if not hits:
+        raise FormatError(f"{where}: answer {answer!r} is not one of the candidates", "answer_not_in_candidates")
+    if len(hits) > 1:
+        flag(f"answer {answer!r} listed {len(hits)} times among the candidates; the last one counts")
+    return hits[-1]
+
+
+def conversations(entry: dict) -> list:
+    """The ``conversations`` of a ReKV-style grouped entry; not a list: one ``None`` item, which
+    the per-question parser then skips as ``not_an_object``."""
+    conv = entry.get("conversations")
+    return conv if isinstance(conv, list) else [None]
+
+
+def resolve_video(videos_dir: str | Path | None, name: str, alternatives: Iterable[str] = ()) -> Path:
     """The file a question's ``video`` names: as given if it exists, else under ``videos_dir``
     (also by basename, and with the usual suffixes when the name has none, e.g. a VStream-QA
-    ``video_id``). Raises ``FileNotFoundError`` naming what was tried."""
-    tried: list[Path] = []
+    ``video_id``), else at one of ``alternatives`` under ``videos_dir`` (a ``*`` part matches
+    one folder; only a unique match counts). Raises ``FileNotFoundError`` naming what was tried."""
+    tried: list[str] = []
     given = Path(name)
     candidates = [given] if given.is_absolute() or videos_dir is None else []
     if videos_dir is not None:
@@ -153,7 +260,14 @@ def resolve_video(videos_dir: str | Path | None, name: str) -> Path:
         if not c.suffix:
             candidates += [c.with_name(c.name + s) for s in VIDEO_SUFFIXES]
     for c in candidates:
-        tried.append(c)
+        tried.append(str(c))
         if c.is_file():
             return c
-    raise FileNotFoundError(f"video {name!r} not found (tried {', '.join(map(str, tried))})")
+    if videos_dir is not None:
+        for alt in alternatives:
+            tried.append(str(root / alt))
+            matches = sorted(p for p in root.glob(alt) if p.is_file()) if "*" in alt else [root / alt]
+            matches = [p for p in matches if p.is_file()]
+            if len(matches) == 1:
+                return matches[0]
+    raise FileNotFoundError(f"video {name!r} not found (tried {', '.join(tried)})")

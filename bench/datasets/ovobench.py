@@ -23,7 +23,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import BenchQuestion, FormatError, as_list, letter, read_json, require, strip_options
+from .base import (
+    BenchQuestion,
+    Collector,
+    FormatError,
+    Loaded,
+    as_list,
+    letter,
+    read_json,
+    require,
+    strip_options,
+)
 
 BACKWARD = ("EPM", "ASI", "HLD")
 REALTIME = ("STU", "OJR", "ATR", "ACR", "OCR", "FPD")
@@ -53,28 +63,32 @@ def _forward(e: dict, task: str, dataset: str, qid: str, video: str, where: str)
                         "this question? Answer yes or no.")
             kind, answer = "yes_no", "yes" if int(require(probe, "type", w)) == 1 else "no"
         else:
-            raise FormatError(f"{where}: unknown forward task {task!r}")
+            raise FormatError(f"{where}: unknown forward task {task!r}", "unknown_task")
         out.append(BenchQuestion(id=f"{qid}@{k}", dataset=dataset, video=video, question=question, kind=kind,
                                  task=task, answer=answer, ask_at=at, extra={"group": "forward"}))
     return out
 
 
-def load(path: str | Path, dataset: str = "ovobench") -> list[BenchQuestion]:
-    data = as_list(read_json(path), str(path))
-    out: list[BenchQuestion] = []
+def _entry(e: dict, i: int, where: str, dataset: str) -> list[BenchQuestion]:
+    task = str(require(e, "task", where))
+    video = str(require(e, "video", where))
+    qid = str(e.get("id", i))
+    if task in FORWARD or "test_info" in e:
+        return _forward(e, task, dataset, qid, video, where)
+    options = strip_options([str(o) for o in require(e, "options", where)])
+    gt = e.get("gt")
+    return [BenchQuestion(
+        id=qid, dataset=dataset, video=video, question=str(require(e, "question", where)).strip(),
+        kind="multiple_choice", task=task, answer=None if gt is None else letter(int(gt), len(options)),
+        options=options, ask_at=float(require(e, "realtime", where)), extra={"group": _group(task)},
+    )]
+
+
+def load(path: str | Path, dataset: str = "ovobench") -> Loaded:
+    path = Path(path)
+    data = as_list(read_json(path), path.name)
+    c = Collector(path.name)
     for i, e in enumerate(data):
-        where = f"{path}[{i}]"
-        task = str(require(e, "task", where))
-        video = str(require(e, "video", where))
-        qid = str(e.get("id", i))
-        if task in FORWARD or "test_info" in e:
-            out += _forward(e, task, dataset, qid, video, where)
-            continue
-        options = strip_options([str(o) for o in require(e, "options", where)])
-        gt = e.get("gt")
-        out.append(BenchQuestion(
-            id=qid, dataset=dataset, video=video, question=str(require(e, "question", where)).strip(),
-            kind="multiple_choice", task=task, answer=None if gt is None else letter(int(gt), len(options)),
-            options=options, ask_at=float(require(e, "realtime", where)), extra={"group": _group(task)},
-        ))
-    return out
+        where = f"{path.name}[{i}]"
+        c.entry(where, _entry, e, i, where, dataset)
+    return c.done()
