@@ -14,6 +14,7 @@ from streamvqa.models.smollm2 import cache_root, ensure_smollm2
 FAMILIES = {
     "qwen2_vl": ("streamvqa.models.qwen_vl", "QwenVLAdapter"),
     "qwen2_5_vl": ("streamvqa.models.qwen_vl", "QwenVLAdapter"),
+    "qwen3_vl": ("streamvqa.models.qwen3_vl", "Qwen3VLAdapter"),
     "llava_onevision": ("streamvqa.models.llava_onevision", "LlavaOnevisionAdapter"),
     "idefics3": ("streamvqa.models.idefics3", "Idefics3Adapter"),
     "smolvlm": ("streamvqa.models.idefics3", "Idefics3Adapter"),
