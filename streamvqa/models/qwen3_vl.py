@@ -42,13 +42,24 @@ from streamvqa.models.preprocess import (
 DEFAULT_FRAME = (448, 448)  # 28 x 28 patches of 16 -> 196 LLM tokens per temporal patch
 
 
-class PreRopeProjections(nn.Module):
+class HeadsFlattened:
+    """A per-head norm seen by forward hooks as a projection: its [..., heads, d] output is
+    handed to the hook as [..., heads * d], the shape `q_proj` / `k_proj` outputs have."""
+
+    def __init__(self, norm: nn.Module) -> None:
+        self.norm = norm
+
+    def register_forward_hook(self, hook):
+        return self.norm.register_forward_hook(lambda m, i, out: hook(m, i, out.flatten(-2)))
+
+
+class PreRopeProjections:
     """What the engine's capture hooks (`q_proj`, `k_proj`, `v_proj`) must observe to get the
     position-free queries and keys of a q/k-normalised attention: the norms' outputs."""
 
     def __init__(self, attn: nn.Module) -> None:
-        super().__init__()
-        self.q_proj, self.k_proj, self.v_proj = attn.q_norm, attn.k_norm, attn.v_proj
+        self.q_proj, self.k_proj = HeadsFlattened(attn.q_norm), HeadsFlattened(attn.k_norm)
+        self.v_proj = attn.v_proj
 
 
 def timestamp(t: float) -> str:
@@ -110,7 +121,7 @@ class Qwen3VLAdapter(ModelAdapter):
         return cls(model, tok, Path(path), frame_size=frame_size)
 
     # -- geometry -------------------------------------------------------------------------
-    def attention_layers(self) -> list[nn.Module]:
+    def attention_layers(self) -> list[PreRopeProjections]:
         return self._pre_rope
 
     def unit_grid(self, n_frames: int) -> tuple[int, int, int]:
