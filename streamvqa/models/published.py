@@ -1,0 +1,208 @@
+"""Test models shaped like the published checkpoints, reduced to run on a CPU.
+
+Each entry keeps what the adapters depend on, as the checkpoints' public configuration cards
+give it: special-token ids, attention head size and KV grouping, rotary sections and theta,
+patch / merge / temporal patch sizes, DeepStack count, the chat template's structure. Only layer
+counts and widths (hidden, MLP, vision width) are reduced. Written here from those public facts
+(docs/models.md lists the sources); no file of the checkpoints is copied or needed.
+
+The tokenizer is the offline byte-level BPE of `tokenizer.py` with the specials placed at their
+published ids (the rest of the vocabulary is padding), so token *ids* of the template's special
+tokens are the real ones while ordinary text is tokenized by the small BPE.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+# Qwen2-VL / Qwen2.5-VL / Qwen3-VL share the Qwen2 tokenizer's specials (ids from 151643).
+QWEN_SPECIALS = {
+    "<|endoftext|>": 151643,
+    "<|im_start|>": 151644,
+    "<|im_end|>": 151645,
+    "<|object_ref_start|>": 151646,
+    "<|object_ref_end|>": 151647,
+    "<|box_start|>": 151648,
+    "<|box_end|>": 151649,
+    "<|quad_start|>": 151650,
+    "<|quad_end|>": 151651,
+    "<|vision_start|>": 151652,
+    "<|vision_end|>": 151653,
+    "<|vision_pad|>": 151654,
+    "<|image_pad|>": 151655,
+    "<|video_pad|>": 151656,
+}
+QWEN_VOCAB = 151936
+
+# ChatML; a list content is rendered item by item: an image or video as its vision block, text as
+# is. Qwen2-VL / 2.5-VL add a default system turn when the first message is not one; Qwen3-VL
+# (Instruct) does not.
+_QWEN_CONTENT = (
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{%- else %}{%- for c in message['content'] %}"
+    "{%- if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{%- elif c['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{%- elif c['type'] == 'text' %}{{ c['text'] }}{%- endif %}"
+    "{%- endfor %}{%- endif %}"
+)
+QWEN2_VL_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n" + _QWEN_CONTENT + "<|im_end|>\n"
+    "{% endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+QWEN3_VL_TEMPLATE = (
+    "{%- for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n" + _QWEN_CONTENT + "<|im_end|>\n"
+    "{% endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# Published configuration facts (reduced_config scales layers and widths down).
+PUBLISHED = {
+    "qwen3_vl": {
+        "checkpoint": "Qwen/Qwen3-VL-2B-Instruct",
+        "template": QWEN3_VL_TEMPLATE,
+        "frame": [64, 96],
+        "head_dim": 128,
+        "text": dict(
+            head_dim=128,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 5e6,
+                "mrope_section": [24, 20, 20],
+                "mrope_interleaved": True,
+            },
+            vocab_size=QWEN_VOCAB,
+            rms_norm_eps=1e-6,
+            tie_word_embeddings=True,
+        ),
+        "vision": dict(
+            patch_size=16,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            num_heads=16,
+            num_position_embeddings=2304,
+            deepstack_visual_indexes=[5, 11, 17],  # of 24 blocks
+        ),
+    },
+    "qwen2_5_vl": {
+        "checkpoint": "Qwen/Qwen2.5-VL-3B-Instruct",
+        "template": QWEN2_VL_TEMPLATE,
+        "frame": [56, 84],
+        "head_dim": 128,  # hidden_size / num_attention_heads in this family
+        "text": dict(
+            num_attention_heads=16,
+            num_key_value_heads=2,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+            vocab_size=QWEN_VOCAB,
+            rms_norm_eps=1e-6,
+            tie_word_embeddings=True,
+        ),
+        "vision": dict(
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            num_heads=16,
+            window_size=112,
+            fullatt_block_indexes=[7, 15, 23, 31],  # of 32 blocks
+            tokens_per_second=2,
+        ),
+    },
+}
+FAMILIES = tuple(PUBLISHED)
+
+
+def published_tokenizer(family: str):
+    """The offline BPE with the family's specials at their published ids and its chat template."""
+    import json
+
+    from tokenizers import Tokenizer
+    from tokenizers.models import BPE
+    from transformers import PreTrainedTokenizerFast
+
+    from streamvqa.models.tokenizer import build_tokenizer
+
+    small = json.loads(build_tokenizer().backend_tokenizer.to_str())
+    specials = QWEN_SPECIALS
+    vocab = {t: i for t, i in small["model"]["vocab"].items() if t not in small_specials(small)}
+    vocab = {t: k for k, t in enumerate(sorted(vocab, key=vocab.get))}
+    first = min(specials.values())
+    vocab.update({f"<|pad{k}|>": k for k in range(len(vocab), first)})  # unreachable by BPE merges
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in small["model"]["merges"]]
+    tok = Tokenizer(BPE(vocab, merges))
+    base = Tokenizer.from_str(json.dumps(small))
+    tok.pre_tokenizer, tok.decoder = base.pre_tokenizer, base.decoder
+    tok.add_special_tokens(sorted(specials, key=specials.get))
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    hf.chat_template = PUBLISHED[family]["template"]
+    assert all(hf.convert_tokens_to_ids(s) == i for s, i in specials.items())
+    return hf
+
+
+def small_specials(tokenizer_json: dict) -> set[str]:
+    return {t["content"] for t in tokenizer_json.get("added_tokens", [])}
+
+
+def reduced_config(family: str):
+    """The published configuration with layers and widths reduced: 2 query heads and 1 KV head
+    of the published head size; rotary sections and theta, vision geometry and ids unchanged."""
+    facts = PUBLISHED[family]
+    text = dict(facts["text"])
+    text.update(
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        hidden_size=2 * facts["head_dim"],
+        intermediate_size=256,
+        num_hidden_layers=4,
+        max_position_embeddings=32768,
+        eos_token_id=QWEN_SPECIALS["<|im_end|>"],
+        pad_token_id=QWEN_SPECIALS["<|endoftext|>"],
+        bos_token_id=None,
+    )
+    vision = dict(facts["vision"])
+    vision_heads = 2
+    ids = dict(
+        image_token_id=QWEN_SPECIALS["<|image_pad|>"],
+        video_token_id=QWEN_SPECIALS["<|video_pad|>"],
+        vision_start_token_id=QWEN_SPECIALS["<|vision_start|>"],
+        vision_end_token_id=QWEN_SPECIALS["<|vision_end|>"],
+        tie_word_embeddings=text["tie_word_embeddings"],
+    )
+    if family == "qwen3_vl":
+        from transformers import Qwen3VLConfig
+
+        vision.update(
+            depth=4, deepstack_visual_indexes=[1, 2, 3], num_heads=vision_heads, hidden_size=64,
+            intermediate_size=128, out_hidden_size=text["hidden_size"],
+        )
+        cfg = Qwen3VLConfig(text_config=text, vision_config=vision, **ids)
+    else:
+        from transformers import Qwen2_5_VLConfig
+
+        vision.update(
+            depth=4, fullatt_block_indexes=[1, 3], num_heads=vision_heads, hidden_size=64,
+            intermediate_size=128, out_hidden_size=text["hidden_size"],
+        )
+        cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids)
+    cfg.streamvqa_frame_size = list(facts["frame"])
+    return cfg
+
+
+def build_published(family: str, out_dir: Path, seed: int = 0) -> Path:
+    """Save a reduced published-shape model and its tokenizer to `out_dir` (HF format)."""
+    from transformers import AutoModelForImageTextToText
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(reduced_config(family)).eval()
+    model.save_pretrained(out_dir)
+    published_tokenizer(family).save_pretrained(out_dir)
+    return out_dir
