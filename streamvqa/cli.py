@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_argument("--json", action="store_true")
     methods.set_defaults(func=_methods)
 
-    for module in ("streamvqa.server.cli", "streamvqa.evals.cli", "bench.cli"):
+    for module in ("streamvqa.server.cli", "streamvqa.evals.cli", "bench.cli", "streamvqa.models.cli"):
         try:
             mod = __import__(module, fromlist=["add_parsers"])
         except ImportError:
