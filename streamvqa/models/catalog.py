@@ -29,7 +29,8 @@ INFO = {
         "qwen2_5_vl", "Qwen/Qwen2.5-VL-3B/7B-Instruct", "M-RoPE (3-D), temporal step tokens_per_second",
         "[hh:mm:ss] + one video per unit", _HF, _TINY + _PUBLISHED),
     "qwen2_vl": FamilyInfo(
-        "qwen2_vl", "Qwen/Qwen2-VL-2B/7B-Instruct", "M-RoPE (3-D)", "[hh:mm:ss] + one video per unit", _HF, _TINY),
+        "qwen2_vl", "Qwen/Qwen2-VL-2B/7B-Instruct", "M-RoPE (3-D)", "[hh:mm:ss] + one video per unit", _HF,
+        _TINY + _PUBLISHED),
     "llava_onevision": FamilyInfo(
         "llava_onevision", "llava-hf/llava-onevision-qwen2-0.5b/7b-ov-hf", "1-D RoPE",
         "[hh:mm:ss] + one video per unit (pooled frames + newline)", _HF, _TINY),

@@ -1,4 +1,5 @@
-"""Test models shaped like the published checkpoints, reduced to run on a CPU.
+"""Test models shaped like the published checkpoints, reduced to run on a CPU: Qwen3-VL-2B,
+Qwen2.5-VL-3B and Qwen2-VL-2B (Instruct).
 
 Each entry keeps what the adapters depend on, as the checkpoints' public configuration cards
 give it: special-token ids, attention head size and KV grouping, rotary sections and theta,
@@ -115,6 +116,21 @@ PUBLISHED = {
             tokens_per_second=2,
         ),
     },
+    "qwen2_vl": {
+        "checkpoint": "Qwen/Qwen2-VL-2B-Instruct",
+        "template": QWEN2_VL_TEMPLATE,
+        "frame": [56, 84],
+        "head_dim": 128,  # 1536 / 12
+        "text": dict(
+            num_attention_heads=12,
+            num_key_value_heads=2,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+            vocab_size=QWEN_VOCAB,
+            rms_norm_eps=1e-6,
+            tie_word_embeddings=True,
+        ),
+        "vision": dict(patch_size=14, spatial_merge_size=2, temporal_patch_size=2, num_heads=16, mlp_ratio=4),
+    },
 }
 FAMILIES = tuple(PUBLISHED)
 
@@ -183,6 +199,11 @@ def reduced_config(family: str):
             intermediate_size=128, out_hidden_size=text["hidden_size"],
         )
         cfg = Qwen3VLConfig(text_config=text, vision_config=vision, **ids)
+    elif family == "qwen2_vl":
+        from transformers import Qwen2VLConfig
+
+        vision.update(depth=4, num_heads=vision_heads, embed_dim=64, hidden_size=text["hidden_size"])
+        cfg = Qwen2VLConfig(text_config=text, vision_config=vision, **ids)
     else:
         from transformers import Qwen2_5_VLConfig
 

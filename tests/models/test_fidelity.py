@@ -1,4 +1,4 @@
-"""Fidelity to the published checkpoints (Qwen3-VL-2B, Qwen2.5-VL-3B): models built from their
+"""Fidelity to the published checkpoints (Qwen3-VL-2B, Qwen2.5-VL-3B, Qwen2-VL-2B): models built from their
 public configuration facts, reduced in depth and width only. The adapters' pieces are the token ids
 the family's chat template and processor give for the same inputs, and the adapters stay exact
 with the published head size, rotary sections, DeepStack count and special-token ids."""
@@ -60,7 +60,7 @@ def _processor(cls, **attrs):
 
 def processor_ids(a, family: str, frames) -> list[int]:
     """apply_chat_template on the same inputs, expanded by the family's processor, tokenized."""
-    from transformers import Qwen2_5_VLProcessor, Qwen3VLProcessor
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLProcessor, Qwen3VLProcessor
 
     tok = a.tokenizer
     _, gh, gw = a.unit_grid(1)
@@ -82,7 +82,7 @@ def processor_ids(a, family: str, frames) -> list[int]:
             content += [{"type": "text", "text": chat.frame_open(t)}, {"type": "video"},
                         {"type": "text", "text": chat.FRAME_CLOSE}]
         content.append(question)
-        p = _processor(Qwen2_5_VLProcessor, **common)
+        p = _processor(Qwen2VLProcessor if family == "qwen2_vl" else Qwen2_5_VLProcessor, **common)
         inputs = {"video_grid_thw": torch.tensor([grid] * len(frames))}
         replacements = [p.replace_video_token(inputs, i) for i in range(len(frames))]
     text = tok.apply_chat_template([system, {"role": "user", "content": content}], tokenize=False,
