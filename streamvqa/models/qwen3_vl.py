@@ -44,13 +44,17 @@ DEFAULT_FRAME = (448, 448)  # 28 x 28 patches of 16 -> 196 LLM tokens per tempor
 
 class HeadsFlattened:
     """A per-head norm seen by forward hooks as a projection: its [..., heads, d] output is
-    handed to the hook as [..., heads * d], the shape `q_proj` / `k_proj` outputs have."""
+    handed to the hook as [..., heads * d], the shape `q_proj` / `k_proj` outputs have. Hooks
+    observe only: what they return never replaces the norm's output."""
 
     def __init__(self, norm: nn.Module) -> None:
         self.norm = norm
 
     def register_forward_hook(self, hook):
-        return self.norm.register_forward_hook(lambda m, i, out: hook(m, i, out.flatten(-2)))
+        def observe(module, inputs, out) -> None:
+            hook(module, inputs, out.flatten(-2))
+
+        return self.norm.register_forward_hook(observe)
 
 
 class PreRopeProjections:

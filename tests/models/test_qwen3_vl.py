@@ -49,3 +49,21 @@ def test_layout_is_the_processors(adapters):
     block = f"<1.0 seconds><|vision_start|>{pads}<|vision_end|>"
     assert f"user\n<|vision_start|>{block}{block}<|vision_end|>{Q}" in text
     assert ref["video_grid_thw"].tolist() == [[2, 4, 6]]
+
+
+def test_capture_hooks_only_observe(adapters):
+    """A hook on the pre-RoPE "projections" that returns a tensor does not change the forward."""
+    a = adapters("qwen3_vl")
+    pieces = stream_pieces(a, make_frames(1, seed=9), Q)
+    tr = a.new_positions()
+    pos = torch.cat([tr.place(p) for p in pieces], dim=1)
+    emb = torch.cat([a.embed(p) for p in pieces], dim=1)
+    plain = _logits(a, emb, pos)
+    seen = []
+    handle = a.attention_layers()[0].k_proj.register_forward_hook(lambda m, i, o: seen.append(o) or o * 0)
+    try:
+        hooked = _logits(a, emb, pos)
+    finally:
+        handle.remove()
+    assert torch.equal(plain, hooked)
+    assert seen[0].shape == (1, emb.shape[1], a.n_kv_heads * a.head_dim)
