@@ -117,7 +117,11 @@ class Qwen3VLAdapter(ModelAdapter):
 
     @classmethod
     def from_pretrained(
-        cls, path: Path, device: str = "cpu", dtype: torch.dtype = torch.float32, frame_size=None
+        cls,
+        path: Path,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        frame_size: tuple[int, int] | None = None,
     ) -> Self:
         model, tok = load_local(path, device, dtype)
         if model.config.model_type != "qwen3_vl":
