@@ -36,7 +36,9 @@ INFO = {
         "[hh:mm:ss] + one video per unit (pooled frames + newline)", _HF, _TINY),
     "smolvlm": FamilyInfo(
         "smolvlm", "HuggingFaceTB/SmolVLM2-256M/500M/2.2B-Video-Instruct", "1-D RoPE",
-        "[hh:mm:ss] + one image per frame", _HF, _TINY + ", every preset (byte budgets)"),
+        "[hh:mm:ss] + one image per frame", _HF,
+        _TINY + ", every preset (byte budgets); published shape (SmolVLM2-256M): frame blocks == Idefics3 "
+        "processor, exact; chat frame is ChatML, not SmolVLM2's 'User:' template"),
     "idefics3": FamilyInfo(
         "idefics3", "HuggingFaceM4/Idefics3-8B-Llama3", "1-D RoPE", "[hh:mm:ss] + one image per frame", _HF, _TINY),
     "llama": FamilyInfo(

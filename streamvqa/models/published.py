@@ -1,5 +1,5 @@
 """Test models shaped like the published checkpoints, reduced to run on a CPU: Qwen3-VL-2B,
-Qwen2.5-VL-3B and Qwen2-VL-2B (Instruct).
+Qwen2.5-VL-3B and Qwen2-VL-2B (Instruct), SmolVLM2-256M-Video-Instruct.
 
 Each entry keeps what the adapters depend on, as the checkpoints' public configuration cards
 give it: special-token ids, attention head size and KV grouping, rotary sections and theta,
@@ -36,6 +36,17 @@ QWEN_SPECIALS = {
     "<|video_pad|>": 151656,
 }
 QWEN_VOCAB = 151936
+# SmolVLM2 (SmolLM2 tokenizer + Idefics3 image tokens): ChatML ids at the start, image ids after 49152.
+SMOLVLM_SPECIALS = {
+    "<|endoftext|>": 0,
+    "<|im_start|>": 1,
+    "<|im_end|>": 2,
+    "<global-img>": 49152,
+    **{f"<row_{r}_col_{c}>": 49152 + 6 * (r - 1) + c for r in range(1, 7) for c in range(1, 7)},
+    "<fake_token_around_image>": 49189,
+    "<image>": 49190,
+    "<end_of_utterance>": 49279,
+}
 
 # ChatML; a list content is rendered item by item: an image or video as its vision block, text as
 # is. Qwen2-VL / 2.5-VL add a default system turn when the first message is not one; Qwen3-VL
@@ -66,6 +77,9 @@ QWEN3_VL_TEMPLATE = (
 # Published configuration facts (reduced_config scales layers and widths down).
 PUBLISHED = {
     "qwen3_vl": {
+        "specials": QWEN_SPECIALS,
+        "eos": "<|im_end|>",
+        "pad": "<|endoftext|>",
         "checkpoint": "Qwen/Qwen3-VL-2B-Instruct",
         "template": QWEN3_VL_TEMPLATE,
         "frame": [64, 96],
@@ -94,6 +108,9 @@ PUBLISHED = {
         ),
     },
     "qwen2_5_vl": {
+        "specials": QWEN_SPECIALS,
+        "eos": "<|im_end|>",
+        "pad": "<|endoftext|>",
         "checkpoint": "Qwen/Qwen2.5-VL-3B-Instruct",
         "template": QWEN2_VL_TEMPLATE,
         "frame": [56, 84],
@@ -117,6 +134,9 @@ PUBLISHED = {
         ),
     },
     "qwen2_vl": {
+        "specials": QWEN_SPECIALS,
+        "eos": "<|im_end|>",
+        "pad": "<|endoftext|>",
         "checkpoint": "Qwen/Qwen2-VL-2B-Instruct",
         "template": QWEN2_VL_TEMPLATE,
         "frame": [56, 84],
@@ -130,6 +150,26 @@ PUBLISHED = {
             tie_word_embeddings=True,
         ),
         "vision": dict(patch_size=14, spatial_merge_size=2, temporal_patch_size=2, num_heads=16, mlp_ratio=4),
+    },
+    "smolvlm": {
+        "checkpoint": "HuggingFaceTB/SmolVLM2-256M-Video-Instruct",
+        "specials": SMOLVLM_SPECIALS,
+        "eos": "<end_of_utterance>",
+        "pad": "<|im_end|>",
+        "template": None,  # "<|im_start|>User: … <end_of_utterance>\nAssistant:" (the adapter speaks ChatML)
+        "head_dim": 64,
+        "text": dict(
+            model_type="llama",
+            head_dim=64,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e5},
+            vocab_size=49280,
+            rms_norm_eps=1e-5,
+            tie_word_embeddings=False,
+        ),
+        "vision": dict(image_size=512, patch_size=16, num_attention_heads=12),
+        "scale_factor": 4,  # 64 image tokens per frame
     },
 }
 FAMILIES = tuple(PUBLISHED)
@@ -145,19 +185,22 @@ def published_tokenizer(family: str):
 
     from streamvqa.models.tokenizer import build_tokenizer
 
+    facts = PUBLISHED[family]
     small = json.loads(build_tokenizer().backend_tokenizer.to_str())
-    specials = QWEN_SPECIALS
-    vocab = {t: i for t, i in small["model"]["vocab"].items() if t not in small_specials(small)}
-    vocab = {t: k for k, t in enumerate(sorted(vocab, key=vocab.get))}
-    first = min(specials.values())
-    vocab.update({f"<|pad{k}|>": k for k in range(len(vocab), first)})  # unreachable by BPE merges
+    specials = facts["specials"]
+    bpe = [t for t, _ in sorted(small["model"]["vocab"].items(), key=lambda x: x[1]) if t not in small_specials(small)]
+    # specials at their ids, BPE tokens in the lowest free ids, unreachable padding up to the last special
+    vocab = dict(specials)
+    free = (i for i in range(max(specials.values()) + 1) if i not in set(specials.values()))
+    vocab.update(zip(bpe, free, strict=False))
+    vocab.update({f"<|pad{k}|>": k for k in free})
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in small["model"]["merges"]]
     tok = Tokenizer(BPE(vocab, merges))
     base = Tokenizer.from_str(json.dumps(small))
     tok.pre_tokenizer, tok.decoder = base.pre_tokenizer, base.decoder
     tok.add_special_tokens(sorted(specials, key=specials.get))
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    hf.chat_template = PUBLISHED[family]["template"]
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=facts["eos"], pad_token=facts["pad"])
+    hf.chat_template = facts["template"]
     assert all(hf.convert_tokens_to_ids(s) == i for s, i in specials.items())
     return hf
 
@@ -178,12 +221,18 @@ def reduced_config(family: str):
         intermediate_size=256,
         num_hidden_layers=4,
         max_position_embeddings=32768,
-        eos_token_id=QWEN_SPECIALS["<|im_end|>"],
-        pad_token_id=QWEN_SPECIALS["<|endoftext|>"],
+        eos_token_id=facts["specials"][facts["eos"]],
+        pad_token_id=facts["specials"][facts["pad"]],
         bos_token_id=None,
     )
     vision = dict(facts["vision"])
     vision_heads = 2
+    if family == "smolvlm":
+        from transformers import SmolVLMConfig
+
+        vision.update(num_attention_heads=vision_heads, hidden_size=64, intermediate_size=128, num_hidden_layers=2)
+        return SmolVLMConfig(text_config=text, vision_config=vision, image_token_id=facts["specials"]["<image>"],
+                             scale_factor=facts["scale_factor"], tie_word_embeddings=text["tie_word_embeddings"])
     ids = dict(
         image_token_id=QWEN_SPECIALS["<|image_pad|>"],
         video_token_id=QWEN_SPECIALS["<|video_pad|>"],

@@ -1,6 +1,7 @@
-"""Fidelity to the published checkpoints (Qwen3-VL-2B, Qwen2.5-VL-3B, Qwen2-VL-2B): models built from their
-public configuration facts, reduced in depth and width only. The adapters' pieces are the token ids
-the family's chat template and processor give for the same inputs, and the adapters stay exact
+"""Fidelity to the published checkpoints (Qwen3-VL-2B, Qwen2.5-VL-3B, Qwen2-VL-2B, SmolVLM2-256M):
+models built from their public configuration facts, reduced in depth and width only. The adapters'
+pieces are the token ids the family's chat template and processor give for the same inputs (for
+SmolVLM2 the frame blocks: its adapter speaks ChatML, docs/models.md), and the adapters stay exact
 with the published head size, rotary sections, DeepStack count and special-token ids."""
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import pytest
 import torch
 from transformers import DynamicCache
 
+from streamvqa.models.base import Segment
 from streamvqa.models.grounded import template as chat
-from streamvqa.models.published import PUBLISHED, QWEN_SPECIALS
+from streamvqa.models.published import PUBLISHED, QWEN_SPECIALS, SMOLVLM_SPECIALS
 from tests.models.conftest import make_frames, stream_pieces
 
 Q = "What is happening in the video?"
+QWEN = [f for f in PUBLISHED if f.startswith("qwen")]
 SYSTEM = chat.PREFIX.split("system\n", 1)[1].split("<|im_end|>", 1)[0]
 
 
@@ -34,7 +37,7 @@ def published(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("family", list(PUBLISHED))
+@pytest.mark.parametrize("family", QWEN)
 def test_published_facts_reach_the_adapter(published, family):
     a = published(family)
     facts = PUBLISHED[family]
@@ -91,7 +94,27 @@ def processor_ids(a, family: str, frames) -> list[int]:
     return tok(expanded, add_special_tokens=False)["input_ids"]
 
 
-@pytest.mark.parametrize("family", list(PUBLISHED))
+def test_smolvlm2_frame_blocks_are_the_processors(published):
+    """SmolVLM2: a frame is the Idefics3 processor's unsplit image: <fake><global-img> 64 x <image>
+    <fake>, at the published ids; the adapter's per-frame count is the processor's image_seq_len."""
+    from PIL import Image
+    from transformers import Idefics3ImageProcessorPil, Idefics3Processor
+
+    a = published("smolvlm")
+    assert a.head_dim == 64 and a.image_seq_len == 64 and a.image_id == SMOLVLM_SPECIALS["<image>"]
+    assert a.eos_ids >= {SMOLVLM_SPECIALS["<end_of_utterance>"]}
+    frame, t = make_frames(1, seed=3)[0]
+    placeholder = Segment(ids=torch.full((a.image_seq_len,), a.image_id))
+    block = a._layout(t, [placeholder])[1:-1]  # the frame block, without the time and "\n"
+    size = {"longest_edge": 512}
+    proc = Idefics3Processor(image_processor=Idefics3ImageProcessorPil(do_image_splitting=False, size=size,
+                                                                       max_image_size=size),
+                             tokenizer=a.tokenizer, image_seq_len=64)
+    out = proc(text=["<image>"], images=[[Image.fromarray(frame)]])
+    assert torch.cat([s.ids for s in block]).tolist() == out["input_ids"][0]
+
+
+@pytest.mark.parametrize("family", QWEN)
 def test_pieces_are_the_chat_template_and_processor_ids(published, family):
     a = published(family)
     frames = make_frames(3, seed=1)
@@ -111,13 +134,14 @@ def test_published_shape_is_exact(published, family):
     tr = a.new_positions()
     pos = torch.cat([tr.place(p) for p in pieces], dim=1)
     ref = a.reference_inputs(frames, Q)
-    kw = {k: ref[k] for k in ("second_per_grid_ts",) if k in ref}
-    theirs, _ = a.model.model.get_rope_index(ref["input_ids"], mm_token_type_ids=ref["mm_token_type_ids"],
-                                             video_grid_thw=ref["video_grid_thw"],
-                                             attention_mask=ref["attention_mask"], **kw)
-    assert torch.equal(pos, theirs[:, 0])
+    if tr.rows == 3:
+        kw = {k: ref[k] for k in ("second_per_grid_ts",) if k in ref}
+        theirs, _ = a.model.model.get_rope_index(ref["input_ids"], mm_token_type_ids=ref["mm_token_type_ids"],
+                                                 video_grid_thw=ref["video_grid_thw"],
+                                                 attention_mask=ref["attention_mask"], **kw)
+        assert torch.equal(pos, theirs[:, 0])
+        a.model.model.rope_deltas = None
     one = a.forward(torch.cat([a.embed(p) for p in pieces], dim=1), pos, DynamicCache(config=a.model.config))
-    a.model.model.rope_deltas = None
     assert (one - a.model(**ref).logits).abs().max().item() < 1e-4
     tr2, cache = a.new_positions(), DynamicCache(config=a.model.config)
     chunks = torch.cat([a.forward(a.embed(p), tr2.place(p), cache) for p in pieces], dim=1)
