@@ -33,7 +33,9 @@ INFO = {
         _TINY + _PUBLISHED),
     "llava_onevision": FamilyInfo(
         "llava_onevision", "llava-hf/llava-onevision-qwen2-0.5b/7b-ov-hf", "1-D RoPE",
-        "[hh:mm:ss] + one video per unit (pooled frames + newline)", _HF, _TINY),
+        "[hh:mm:ss] + one video per unit (pooled frames + newline)", _HF,
+        _TINY + "; published shape (0.5B): video blocks == processor, exact; its template groups "
+        "videos before text, so the timestamped layout is ours"),
     "smolvlm": FamilyInfo(
         "smolvlm", "HuggingFaceTB/SmolVLM2-256M/500M/2.2B-Video-Instruct", "1-D RoPE",
         "[hh:mm:ss] + one image per frame", _HF,

@@ -1,5 +1,5 @@
 """Test models shaped like the published checkpoints, reduced to run on a CPU: Qwen3-VL-2B,
-Qwen2.5-VL-3B and Qwen2-VL-2B (Instruct), SmolVLM2-256M-Video-Instruct.
+Qwen2.5-VL-3B and Qwen2-VL-2B (Instruct), LLaVA-OneVision-Qwen2-0.5B, SmolVLM2-256M-Video-Instruct.
 
 Each entry keeps what the adapters depend on, as the checkpoints' public configuration cards
 give it: special-token ids, attention head size and KV grouping, rotary sections and theta,
@@ -151,6 +151,25 @@ PUBLISHED = {
         ),
         "vision": dict(patch_size=14, spatial_merge_size=2, temporal_patch_size=2, num_heads=16, mlp_ratio=4),
     },
+    "llava_onevision": {
+        "checkpoint": "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
+        "specials": {**{k: v for k, v in QWEN_SPECIALS.items() if v <= 151645}, "<image>": 151646, "<video>": 151647},
+        "eos": "<|im_end|>",
+        "pad": "<|endoftext|>",
+        "template": None,  # images, then videos ("<video>\n"), then texts: no interleaved timestamps
+        "head_dim": 64,  # Qwen2-0.5B: 896 / 14
+        "text": dict(
+            model_type="qwen2",
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+            vocab_size=152000,
+            rms_norm_eps=1e-6,
+            tie_word_embeddings=True,
+        ),
+        # SigLIP so400m/14 at 384 px: 27 x 27 patches, pooled 2x in a video -> 14 x 14 per frame
+        "vision": dict(model_type="siglip_vision_model", image_size=384, patch_size=14, num_attention_heads=16),
+    },
     "smolvlm": {
         "checkpoint": "HuggingFaceTB/SmolVLM2-256M-Video-Instruct",
         "specials": SMOLVLM_SPECIALS,
@@ -227,6 +246,17 @@ def reduced_config(family: str):
     )
     vision = dict(facts["vision"])
     vision_heads = 2
+    if family == "llava_onevision":
+        from transformers import LlavaOnevisionConfig
+
+        vision.update(num_attention_heads=vision_heads, hidden_size=64, intermediate_size=128, num_hidden_layers=2)
+        size = vision["image_size"]
+        return LlavaOnevisionConfig(
+            text_config=text, vision_config=vision, image_token_index=facts["specials"]["<image>"],
+            video_token_index=facts["specials"]["<video>"], vision_feature_layer=-1,
+            vision_feature_select_strategy="full", image_grid_pinpoints=[[size, size]],
+            tie_word_embeddings=text["tie_word_embeddings"],
+        )
     if family == "smolvlm":
         from transformers import SmolVLMConfig
 

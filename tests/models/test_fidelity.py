@@ -1,7 +1,8 @@
-"""Fidelity to the published checkpoints (Qwen3-VL-2B, Qwen2.5-VL-3B, Qwen2-VL-2B, SmolVLM2-256M):
+"""Fidelity to the published checkpoints (Qwen3-VL-2B, Qwen2.5-VL-3B, Qwen2-VL-2B, SmolVLM2-256M,
+LLaVA-OneVision-0.5B):
 models built from their public configuration facts, reduced in depth and width only. The adapters'
 pieces are the token ids the family's chat template and processor give for the same inputs (for
-SmolVLM2 the frame blocks: its adapter speaks ChatML, docs/models.md), and the adapters stay exact
+SmolVLM2 and LLaVA-OneVision the visual blocks only, docs/models.md), and the adapters stay exact
 with the published head size, rotary sections, DeepStack count and special-token ids."""
 
 from __future__ import annotations
@@ -112,6 +113,21 @@ def test_smolvlm2_frame_blocks_are_the_processors(published):
                              tokenizer=a.tokenizer, image_seq_len=64)
     out = proc(text=["<image>"], images=[[Image.fromarray(frame)]])
     assert torch.cat([s.ids for s in block]).tolist() == out["input_ids"][0]
+
+
+def test_llava_onevision_video_blocks_are_the_processors(published):
+    """LLaVA-OneVision-0.5B: a unit of n frames is the processor's video of n frames: n x 14 x 14
+    pooled <video> tokens + 1 newline, at the published <video> id (151647)."""
+    from transformers import LlavaOnevisionProcessor
+
+    a = published("llava_onevision")
+    assert a.head_dim == 64 and a.video_id == 151647 and a.frame_tokens == 196
+    p = LlavaOnevisionProcessor.__new__(LlavaOnevisionProcessor)
+    p.__dict__.update(num_image_tokens=27 * 27, video_token="<video>")
+    for n in (1, 2, 3):
+        expected = p.replace_video_token({"pixel_values_videos": [torch.zeros(n, 3, 384, 384)]}, 0)
+        ref = a.reference_inputs(make_frames(n, seed=4), Q, unit_frames=n)["input_ids"][0]
+        assert int((ref == a.video_id).sum()) == expected.count("<video>") == n * 196 + 1
 
 
 @pytest.mark.parametrize("family", QWEN)
