@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=7, help="which random sample (default 7)")
     sample.set_defaults(func=_sample)
 
-    for module in ("streamvqa.server.cli", "streamvqa.evals.cli", "bench.cli"):
+    for module in ("streamvqa.server.cli", "streamvqa.evals.cli", "bench.cli", "streamvqa.models.cli"):
         try:
             mod = __import__(module, fromlist=["add_parsers"])
         except ImportError:

@@ -22,10 +22,15 @@ from streamvqa.models.grounded import template as chat
 
 @dataclass
 class Segment:
-    """A run of tokens of one kind: text ids, or visual embeddings (with an M-RoPE grid)."""
+    """A run of tokens of one kind: text ids, or visual embeddings (with an M-RoPE grid).
+
+    A DeepStack family (Qwen3-VL) widens `embeds` to [n, hidden * (1 + L)]: the input
+    embedding, then the L per-layer features added into the first decoder layers' hidden
+    states. One tensor per token, so policies that average, merge or select visual tokens
+    carry the DeepStack features along with them."""
 
     ids: torch.Tensor | None = None  # [n] int64
-    embeds: torch.Tensor | None = None  # [n, hidden]
+    embeds: torch.Tensor | None = None  # [n, hidden] (or wider, see above)
     grid: tuple[int, int, int] | None = None  # (t, h, w) in LLM tokens, M-RoPE families only
 
     @property
@@ -70,7 +75,8 @@ class LinearPositions(PositionTracker):
 
 
 class MRopePositions(PositionTracker):
-    """Qwen2-VL / Qwen2.5-VL 3-D positions, matching `get_rope_index` of transformers 5.23.
+    """Qwen2-VL / Qwen2.5-VL / Qwen3-VL 3-D positions, matching `get_rope_index` of
+    transformers 5.23 (Qwen3-VL: every block is one temporal patch, t = 1).
 
     Text runs advance all three rows together; a vision block starting at s gets temporal
     s + floor(k * interval), height s + row, width s + col, and the text after it resumes at
@@ -204,10 +210,20 @@ class ModelAdapter(ABC):
         positions = positions.to(self.device)
         return positions if positions.shape[0] == 1 else positions.unsqueeze(1)
 
+    def decoder_inputs(self, embeds: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The decoder's `inputs_embeds` and extra keyword arguments (DeepStack families split
+        their wide embeddings here)."""
+        return embeds, {}
+
     def forward(self, embeds: torch.Tensor, positions: torch.Tensor, cache, logits: str = "all") -> torch.Tensor:
         """Run the decoder over embeddings into `cache`; logits for all tokens or the last one."""
+        embeds, extra = self.decoder_inputs(embeds)
         out = self.backbone(
-            inputs_embeds=embeds, position_ids=self.position_ids(positions), past_key_values=cache, use_cache=True
+            inputs_embeds=embeds,
+            position_ids=self.position_ids(positions),
+            past_key_values=cache,
+            use_cache=True,
+            **extra,
         )
         h = out.last_hidden_state
         if logits == "last":

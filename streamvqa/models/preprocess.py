@@ -66,10 +66,8 @@ def qwen_patchify(
 
 
 def load_local(path: Path, device: str, dtype: torch.dtype):
-    """Model and tokenizer from a local Hugging Face directory, never touching a hub."""
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    """Model and tokenizer from a local Hugging Face directory, never touching a hub
+    (local_files_only; the process's hub setting is left alone so a model id can be resolved)."""
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
     path = Path(path)

@@ -12,10 +12,12 @@ import torch
 
 from streamvqa.models.tokenizer import build_tokenizer
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "llava_onevision", "idefics3", "smolvlm")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "llava_onevision", "idefics3", "smolvlm")
 
 # Qwen frames: 56 x 84 -> a 4 x 6 patch grid -> 2 x 3 = 6 LLM tokens per temporal patch (h != w on purpose).
 QWEN_TINY_FRAME = [56, 84]
+# Qwen3-VL patches are 16 px: 64 x 96 -> 4 x 6 patches -> 2 x 3 LLM tokens per temporal patch.
+QWEN3_TINY_FRAME = [64, 96]
 
 
 def _text(tok) -> dict:
@@ -78,6 +80,41 @@ def tiny_config(family: str, tok):
             )
             cfg = Qwen2_5_VLConfig(vision_config=vision, **common)
         cfg.streamvqa_frame_size = list(QWEN_TINY_FRAME)
+        return cfg
+    if family == "qwen3_vl":
+        from transformers import Qwen3VLConfig
+
+        # head_dim 32 -> 16 rotary pairs, split T/H/W as the published [24, 20, 20] of 64 is;
+        # three decoder layers, DeepStack into the first two (published: 3 of 28-36)
+        text.update(num_hidden_layers=3, head_dim=32)
+        text["rope_parameters"] = {
+            "rope_type": "default",
+            "rope_theta": 5e6,
+            "mrope_section": [6, 5, 5],
+            "mrope_interleaved": True,
+        }
+        vision = dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=64,
+            patch_size=16,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            num_position_embeddings=16,
+            deepstack_visual_indexes=[0, 1],
+        )
+        cfg = Qwen3VLConfig(
+            text_config=text,
+            vision_config=vision,
+            image_token_id=ids("<|image_pad|>"),
+            video_token_id=ids("<|video_pad|>"),
+            vision_start_token_id=ids("<|vision_start|>"),
+            vision_end_token_id=ids("<|vision_end|>"),
+            tie_word_embeddings=False,
+        )
+        cfg.streamvqa_frame_size = list(QWEN3_TINY_FRAME)
         return cfg
     if family == "llava_onevision":
         from transformers import LlavaOnevisionConfig

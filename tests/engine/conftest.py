@@ -5,7 +5,8 @@ import torch
 from streamvqa.models.loading import load_adapter
 
 # The embedded default (real SmolLM2 + vision tower) and a tiny random model of every family.
-FAMILIES = ["default", "tiny:smolvlm", "tiny:idefics3", "tiny:qwen2_vl", "tiny:qwen2_5_vl", "tiny:llava_onevision"]
+FAMILIES = ["default", "tiny:smolvlm", "tiny:idefics3", "tiny:qwen2_vl", "tiny:qwen2_5_vl", "tiny:qwen3_vl",
+            "tiny:llava_onevision"]
 
 _cache: dict[str, object] = {}
 

@@ -12,7 +12,7 @@ QUESTION = "What colour is the square?"
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
-@pytest.mark.parametrize("name", ["default", "tiny:qwen2_vl", "tiny:llava_onevision"])
+@pytest.mark.parametrize("name", ["default", "tiny:qwen2_vl", "tiny:qwen3_vl", "tiny:llava_onevision"])
 @torch.inference_mode()
 def test_exact_mode_on_cuda_equals_offline_generate(name):
     adapter = load_adapter(name, device="cuda:0")

@@ -13,6 +13,7 @@ ADAPTERS = {
     "smolvlm": ("streamvqa.models.idefics3", "Idefics3Adapter"),
     "qwen2_vl": ("streamvqa.models.qwen_vl", "QwenVLAdapter"),
     "qwen2_5_vl": ("streamvqa.models.qwen_vl", "QwenVLAdapter"),
+    "qwen3_vl": ("streamvqa.models.qwen3_vl", "Qwen3VLAdapter"),
     "llava_onevision": ("streamvqa.models.llava_onevision", "LlavaOnevisionAdapter"),
 }
 FAMILIES = list(ADAPTERS)
