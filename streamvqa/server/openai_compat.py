@@ -220,6 +220,23 @@ class StopCut:
         return out
 
 
+class Trim:
+    """Streamed tokens as the final answer text reads (the engine strips it): leading whitespace
+    dropped, trailing whitespace held until more text follows."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.held = ""
+
+    def feed(self, text: str) -> str:
+        if not self.started:
+            text = text.lstrip()
+            self.started = bool(text)
+        body = (self.held + text).rstrip()
+        self.held = (self.held + text)[len(body):]
+        return body
+
+
 # -- responses -------------------------------------------------------------------------------------
 
 
@@ -374,7 +391,7 @@ def install_routes(app: FastAPI, state: Any, redact: Callable[[str], str]) -> No
             return api_error_response(first, redact)
 
         async def body() -> AsyncIterator[bytes]:
-            cut = StopCut(stop_list(chat.req))
+            cut, trim = StopCut(stop_list(chat.req)), Trim()
             ev = first
             try:
                 yield chat.chunk({"role": "assistant", "content": ""})
@@ -389,7 +406,7 @@ def install_routes(app: FastAPI, state: Any, redact: Callable[[str], str]) -> No
                     if is_answer(ev):
                         final = ev
                     else:
-                        text = cut.feed(ev.text)
+                        text = cut.feed(trim.feed(ev.text))
                         if text:
                             yield chat.chunk({"content": text})
                     ev = await queue.get()
