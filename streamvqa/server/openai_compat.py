@@ -75,6 +75,21 @@ class ChatCompletionRequest(BaseModel):
     at: float | None = Field(None, ge=0, description="streamvqa: answer as of this stream time (s)")
 
 
+def request_schema() -> dict[str, Any]:
+    """:class:`ChatCompletionRequest`'s JSON schema with its ``$defs`` inlined (the OpenAPI
+    document has no ``components`` entry for them)."""
+    schema = ChatCompletionRequest.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            return inline(defs[ref.rsplit("/", 1)[-1]]) if ref else {k: inline(v) for k, v in node.items()}
+        return [inline(v) for v in node] if isinstance(node, list) else node
+
+    return inline(schema)
+
+
 class OpenAIErrorDetail(BaseModel):
     message: str
     type: str
@@ -332,7 +347,7 @@ def install_routes(app: FastAPI, state: Any, redact: Callable[[str], str]) -> No
     @app.post(
         "/v1/chat/completions", responses=ERRORS, tags=["openai"],
         openapi_extra={"requestBody": {"required": True, "content": {
-            "application/json": {"schema": ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}},
+            "application/json": {"schema": request_schema()}}}},
     )
     async def chat_completions(request: Request) -> Response:
         """Answer the last user message about the stream ``model`` names (``stream: true``: SSE)."""
@@ -392,7 +407,7 @@ def install_routes(app: FastAPI, state: Any, redact: Callable[[str], str]) -> No
 
         async def body() -> AsyncIterator[bytes]:
             cut, trim = StopCut(stop_list(chat.req)), Trim()
-            ev = first
+            ev, final = first, None
             try:
                 yield chat.chunk({"role": "assistant", "content": ""})
                 while True:
@@ -402,6 +417,9 @@ def install_routes(app: FastAPI, state: Any, redact: Callable[[str], str]) -> No
                                              "param": None, "code": err.error.code}})
                         return
                     if ev is _END:
+                        if final is None:
+                            ev = ApiError("internal_error", "the engine finished without an answer")
+                            continue
                         break
                     if is_answer(ev):
                         final = ev

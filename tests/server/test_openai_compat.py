@@ -4,7 +4,7 @@ double with API keys on."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,8 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
+from streamvqa.engine import EngineError
+from streamvqa.engine.types import TokenEvent
 from streamvqa.server.openai_compat import StopCut
 from tests.security.conftest import ALICE, BOB, bearer, media, secure_client  # noqa: F401 - fixtures
 
@@ -211,6 +213,22 @@ def test_engine_failure_before_first_token_is_an_http_error(keyed) -> None:
     assert e.value.code == "internal_error" and "secret" not in str(e.value.body)
 
 
+def test_engine_failure_after_first_token_is_an_error_event(keyed) -> None:
+    c, sid = keyed
+
+    async def one_token_then_fail(question: str, **kwargs: Any) -> AsyncIterator[Any]:
+        yield TokenEvent("t0", 0, 0)
+        raise EngineError("store_unavailable", "every block is in a tier that is down")
+
+    c.app.state.server.streams.get(sid).session.ask = one_token_then_fail
+    got: list[str] = []
+    with pytest.raises(openai.APIError) as e:
+        for chunk in as_(c, ALICE).chat.completions.create(model=f"stream:{sid}", messages=user("q"), stream=True):
+            got.append(chunk.choices[0].delta.content or "")
+    assert "".join(got) == "t0" and e.value.code == "store_unavailable"
+    assert c.app.state.server.streams.get(sid).active_questions == 0
+
+
 @pytest.mark.parametrize("stops", [["t1"], ["1 t", "xyz"], ["t2 "], ["nope"]])
 def test_stop_cut_matches_cutting_the_whole_text(stops: list[str]) -> None:
     pieces = ["t0 ", "t", "1 ", "t2", " "]
@@ -226,3 +244,5 @@ def test_openapi_lists_the_chat_endpoint(keyed) -> None:
     c, _ = keyed
     paths: dict[str, Callable] = c.get("/openapi.json").json()["paths"]
     assert {"/v1/chat/completions", "/v1/models", "/v1/models/{model}"} <= set(paths)
+    schema = paths["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "$ref" not in str(schema) and schema["properties"]["messages"]["items"]["required"] == ["role"]
