@@ -4,6 +4,8 @@ double with API keys on."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -15,10 +17,13 @@ from fastapi.testclient import TestClient
 
 from streamvqa.engine import EngineError
 from streamvqa.engine.types import TokenEvent
+from streamvqa.server.app import create_app
+from streamvqa.server.main import BackgroundServer
 from streamvqa.server.openai_compat import StopCut
-from tests.security.conftest import ALICE, BOB, bearer, media, secure_client  # noqa: F401 - fixtures
+from tests.security.conftest import ALICE, BOB, bearer, media, secure_client, secure_settings  # noqa: F401
+from tests.server.doubles import EngineDouble
 
-from .conftest import wait_stream
+from .conftest import wait_stream, wait_until
 
 Q = "What number is shown?"
 
@@ -227,6 +232,34 @@ def test_engine_failure_after_first_token_is_an_error_event(keyed) -> None:
             got.append(chunk.choices[0].delta.content or "")
     assert "".join(got) == "t0" and e.value.code == "store_unavailable"
     assert c.app.state.server.streams.get(sid).active_questions == 0
+
+
+def test_client_disconnect_ends_the_question(tmp_path: Path, clip: Path) -> None:
+    settings = secure_settings(tmp_path, host="127.0.0.1", port=0, log_level="warning")
+    (tmp_path / "clip.mp4").write_bytes(clip.read_bytes())
+    server = BackgroundServer(create_app(settings, engine=EngineDouble()), settings).start()
+    ended = threading.Event()
+
+    async def endless(question: str, **kwargs: Any) -> AsyncIterator[Any]:
+        try:
+            for k in range(10_000):
+                yield TokenEvent(f"t{k} ", k, k)
+                await asyncio.sleep(0.01)
+        finally:
+            ended.set()
+
+    try:
+        with httpx.Client(base_url=server.url, headers=bearer(ALICE), timeout=30) as http:
+            sid = http.post("/v1/streams", json={"url": (tmp_path / "clip.mp4").as_uri()}).json()["id"]
+            entry = server.server.config.app.state.server.streams.get(sid)
+            entry.session.ask = endless
+            with http.stream("POST", "/v1/chat/completions", json={
+                    "model": f"stream:{sid}", "messages": user("q"), "stream": True}) as r:
+                assert r.status_code == 200
+                next(r.iter_lines())  # the first chunk, then hang up
+        assert ended.wait(30) and wait_until(lambda: entry.active_questions == 0)
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize("stops", [["t1"], ["1 t", "xyz"], ["t2 "], ["nope"]])
