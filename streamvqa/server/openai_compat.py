@@ -258,17 +258,16 @@ class Trim:
 class Chat:
     """One completion's identity and the pieces every chunk / the completion share."""
 
-    def __init__(self, req: ChatCompletionRequest, entry: StreamEntry, prompt_tokens: int) -> None:
+    def __init__(self, req: ChatCompletionRequest, entry: StreamEntry, count_prompt: Callable[[], int]) -> None:
         self.req = req
         self.entry = entry
         self.id = "chatcmpl-" + uuid.uuid4().hex
         self.created = int(time.time())
-        self.prompt_tokens = prompt_tokens
+        self.count_prompt = count_prompt  # called once answered: the question passed the length checks
 
     def usage(self, answer: Any) -> dict[str, int]:
-        done = len(answer.token_ids or [])
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": done,
-                "total_tokens": self.prompt_tokens + done}
+        prompt, done = self.count_prompt(), len(answer.token_ids or [])
+        return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
 
     def extras(self, answer: Any) -> dict[str, Any]:
         """streamvqa's additions: the evidence spans (stream time) and timings."""
@@ -360,7 +359,7 @@ def install_routes(app: FastAPI, state: Any, redact: Callable[[str], str]) -> No
                 return model_not_found(req.model)
             question = question_of(req, state.settings.max_tokens)
             state.take_question(who)
-            chat = Chat(req, entry, 0)
+            chat = Chat(req, entry, lambda: state.answers.count_tokens(question.question))
             events = state.answers.events(entry, question)
             if not req.stream:
                 final = None
@@ -369,14 +368,12 @@ def install_routes(app: FastAPI, state: Any, redact: Callable[[str], str]) -> No
                         final = ev
                 if final is None:
                     raise ApiError("internal_error", "the engine finished without an answer")
-                chat.prompt_tokens = state.answers.count_tokens(question.question)
                 text, finish = final.text, final.finish_reason or "stop"
                 cut = StopCut(stop_list(req))
                 if req.stop:
                     text = cut.feed(text) + cut.flush()
                     finish = "stop" if cut.hit else finish
                 return JSONResponse(chat.completion(final, text, finish))
-            chat.prompt_tokens = state.answers.count_tokens(question.question)
             return await stream_response(chat, entry, events)
         except BadParam as e:
             return openai_error(redact(e.message), 400, "invalid_request", e.param)

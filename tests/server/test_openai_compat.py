@@ -199,6 +199,13 @@ def test_in_flight_cap_is_shared_with_rest(alice_stream) -> None:
     assert e.value.code == "too_many_questions"
 
 
+def test_question_limits_are_the_rest_ones(alice_stream) -> None:
+    c, sid = alice_stream(max_question_chars=10)
+    with pytest.raises(openai.APIStatusError) as e:
+        as_(c, ALICE).chat.completions.create(model=f"stream:{sid}", messages=user("x" * 11), stream=True)
+    assert e.value.status_code == 413 and e.value.code == "question_too_long"
+
+
 def test_stop_strings_cut_the_text(keyed) -> None:
     c, sid = keyed  # the double streams "t0 t1 t2 " and answers "done"
     client = as_(c, ALICE)
