@@ -25,9 +25,11 @@ from streamvqa.proto import (
 
 from .answers import AnswerService
 from .auth import ANONYMOUS, PUBLIC_PATHS, READY_PATH, Authenticator, AuthMiddleware, Principal, ws_token
+from .cors import CorsMiddleware
 from .errors import BodyLimitMiddleware, Redactor, install_error_handlers
 from .limits import KeyedLimiter
 from .metrics import ServerMetrics, StreamCollector, render
+from .openai_compat import OpenAIErrorShape, install_routes
 from .openapi import declare_bearer_security
 from .question_tokens import question_counter
 from .registry import StreamEntry, StreamRegistry, failed_stream_error
@@ -237,7 +239,12 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
             info.last_error.message = redact(info.last_error.message)
         return info
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(AuthMiddleware, auth=auth)  # outermost: nothing runs for a caller without a key
+    app.add_middleware(AuthMiddleware, auth=auth)  # nothing runs for a caller without a key
+    app.add_middleware(OpenAIErrorShape)  # the OpenAI paths' 401/413/405 in OpenAI's error shape
+    if settings.cors_allow_origins:  # outermost: preflights need no key
+        app.add_middleware(CorsMiddleware, allow_origins=settings.cors_allow_origins,
+                           allow_headers=settings.cors_allow_headers, max_age_s=settings.cors_max_age_s)
+    install_routes(app, state, redact)  # /v1/chat/completions, /v1/models (OpenAI-compatible)
 
     # -- streams --------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ServerSettings(BaseModel):
@@ -71,6 +71,28 @@ class ServerSettings(BaseModel):
     ws_messages_per_minute: int = Field(600, ge=1, description="client messages per WebSocket per minute")
     max_decode_width: int = Field(3840, ge=16, le=65536, description="wider sources fail resolution_too_large")
     max_decode_height: int = Field(2160, ge=16, le=65536, description="taller sources fail resolution_too_large")
+    # -- CORS (docs/api.md "CORS") ------------------------------------------------------------
+    cors_allow_origins: list[str] = Field(
+        default_factory=list, description="origins browsers may call from (comma-separated or JSON; "
+        "`*`: any); empty: no CORS headers",
+    )
+    cors_allow_headers: list[str] = Field(
+        default_factory=lambda: ["Authorization", "Content-Type"], description="request headers a preflight allows",
+    )
+    cors_max_age_s: int = Field(600, ge=0, description="how long browsers may cache a preflight")
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _origins(cls, v: Any) -> list[str]:
+        from .cors import parse_origins
+
+        return parse_origins(v)
+
+    @field_validator("cors_allow_headers", mode="before")
+    @classmethod
+    def _headers(cls, v: Any) -> Any:
+        return [h.strip() for h in v.split(",") if h.strip()] if isinstance(v, str) else v
+
     # -- fairness, probes, stream lifetime (docs/api.md "Limits") --------------------------------
     max_question_tokens: int = Field(
         512, ge=1, description="question length in the model's tokens (question_too_long beyond)"
