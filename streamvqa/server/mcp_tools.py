@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ValidationError
 from starlette.routing import Route
@@ -86,7 +87,12 @@ class McpTools:
             stateless_http=True,
             json_response=True,
             max_request_body_size=state.settings.max_body_bytes,
-            host=state.settings.host,  # loopback binds get the SDK's DNS-rebinding Host check
+            # The SDK's DNS-rebinding check (Host/Origin must be loopback) on a loopback bind with auth
+            # off, where nothing else stops a web page; with keys on, the key is the check (as for
+            # REST) and a reverse proxy's Host header is served.
+            transport_security=None if not state.auth.enabled else TransportSecuritySettings(
+                enable_dns_rebinding_protection=False),
+            host=state.settings.host,
         )
         self.routes: list[Any] = [r for r in http.routes if isinstance(r, Route)]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +29,24 @@ ALICE, BOB = "svqa_alice_test_key", "svqa_bob_test_key"
 TOOLS = {"list_streams", "add_stream", "get_stream", "ask_stream", "stream_evidence", "delete_stream", "list_methods"}
 
 
-@pytest.fixture
-def mcp_server(engine: Engine) -> Iterator[BackgroundServer]:
-    """A real uvicorn on 127.0.0.1 (ephemeral port) with auth on and two keys; stopped after."""
-    keys = f"alice:{hash_key(ALICE)},bob:{hash_key(BOB)}"
-    settings = lean_settings(host="127.0.0.1", port=0, log_level="warning", auth="on", api_keys=keys)
+@contextmanager
+def serve(engine: Engine, **overrides: Any) -> Iterator[BackgroundServer]:
+    """A real uvicorn on 127.0.0.1 (ephemeral port) over the engine; stopped after."""
+    settings = lean_settings(host="127.0.0.1", port=0, log_level="warning", **overrides)
     server = BackgroundServer(create_app(settings, engine=engine), settings).start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def mcp_server(engine: Engine) -> Iterator[BackgroundServer]:
+    """Auth on, two keys; bob may ask one question per minute."""
+    keys = [{"name": "alice", "hash": hash_key(ALICE)},
+            {"name": "bob", "hash": hash_key(BOB), "questions_per_minute": 1}]
+    with serve(engine, auth="on", api_keys=json.dumps(keys)) as server:
+        yield server
 
 
 @asynccontextmanager
@@ -119,16 +127,21 @@ async def test_a_key_sees_and_asks_only_its_own_streams(mcp_server: BackgroundSe
         await call(alice, "delete_stream", stream_id=sid)
 
 
-async def test_a_wrong_or_missing_key_is_refused_before_any_mcp_traffic(mcp_server: BackgroundServer) -> None:
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+def initialize(server: BackgroundServer, **headers: str) -> httpx.Response:
+    """A raw MCP ``initialize`` POST (what any client sends first)."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
-    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    return httpx.post(f"{server.url}/mcp", json=body, headers={
+        "Accept": "application/json, text/event-stream", "Content-Type": "application/json", **headers})
+
+
+async def test_a_wrong_or_missing_key_is_refused_before_any_mcp_traffic(mcp_server: BackgroundServer) -> None:
     for auth in ({"Authorization": "Bearer svqa_wrong"}, {}):
-        r = httpx.post(f"{mcp_server.url}/mcp", json=init, headers={**headers, **auth})
+        r = initialize(mcp_server, **auth)
         assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized", r.text
         assert r.headers["www-authenticate"].startswith("Bearer")
-    r = httpx.post(f"{mcp_server.url}/mcp", json=init, headers={**headers, "Authorization": f"Bearer {ALICE}"})
-    assert r.status_code == 200, r.text  # the same request with a valid key is served
+    r = initialize(mcp_server, Authorization=f"Bearer {ALICE}")
+    assert r.status_code == 200 and r.json()["result"]["serverInfo"]["name"] == "streamvqa", r.text
     with pytest.raises(Exception):  # noqa: B017 - the SDK client fails to connect, whatever it raises
         async with connect(mcp_server, "svqa_wrong"):
             pass
@@ -146,3 +159,25 @@ async def test_tool_errors_carry_the_api_error_codes(mcp_server: BackgroundServe
         assert "missing.mp4" in r.content[0].text and str(tmp_path) not in r.content[0].text  # no server paths
 
 
+
+
+def test_host_check_guards_keyless_loopback_only(mcp_server: BackgroundServer, engine: Engine) -> None:
+    # keys on: the key is the check, so a reverse proxy's Host header is served (as for REST)
+    assert initialize(mcp_server, Authorization=f"Bearer {ALICE}", Host="vqa.example.com").status_code == 200
+    # no keys on a loopback bind: a DNS-rebinding page (foreign Host) is refused, local clients served
+    with serve(engine, auth="off") as open_server:
+        assert initialize(open_server, Host="evil.example.com").status_code == 421
+        assert initialize(open_server).status_code == 200
+
+
+@pytest.mark.slow
+async def test_questions_count_against_the_keys_rate_like_rest(mcp_server: BackgroundServer, clip: Path) -> None:
+    async with connect(mcp_server, BOB) as bob:
+        sid = (await call(bob, "add_stream", url=clip.as_uri(), fps=5))["id"]
+        await wait_ended(bob, sid)
+        await call(bob, "ask_stream", stream_id=sid, question="What is shown?", max_tokens=1)
+        assert await error_code(bob, "ask_stream", stream_id=sid, question="And now?") == "rate_limited"
+        rest = httpx.post(f"{mcp_server.url}/v1/streams/{sid}/questions", json={"question": "Hi?"},
+                          headers={"Authorization": f"Bearer {BOB}"})
+        assert rest.status_code == 429 and rest.json()["error"]["code"] == "rate_limited"  # one budget
+        await call(bob, "delete_stream", stream_id=sid)
