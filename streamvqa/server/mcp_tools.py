@@ -94,7 +94,10 @@ class McpTools:
                 enable_dns_rebinding_protection=False),
             host=state.settings.host,
         )
-        self.routes: list[Any] = [r for r in http.routes if isinstance(r, Route)]
+        # POST only: stateless, the server never starts a message, so there is no GET event stream
+        # to hold open and no session to DELETE; those get the API's 405 ``method_not_allowed``.
+        [sdk_route] = [r for r in http.routes if isinstance(r, Route) and r.path == MCP_PATH]
+        self.routes: list[Route] = [Route(MCP_PATH, sdk_route.endpoint, methods=["POST"], include_in_schema=False)]
 
     def lifespan(self) -> Any:
         """The SDK's session manager (its task group serves every request); run it inside the app's lifespan."""

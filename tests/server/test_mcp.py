@@ -50,9 +50,12 @@ def mcp_server(engine: Engine) -> Iterator[BackgroundServer]:
 
 
 @asynccontextmanager
-async def connect(server: BackgroundServer, key: str) -> AsyncIterator[Client]:
+async def connect(server: BackgroundServer, key: str, mode: str = "auto") -> AsyncIterator[Client]:
+    """The SDK client over streamable HTTP with the key; ``mode``: the SDK's protocol negotiation
+    ("auto": the 2026 stateless protocol, "legacy": the initialize handshake)."""
     http = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})
-    async with http, Client(streamable_http_client(f"{server.url}/mcp", http_client=http)) as client:
+    transport = streamable_http_client(f"{server.url}/mcp", http_client=http)
+    async with http, Client(transport, mode=mode) as client:
         yield client
 
 
@@ -115,8 +118,9 @@ async def test_tools_add_ask_evidence_over_streamable_http(mcp_server: Backgroun
 
 
 @pytest.mark.slow
-async def test_a_key_sees_and_asks_only_its_own_streams(mcp_server: BackgroundServer, clip: Path) -> None:
-    async with connect(mcp_server, ALICE) as alice, connect(mcp_server, BOB) as bob:
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_key_sees_and_asks_only_its_own_streams(mcp_server: BackgroundServer, clip: Path, mode: str) -> None:
+    async with connect(mcp_server, ALICE, mode) as alice, connect(mcp_server, BOB, mode) as bob:
         sid = (await call(alice, "add_stream", url=clip.as_uri(), fps=5))["id"]
         assert (await call(bob, "list_streams")) == {"streams": []}
         for tool, args in (("get_stream", {}), ("ask_stream", {"question": "What is shown?"}),
@@ -142,6 +146,10 @@ async def test_a_wrong_or_missing_key_is_refused_before_any_mcp_traffic(mcp_serv
         assert r.headers["www-authenticate"].startswith("Bearer")
     r = initialize(mcp_server, Authorization=f"Bearer {ALICE}")
     assert r.status_code == 200 and r.json()["result"]["serverInfo"]["name"] == "streamvqa", r.text
+    for method in ("GET", "DELETE"):  # stateless: no event stream to hold open, no session to end
+        r = httpx.request(method, f"{mcp_server.url}/mcp", headers={"Authorization": f"Bearer {ALICE}"})
+        assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed", r.text
+        assert r.headers["allow"] == "POST, OPTIONS"
     with pytest.raises(Exception):  # noqa: B017 - the SDK client fails to connect, whatever it raises
         async with connect(mcp_server, "svqa_wrong"):
             pass
