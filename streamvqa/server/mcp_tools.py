@@ -20,21 +20,32 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ValidationError
 from starlette.routing import Route
 
-from streamvqa.proto import AnswerResponse, ApiError, EvidenceRange, QuestionRequest, StreamCreate, StreamInfo
-from streamvqa.proto.streams import StreamList
+from streamvqa.proto import (
+    AnswerResponse,
+    ApiError,
+    ErrorBody,
+    EvidenceRange,
+    QuestionRequest,
+    StreamCreate,
+    StreamInfo,
+    StreamList,
+)
 
 from .auth import ANONYMOUS, Principal
-from .errors import public_error, validation_message
+from .errors import new_request_id, public_error, validation_message
 from .registry import StreamEntry, failed_stream_error
 from .sources import precheck_source
 
 if TYPE_CHECKING:
     from .app import ServerState
+
+log = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
 INSTRUCTIONS = (
@@ -119,6 +130,10 @@ class McpTools:
                     return self._error(e)
                 except ValidationError as e:
                     return self._error(ApiError("invalid_request", validation_message(e.errors())))
+                except Exception:  # a bug: as REST, a generic message and an id to find the log entry
+                    rid = new_request_id()
+                    log.exception("internal_error request_id=%s: MCP tool %s", rid, fn.__name__)
+                    return error_result(ErrorBody.of("internal_error", "internal server error", rid))
                 data = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
                 return CallToolResult(content=[TextContent(type="text", text=json.dumps(data))],
                                       structured_content=data)
@@ -129,8 +144,7 @@ class McpTools:
         return register
 
     def _error(self, e: ApiError) -> CallToolResult:
-        body, _ = public_error(e.code, e.message, e.status, self.redact)
-        return CallToolResult(content=[TextContent(type="text", text=json.dumps(body.model_dump()))], is_error=True)
+        return error_result(public_error(e.code, e.message, e.status, self.redact)[0])
 
     @staticmethod
     def _principal(ctx: Context) -> Principal:
@@ -222,13 +236,31 @@ class McpTools:
             return Methods(methods=list(state.engine.methods()), default=streams.resolve_method(None))
 
 
+def error_result(body: ErrorBody) -> CallToolResult:
+    """A tool error: ``is_error`` with the REST error body as its text."""
+    return CallToolResult(content=[TextContent(type="text", text=json.dumps(body.model_dump()))], is_error=True)
+
+
+class _Server(MCPServer):
+    """The SDK server, with arguments that fail the tool's input schema reported as REST reports a
+    bad body (``invalid_request``: field and reason, never the value) instead of the SDK's text."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as e:
+            if isinstance(e, UnexpectedToolError) or not isinstance(e.__cause__, ValidationError):
+                raise
+            return error_result(ErrorBody.of("invalid_request", validation_message(e.__cause__.errors())))
+
+
 def _quiet_server() -> MCPServer:
     """The SDK server, without the ``logging.basicConfig`` its constructor runs: the server's
     logging stays as the CLI / embedding application configured it."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:
-        return MCPServer("streamvqa", version="0.1.0", instructions=INSTRUCTIONS)
+        return _Server("streamvqa", version="0.1.0", instructions=INSTRUCTIONS)
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)

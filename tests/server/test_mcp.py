@@ -165,6 +165,26 @@ async def test_tool_errors_carry_the_api_error_codes(mcp_server: BackgroundServe
         assert await error_code(alice, "ask_stream", stream_id="nope", question="Hi?") == "unknown_stream"
         r = await alice.call_tool("add_stream", {"url": (tmp_path / "missing.mp4").as_uri()})
         assert "missing.mp4" in r.content[0].text and str(tmp_path) not in r.content[0].text  # no server paths
+        # arguments outside the input schema: as REST's bad body, field and reason, not the value
+        r = await alice.call_tool("add_stream", {"url": "rtsp://x/", "fps": "fast-please"})
+        body = json.loads(r.content[0].text)
+        assert r.is_error and body["error"]["code"] == "invalid_request" and "fps" in body["error"]["message"]
+        assert "fast-please" not in r.content[0].text
+        assert await error_code(alice, "ask_stream", stream_id="nope") == "invalid_request"  # no question
+
+
+async def test_a_crash_is_an_internal_error_with_an_id_and_no_detail(
+    mcp_server: BackgroundServer, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> list[str]:
+        raise RuntimeError("secret detail at /srv/models")
+
+    monkeypatch.setattr(engine, "methods", broken)
+    async with connect(mcp_server, ALICE) as alice:
+        r = await alice.call_tool("list_methods", {})
+    err = json.loads(r.content[0].text)["error"]
+    assert r.is_error and err["code"] == "internal_error" and len(err["request_id"]) == 16, err
+    assert "secret" not in r.content[0].text and "/srv" not in r.content[0].text
 
 
 
