@@ -19,7 +19,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from streamvqa.engine import Engine
+from streamvqa.engine import Engine, EngineConfig
 from streamvqa.server.app import create_app
 from streamvqa.server.auth import hash_key
 from streamvqa.server.main import BackgroundServer
@@ -209,3 +209,26 @@ async def test_questions_count_against_the_keys_rate_like_rest(mcp_server: Backg
                           headers={"Authorization": f"Bearer {BOB}"})
         assert rest.status_code == 429 and rest.json()["error"]["code"] == "rate_limited"  # one budget
         await call(bob, "delete_stream", stream_id=sid)
+
+
+@pytest.fixture(scope="module")
+def default_engine() -> Engine:
+    """The real default model (SmolLM2 + its vision tower), as `streamvqa serve` runs it."""
+    return Engine(EngineConfig(model="default", threads=1))
+
+
+@pytest.mark.slow
+async def test_the_default_model_answers_over_mcp_exactly_as_over_rest(default_engine: Engine, clip: Path) -> None:
+    keys = json.dumps([{"name": "alice", "hash": hash_key(ALICE)}])
+    question = {"question": "What do you see?", "max_tokens": 8}
+    with serve(default_engine, auth="on", api_keys=keys) as server:
+        async with connect(server, ALICE) as alice:
+            sid = (await call(alice, "add_stream", url=clip.as_uri(), fps=2))["id"]
+            assert (await wait_ended(alice, sid, tries=1200))["state"] == "ended"
+            mcp = await call(alice, "ask_stream", stream_id=sid, **question)
+            rest = httpx.post(f"{server.url}/v1/streams/{sid}/questions", timeout=300,
+                              json=question,
+                              headers={"Authorization": f"Bearer {ALICE}"}).json()
+            assert mcp["answer"].strip() and mcp["tokens"] > 0
+            assert (mcp["answer"], mcp["tokens"], mcp["evidence"]) == (rest["answer"], rest["tokens"], rest["evidence"])
+            await call(alice, "delete_stream", stream_id=sid)
