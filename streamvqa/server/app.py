@@ -243,6 +243,7 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
 
     mcp = McpTools(state, public_info, redact)  # /mcp: the same services, keys and owners as REST
     app.router.routes.extend(mcp.routes)
+    app.state.mcp = mcp
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AuthMiddleware, auth=auth)  # outermost: nothing runs for a caller without a key
 

@@ -146,11 +146,15 @@ class McpTools:
     def _error(self, e: ApiError) -> CallToolResult:
         return error_result(public_error(e.code, e.message, e.status, self.redact)[0])
 
-    @staticmethod
-    def _principal(ctx: Context) -> Principal:
-        """The caller :class:`~.auth.AuthMiddleware` put on this tool call's HTTP request."""
+    def _principal(self, ctx: Context) -> Principal:
+        """The caller :class:`~.auth.AuthMiddleware` put on this tool call's HTTP request (none with
+        auth on: refused, never every stream's ANONYMOUS)."""
         p = getattr(getattr(ctx.request_context.request, "state", None), "principal", None)
-        return p if isinstance(p, Principal) else ANONYMOUS
+        if isinstance(p, Principal):
+            return p
+        if self.state.auth.enabled:
+            raise ApiError("unauthorized", "a valid API key is required (Authorization: Bearer <key>)")
+        return ANONYMOUS
 
     def _remember(self, entry: StreamEntry, question: str, response: AnswerResponse) -> None:
         self._last = {k: v for k, v in self._last.items() if v.entry() is not None}  # forget deleted streams
@@ -185,13 +189,15 @@ class McpTools:
 
         @self._tool(ToolAnnotations(destructive_hint=False, idempotent_hint=False, open_world_hint=True))
         async def add_stream(ctx: Context, url: str, method: str | None = None, fps: float | None = None,
-                             name: str | None = None, probe: bool = False) -> StreamInfo:
+                             name: str | None = None, options: dict[str, Any] | None = None,
+                             probe: bool = False) -> StreamInfo:
             """Start watching a video source: rtsp://, rtsps://, http(s):// (MP4, HLS, MJPEG), file:// or a
             path under the server's media root. ``method``: a preset (list_methods; server default if
-            omitted); ``fps``: frames sampled per second of stream time; ``probe``: open the source and
-            decode a frame before answering. Returns the stream; its ``id`` names it in the other tools."""
+            omitted); ``fps``: frames sampled per second of stream time; ``options``: the method's options;
+            ``probe``: open the source and decode a frame before answering. Returns the stream; its ``id``
+            names it in the other tools."""
             streams = state.require()
-            req = StreamCreate(url=url, method=method, fps=fps, name=name)
+            req = StreamCreate(url=url, method=method, fps=fps, name=name, options=options)
             precheck_source(req.url, state.policy)
             return self.public_info(await streams.create(req, probe=probe, principal=self._principal(ctx)))
 

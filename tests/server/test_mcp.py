@@ -232,3 +232,12 @@ async def test_the_default_model_answers_over_mcp_exactly_as_over_rest(default_e
             assert mcp["answer"].strip() and mcp["tokens"] > 0
             assert (mcp["answer"], mcp["tokens"], mcp["evidence"]) == (rest["answer"], rest["tokens"], rest["evidence"])
             await call(alice, "delete_stream", stream_id=sid)
+
+
+async def test_a_tool_call_without_the_middlewares_caller_is_refused_not_anonymous(engine: Engine) -> None:
+    # in process, no HTTP request and so no principal: with auth on that must not mean "every stream"
+    app = create_app(lean_settings(auth="on", api_keys=f"alice:{hash_key(ALICE)}"), engine=engine)
+    async with app.router.lifespan_context(app), Client(app.state.mcp.server) as client:
+        for tool, args in (("list_streams", {}), ("get_stream", {"stream_id": "s"}),
+                           ("add_stream", {"url": "rtsp://127.0.0.1/x"})):
+            assert await error_code(client, tool, **args) == "unauthorized", tool
