@@ -28,6 +28,7 @@ from .auth import ANONYMOUS, PUBLIC_PATHS, READY_PATH, Authenticator, AuthMiddle
 from .cors import CorsMiddleware
 from .errors import BodyLimitMiddleware, Redactor, install_error_handlers
 from .limits import KeyedLimiter
+from .mcp_tools import McpTools
 from .metrics import ServerMetrics, StreamCollector, render
 from .openai_compat import OpenAIErrorShape, install_routes
 from .openapi import declare_bearer_security
@@ -203,7 +204,8 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
         else:
             loader = asyncio.create_task(_load())
         try:
-            yield
+            async with mcp.lifespan():  # the MCP transport's task group; ends before streams close
+                yield
         finally:
             if loader is not None and not loader.done():
                 loader.cancel()
@@ -238,6 +240,10 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
         if info.last_error is not None:
             info.last_error.message = redact(info.last_error.message)
         return info
+
+    mcp = McpTools(state, public_info, redact)  # /mcp: the same services, keys and owners as REST
+    app.router.routes.extend(mcp.routes)
+    app.state.mcp = mcp
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AuthMiddleware, auth=auth)  # nothing runs for a caller without a key
     app.add_middleware(OpenAIErrorShape)  # the OpenAI paths' 401/413/405 in OpenAI's error shape
