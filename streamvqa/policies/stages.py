@@ -24,6 +24,7 @@ other preset goes through `MemoryStages`:
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,7 +115,9 @@ def piece_meta(piece: Piece, first_frame: int, n_frames: int) -> TokenMeta:
 
 class MemoryStages:
     def __init__(self, session) -> None:
-        self.s = session
+        # a proxy, not a reference: the session owns its stages, and a cycle between them would
+        # keep every tensor of a deleted stream alive until Python's cycle collector ran
+        self.s = weakref.proxy(session)
         c = session.config
         a = session.adapter
         self.config = c
