@@ -116,6 +116,12 @@ def slope_per_hour(ts: list[float], ys: list[float]) -> float | None:
     return sum((t - mt) * (y - my) for t, y in zip(ts, ys, strict=True)) / var * 3600.0
 
 
+def per_frame(samples: list[dict[str, Any]], key: str) -> float | None:
+    """Least-squares slope of `key` over frames encoded (bytes per frame)."""
+    slope = slope_per_hour([s["frames_encoded"] for s in samples], [s[key] for s in samples])
+    return None if slope is None else slope / 3600.0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -204,10 +210,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       f"rss-kv={(mem['VmRSS'] - in_process) / 2**30:.2f} GiB heap={mem['heap_rss'] / 2**30:.2f} GiB "
                       f"arenas={mem['arena_count']} frames={frames} answers={samples[-1]['answers']}", flush=True)
                 stop.wait(args.sample_s)
-            deleted = {}
-            for m, sid in streams.items():
+            stop.set()
+            for a in askers:
+                a.join(timeout=600)
+            for sid in streams.values():
                 http.delete(f"/v1/streams/{sid}")
-                deleted[m] = sid
             time.sleep(2.0)
             after_delete = process_memory(server.pid)
     finally:
@@ -228,6 +235,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rss_minus_kv_bytes_per_hour": slope_per_hour(ts, [s["rss_minus_kv"] for s in steady]),
         "kv_in_process_bytes_per_hour": slope_per_hour(ts, [s["kv_in_process_bytes"] for s in steady]),
         "heap_bytes_per_hour": slope_per_hour(ts, [s["heap_rss"] for s in steady]),
+        # per encoded frame: comparable between runs that encoded at different rates (a busy machine)
+        "rss_minus_kv_bytes_per_frame": per_frame(steady, "rss_minus_kv"),
+        "kv_in_process_bytes_per_frame": per_frame(steady, "kv_in_process_bytes"),
         "kv_bytes_per_hour": {t: slope_per_hour(ts, [s["kv_bytes"].get(t, 0) for s in steady]) for t in tiers},
     }
     last = samples[-1] if samples else {}
@@ -251,6 +261,9 @@ def report(result: dict[str, Any]) -> str:
     def gib(v: float | None) -> str:
         return "—" if v is None else f"{v / 2**30:.2f}"
 
+    def kib(v: float | None) -> str:
+        return "—" if v is None else f"{v / 2**10:.0f}"
+
     lines = [
         f"soak: {', '.join(result['config']['methods'])}, {result['config']['minutes']} min, "
         f"question every {result['config']['ask_every_s']} s, {result['questions']['answers']} answers",
@@ -260,6 +273,8 @@ def report(result: dict[str, Any]) -> str:
         f"growth per hour (GiB/h): RSS {gib(g['rss_bytes_per_hour'])}, RSS-KV {gib(g['rss_minus_kv_bytes_per_hour'])}, "
         f"KV in process {gib(g['kv_in_process_bytes_per_hour'])}, heap {gib(g['heap_bytes_per_hour'])}; per tier: "
         + ", ".join(f"{t} {gib(v)}" for t, v in g["kv_bytes_per_hour"].items()),
+        f"per encoded frame ({last.get('frames_encoded')} frames): RSS-KV {kib(g['rss_minus_kv_bytes_per_frame'])} KiB, "
+        f"KV in process {kib(g['kv_in_process_bytes_per_frame'])} KiB",
     ]
     return "\n".join(lines)
 

@@ -142,6 +142,9 @@ class MemoryStages:
         self.store_bytes = b.get("store")
         self.store_used = 0
         self.extra_tokens = 0  # tokens a policy's probe or caption adds to the cache for a moment
+        if self.device_bytes is not None:  # the window's spare room counts against its budget too
+            session.window.limit = session.window.sink.n_tokens + self.device_cap()
+            session.window.set_sink(session.window.sink)
 
     @property
     def layout(self) -> str:
