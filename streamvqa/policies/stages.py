@@ -296,6 +296,8 @@ class MemoryStages:
 
     def _archive(self, block: Block) -> None:
         s = self.s
+        if not s.stores_blocks:  # nothing reads it back (a window-only preset, engine-owned store)
+            return
         if self.store_bytes is not None and self.store_used + block.nbytes > self.store_bytes:
             s._stats.units_dropped += 1  # the stream's store budget is spent: not written
             return
