@@ -23,7 +23,7 @@ from streamvqa.policies import stages  # module import: stages imports engine mo
 from streamvqa.policies.presets import MethodConfig
 from streamvqa.policies.retrieval.base import Caption, RetrievalContext, Selection, WindowOnly
 from streamvqa.policies.retrieval.rlivs import caption_text
-from streamvqa.store.base import BlockStore, StreamIndex
+from streamvqa.store.base import BlockStore, MemoryStore, StreamIndex
 from streamvqa.store.block import Block
 
 
@@ -162,12 +162,23 @@ class StreamSession:
         s = self._stats
         s.window_tokens = self.window.tokens
         s.kv_bytes = {"device": self.window.nbytes, **self.store.bytes_by_tier(self.stream_id)}
+        window_blocks = self._window_block_bytes()
+        if window_blocks:
+            s.kv_bytes["window"] = window_blocks
         s.kv_blocks = {"window": len(self.window.blocks), **self.store.blocks_by_tier(self.stream_id)}
         if self.stages.memory is not None:
             s.kv_bytes["memory"] = self.stages.memory_bytes()
             s.kv_blocks["memory"] = len(self.stages.memory.units)
             s.memory_tokens = self.stages.memory.tokens
         return s
+
+    def _window_block_bytes(self) -> int:
+        """Host bytes of the pre-RoPE blocks the hot window keeps to re-rotate itself when units
+        leave (bounded by `n_local`). With an engine-owned `MemoryStore` they are the very objects
+        the store counts; any other store holds its own copy, so they are memory of their own."""
+        if self.stores_blocks and isinstance(self.store, MemoryStore):
+            return 0
+        return sum(b.nbytes for b in self.window.blocks)
 
     # -- stages 7-9: answering ---------------------------------------------------------------
     def _check(self, question: str, max_tokens: int, temperature: float, top_p: float) -> None:
