@@ -42,7 +42,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     STREAMVQA_CACHE=/opt/streamvqa/cache \
     HF_HUB_OFFLINE=1 \
-    TRANSFORMERS_OFFLINE=1
+    TRANSFORMERS_OFFLINE=1 \
+    MALLOC_ARENA_MAX=4 \
+    MALLOC_MMAP_THRESHOLD_=131072
+# glibc malloc: large buffers (frames, KV cache layers) are their own mappings, returned when freed,
+# and threads share 4 arenas; without this RSS grew ~15 GiB/h beyond the KV bytes (docs/deploy.md)
 
 # ---- builder: torch pinned per variant, the package, the default model ----------------------
 FROM base AS builder

@@ -1,7 +1,9 @@
 """`streamvqa bench [--quick] [--json OUT] [--model M]`: every section, one run, tables + JSON + plots.
 
 `streamvqa bench real --dataset D --questions FILE ...`: a real benchmark replayed against a server
-(`bench/replay.py`)."""
+(`bench/replay.py`).
+
+`streamvqa bench soak [--minutes M]`: the embedded server's RSS and KV bytes over time (`bench/soak.py`)."""
 
 from __future__ import annotations
 
@@ -19,8 +21,11 @@ def add_parsers(subparsers) -> None:
     p.set_defaults(func=main)
     # `bench real ...`: replay a real benchmark against a server (bench/replay.py); plain `bench` is unchanged
     from bench.replay import add_parser as add_real
+    from bench.soak import add_parser as add_soak
 
-    add_real(p.add_subparsers(dest="bench_command", metavar="{real}"))
+    sub = p.add_subparsers(dest="bench_command", metavar="{real,soak}")
+    add_real(sub)
+    add_soak(sub)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -134,6 +134,9 @@ USAGE_CODES = frozenset({"unknown_method", "invalid_options", "invalid_request",
 
 
 def main(argv: list[str] | None = None) -> int:
+    from streamvqa.server.allocator import configure
+
+    configure()  # glibc malloc set up before any thread starts (docs/deploy.md, "Memory allocator")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -6,6 +6,7 @@ import threading
 
 import torch
 
+from streamvqa.engine import spill
 from streamvqa.engine.config import EngineConfig
 from streamvqa.engine.errors import EngineError
 from streamvqa.engine.session import StreamSession
@@ -22,6 +23,9 @@ class Engine:
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         self.adapter = adapter or load_adapter(self.config.model, self.config.device, self.config.torch_dtype)
+        # a store handed in is shared (multi topology: answer workers rebuild windows from it), so
+        # sessions write every block there; a store of our own gets only blocks a preset reads back
+        self.shared_store = store is not None
         self.store = store or self._make_store()
         self.lock = threading.Lock()  # one forward at a time on the model
         self.sessions: dict[str, StreamSession] = {}
@@ -34,12 +38,17 @@ class Engine:
 
         # the model fingerprint is part of every key: two models never read each other's blocks
         cfg = TieredStoreConfig.model_validate({**self.config.store, "fingerprint": self.adapter.fingerprint()})
+        if any(t.kind == "disk" and spill.is_spill(t.path) for t in cfg.tiers):
+            spill.reap()  # scratch directories of servers that are gone
         return TieredStore(cfg)
 
     def close(self) -> None:
         for stream_id in list(self.sessions):
             self.close_stream(stream_id)
         self.store.close()
+        for t in getattr(getattr(self.store, "config", None), "tiers", ()):
+            if t.kind == "disk":
+                spill.remove(t.path)  # only this process's scratch spill; a configured disk tier stays
 
     def model_info(self) -> dict:
         a = self.adapter
@@ -65,7 +74,7 @@ class Engine:
             raise EngineError(e.code, str(e)) from None
         session = StreamSession(
             stream_id, self.adapter, self.store, method, config, self.lock, self.observers,
-            self.config.max_question_chars, self.config.max_new_tokens,
+            self.config.max_question_chars, self.config.max_new_tokens, store_all=self.shared_store,
         )
         self.sessions[stream_id] = session
         return session

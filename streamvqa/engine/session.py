@@ -21,9 +21,9 @@ from streamvqa.engine.window import HotWindow, Sink, new_cache, place, prefill
 from streamvqa.models.base import ModelAdapter, Piece, piece_len
 from streamvqa.policies import stages  # module import: stages imports engine modules too
 from streamvqa.policies.presets import MethodConfig
-from streamvqa.policies.retrieval.base import Caption, RetrievalContext, Selection
+from streamvqa.policies.retrieval.base import Caption, RetrievalContext, Selection, WindowOnly
 from streamvqa.policies.retrieval.rlivs import caption_text
-from streamvqa.store.base import BlockStore
+from streamvqa.store.base import BlockStore, MemoryStore, StreamIndex
 from streamvqa.store.block import Block
 
 
@@ -49,6 +49,7 @@ class StreamSession:
         observers: list,
         max_question_chars: int = 2000,
         max_new_tokens: int = 512,
+        store_all: bool = True,
     ) -> None:
         self.stream_id = stream_id
         self.adapter = adapter
@@ -56,6 +57,10 @@ class StreamSession:
         self.method = method
         self.config = config
         self.retriever = config.retriever()
+        # a preset that answers from the window alone (sliding-window) never reads a stored block
+        # back: unless another process rebuilds the window from the store (`store_all`), its
+        # blocks live only in the window and leave memory with it
+        self.stores_blocks = store_all or not isinstance(self.retriever, WindowOnly)
         self.captions: list[Caption] = []  # text memory, time order (written by caption retention)
         self.lock = lock  # the engine's model lock, held per forward call
         self.observers = observers
@@ -147,7 +152,8 @@ class StreamSession:
             pos_end=p1,
             rep_keys=keys.float().mean(dim=2).to(keys.dtype),
         )
-        self.store.put(block)
+        if self.stores_blocks:
+            self.store.put(block)
         self.retriever.observe(block, frames)  # stage 6: policies with their own index
         self._next_index += 1
         self.window.push(block)
@@ -156,12 +162,23 @@ class StreamSession:
         s = self._stats
         s.window_tokens = self.window.tokens
         s.kv_bytes = {"device": self.window.nbytes, **self.store.bytes_by_tier(self.stream_id)}
+        window_blocks = self._window_block_bytes()
+        if window_blocks:
+            s.kv_bytes["window"] = window_blocks
         s.kv_blocks = {"window": len(self.window.blocks), **self.store.blocks_by_tier(self.stream_id)}
         if self.stages.memory is not None:
             s.kv_bytes["memory"] = self.stages.memory_bytes()
             s.kv_blocks["memory"] = len(self.stages.memory.units)
             s.memory_tokens = self.stages.memory.tokens
         return s
+
+    def _window_block_bytes(self) -> int:
+        """Host bytes of the pre-RoPE blocks the hot window keeps to re-rotate itself when units
+        leave (bounded by `n_local`). With an engine-owned `MemoryStore` they are the very objects
+        the store counts; any other store holds its own copy, so they are memory of their own."""
+        if self.stores_blocks and isinstance(self.store, MemoryStore):
+            return 0
+        return sum(b.nbytes for b in self.window.blocks)
 
     # -- stages 7-9: answering ---------------------------------------------------------------
     def _check(self, question: str, max_tokens: int, temperature: float, top_p: float) -> None:
@@ -184,7 +201,7 @@ class StreamSession:
         if candidates is not None:
             ids, rep, times = candidates
         else:
-            index = self.store.index(self.stream_id)
+            index = self.block_index()
             ids, rep, times = index.indices, index.rep_keys, index.times
         if at is not None and candidates is None:
             keep = [i for i, (_, t1) in enumerate(times) if t1 <= at]
@@ -305,7 +322,7 @@ class StreamSession:
                   captions: list[Caption] | None = None) -> Assembled:
         """Stage 8: fetch the chosen blocks (any tier) and build the answer cache; retrieved
         captions (text memory) are prefilled after them, in time order."""
-        blocks = {b.index: b for b in self.store.get_many(self.stream_id, wanted)}
+        blocks = {b.index: b for b in self.get_blocks(wanted)}
         # layers may hold different numbers of tokens (StreamKV's per-layer sizes): `prefill`
         # runs such ragged caches one token at a time, so each layer keeps its own selection
         per_layer = [[blocks[i] for i in layer] for layer in selection]
@@ -329,7 +346,25 @@ class StreamSession:
                 for s in segs]
         return torch.stack(embs).cpu(), [s.n for s in segs]
 
+    def block_index(self) -> StreamIndex:
+        """The blocks retrieval may choose from: the store's, or the window's when nothing is stored."""
+        if self.stores_blocks:
+            return self.store.index(self.stream_id)
+        blocks = list(self.window.blocks)
+        if not blocks:
+            return StreamIndex([], torch.empty(0), [])
+        return StreamIndex([b.index for b in blocks], torch.stack([b.rep_keys for b in blocks]),
+                           [(b.t_start, b.t_end) for b in blocks])
+
+    def get_blocks(self, indices: list[int]) -> list[Block]:
+        if self.stores_blocks:
+            return self.store.get_many(self.stream_id, indices)
+        window = {b.index: b for b in self.window.blocks}
+        return [window[i] for i in indices]
+
     def _tiers_of(self, indices: list[int]) -> dict[str, int]:
+        if not self.stores_blocks:
+            return {"window": len(indices)} if indices else {}
         tier_of = getattr(self.store, "tier_of", None)
         if tier_of is None:
             return {getattr(self.store, "tier", "host"): len(indices)}

@@ -14,6 +14,7 @@ from collections import deque
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from streamvqa.engine.layout import contiguous
 from streamvqa.models.base import ModelAdapter
@@ -40,14 +41,15 @@ class HotWindow:
         self.n_local = n_local
         self.sink: Sink | None = None
         self.blocks: deque[Block] = deque()
-        self.cache = DynamicCache(config=adapter.text_config)
+        self.cache = new_cache(adapter, [], [])
         self.next = 0  # position the next unit starts at, in window layout
         self.tokens = 0
+        self.limit: int | None = None  # tokens the cache may hold, spare room included (a device byte budget)
 
     def set_sink(self, sink: Sink) -> None:
         self.sink = sink
         self.next = sink.end
-        self.cache = new_cache(self.adapter, *place(self.adapter, sink, [[]] * self.adapter.n_layers, None))
+        self.cache = new_cache(self.adapter, *place(self.adapter, sink, [[]] * self.adapter.n_layers, None), self.limit)
 
     def push(self, block: Block) -> bool:
         """Account for a unit the last forward appended to the cache; trim if over budget.
@@ -77,7 +79,7 @@ class HotWindow:
         the sink plus every retained token, at its original or contiguous position."""
         assert self.sink is not None
         keys, values, end = place_memory(self.adapter, self.sink, layers, units, layout)
-        self.cache = new_cache(self.adapter, keys, values)
+        self.cache = new_cache(self.adapter, keys, values, self.limit)
         self.blocks.clear()
         self.tokens = layers[0].n if layers else 0
         self.next = end if layout == "contiguous" else next_original
@@ -88,7 +90,7 @@ class HotWindow:
         positions, self.next = contiguous(blocks, self.sink.end)
         keys, values = place(self.adapter, self.sink, [blocks] * self.adapter.n_layers, positions_per_layer=None,
                              positions=positions)
-        self.cache = new_cache(self.adapter, keys, values)
+        self.cache = new_cache(self.adapter, keys, values, self.limit)
 
     @property
     def block_ids(self) -> list[int]:
@@ -96,15 +98,90 @@ class HotWindow:
 
     @property
     def nbytes(self) -> int:
+        """Bytes the window's cache holds, spare room of its layers included."""
         return sum(
-            layer.keys.element_size() * layer.keys.nelement() * 2 for layer in self.cache.layers
-            if getattr(layer, "keys", None) is not None
+            layer.capacity_bytes if isinstance(layer, GrowingLayer) else layer.keys.nbytes + layer.values.nbytes
+            for layer in self.cache.layers if getattr(layer, "keys", None) is not None
         )
 
 
-def new_cache(adapter: ModelAdapter, keys: list[torch.Tensor], values: list[torch.Tensor]) -> DynamicCache:
-    """A DynamicCache holding per-layer keys/values [kv_heads, n, d] (post-RoPE)."""
+# tokens of spare room a cache layer keeps past its length: a unit, or a question and its answer,
+# is appended in place without reallocating the layer
+RESERVE_TOKENS = 256
+
+
+class GrowingLayer(DynamicLayer):
+    """A `DynamicLayer` that appends into spare capacity instead of concatenating.
+
+    DynamicLayer's `update` is ``torch.cat([keys, new])``: every forward (each encoded unit, each
+    question, each generated token) reallocates and copies the layer's whole cache, so a stream
+    frees and allocates its entire window per frame and an answer its whole cache per token; the
+    allocator keeps much of that churn (docs/benchmarks.md, "Soak"). Here the layer owns buffers
+    with room for `RESERVE_TOKENS` (or 1/16 of its length) more tokens; `update` copies only the
+    new tokens and `keys`/`values` are views of the filled part. Growing copies once into a
+    bigger buffer; `crop` only shortens the view (the next update overwrites the cropped tail).
+    """
+
+    def __init__(self, reserve: int = RESERVE_TOKENS, limit: int | None = None) -> None:
+        super().__init__()
+        self.reserve = reserve
+        self.limit = limit  # tokens the buffers never exceed unless one update needs more (a byte budget)
+        self._kbuf: torch.Tensor | None = None
+        self._vbuf: torch.Tensor | None = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n, m = self.get_seq_length(), key_states.shape[-2]
+        buf = self._kbuf
+        if buf is None or n + m > buf.shape[-2] or buf.shape[:-2] != key_states.shape[:-2] \
+                or buf.dtype != key_states.dtype or buf.device != key_states.device:
+            self._grow(n, n + m, key_states, value_states)
+        self._kbuf[..., n:n + m, :].copy_(key_states)
+        self._vbuf[..., n:n + m, :].copy_(value_states)
+        self.keys = self._kbuf[..., :n + m, :]
+        self.values = self._vbuf[..., :n + m, :]
+        return self.keys, self.values
+
+    def _grow(self, n: int, need: int, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        cap = need + max(self.reserve, need // 16)
+        if self.limit is not None:
+            cap = max(need, min(cap, self.limit))
+        kbuf = key_states.new_empty((*key_states.shape[:-2], cap, key_states.shape[-1]))
+        vbuf = value_states.new_empty((*value_states.shape[:-2], cap, value_states.shape[-1]))
+        if n:
+            kbuf[..., :n, :].copy_(self.keys)
+            vbuf[..., :n, :].copy_(self.values)
+        self._kbuf, self._vbuf = kbuf, vbuf
+
+    def reset(self) -> None:
+        self._kbuf = self._vbuf = None
+        super().reset()
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        super().batch_repeat_interleave(repeats)
+        self._kbuf = self._vbuf = None  # the views were replaced by new tensors: next update copies
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        super().batch_select_indices(indices)
+        self._kbuf = self._vbuf = None
+
+    @property
+    def capacity_bytes(self) -> int:
+        """Bytes the layer's buffers hold (its length plus the spare room)."""
+        if self._kbuf is None:
+            return 0 if self.keys is None else self.keys.nbytes + self.values.nbytes
+        return self._kbuf.nbytes + self._vbuf.nbytes
+
+
+def new_cache(adapter: ModelAdapter, keys: list[torch.Tensor], values: list[torch.Tensor],
+              limit: int | None = None) -> DynamicCache:
+    """A DynamicCache holding per-layer keys/values [kv_heads, n, d] (post-RoPE), whose plain
+    layers append in place (`GrowingLayer`, spare room up to `limit` tokens); sliding-window
+    layers of a model stay as they are."""
     cache = DynamicCache(config=adapter.text_config)
+    cache.layers = [GrowingLayer(limit=limit) if type(layer) is DynamicLayer else layer for layer in cache.layers]
     for i, (k, v) in enumerate(zip(keys, values, strict=True)):
         cache.update(k.unsqueeze(0), v.unsqueeze(0), i)
     return cache

@@ -24,6 +24,7 @@ other preset goes through `MemoryStages`:
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,7 +115,9 @@ def piece_meta(piece: Piece, first_frame: int, n_frames: int) -> TokenMeta:
 
 class MemoryStages:
     def __init__(self, session) -> None:
-        self.s = session
+        # a proxy, not a reference: the session owns its stages, and a cycle between them would
+        # keep every tensor of a deleted stream alive until Python's cycle collector ran
+        self.s = weakref.proxy(session)
         c = session.config
         a = session.adapter
         self.config = c
@@ -139,6 +142,9 @@ class MemoryStages:
         self.store_bytes = b.get("store")
         self.store_used = 0
         self.extra_tokens = 0  # tokens a policy's probe or caption adds to the cache for a moment
+        if self.device_bytes is not None:  # the window's spare room counts against its budget too
+            session.window.limit = session.window.sink.n_tokens + self.device_cap()
+            session.window.set_sink(session.window.sink)
 
     @property
     def layout(self) -> str:
@@ -290,6 +296,8 @@ class MemoryStages:
 
     def _archive(self, block: Block) -> None:
         s = self.s
+        if not s.stores_blocks:  # nothing reads it back (a window-only preset, engine-owned store)
+            return
         if self.store_bytes is not None and self.store_used + block.nbytes > self.store_bytes:
             s._stats.units_dropped += 1  # the stream's store budget is spent: not written
             return

@@ -158,6 +158,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry point (``python -m streamvqa.server.cli serve ...``)."""
+    from .allocator import configure
+
+    configure()
     parser = Parser(prog="streamvqa")
     add_parsers(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

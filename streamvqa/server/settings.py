@@ -115,9 +115,10 @@ class ServerSettings(BaseModel):
     # -- KV store tiers (docs/processes.md, streamvqa/store/config.py) ---------------------------
     store_host_bytes: int | None = Field(
         None, ge=1 << 20,
-        description="host-RAM (shared memory) tier budget; None: embedded keeps every block in RAM, multi 2 GiB",
+        description="host-RAM (shared memory) tier budget; None: embedded min(2 GiB, RAM/4, /dev/shm/2), multi 2 GiB",
     )
-    store_disk_path: str | None = Field(None, description="disk tier directory (None: no disk tier)")
+    store_disk_path: str | None = Field(
+        None, description="disk tier directory (None: multi none; embedded spills to $STREAMVQA_CACHE/kv-spill/<pid>)")
     store_disk_bytes: int = Field(16 << 30, ge=1 << 20, description="disk tier budget")
     store_redis_url: str | None = Field(None, description="Redis cold tier, redis://host:port/db (None: none)")
     store_redis_bytes: int = Field(64 << 30, ge=1 << 20, description="Redis tier budget")
@@ -160,11 +161,16 @@ class ServerSettings(BaseModel):
 
     def store_config(self) -> dict[str, Any] | None:
         """`EngineConfig.store` / `TieredStoreConfig` fields (no fingerprint) from the store_*
-        settings; None when nothing is configured in embedded mode (every block in RAM)."""
+        settings; with nothing configured, embedded gets a bounded host tier and a disk spill."""
         host = self.store_host_bytes
         if host is None and not self.store_disk_path and not self.store_redis_url and not self.store_durable:
-            if self.topology == "embedded":
-                return None
+            if self.topology == "embedded":  # bounded by default: host RAM, then a scratch spill to disk
+                from streamvqa.engine.spill import default_host_bytes, spill_dir
+
+                return {"tiers": [{"kind": "host", "budget_bytes": default_host_bytes(), "shm_prefix": self.store_shm_prefix},
+                                  {"kind": "disk", "path": str(spill_dir()), "budget_bytes": self.store_disk_bytes}],
+                        "recover": False, "persist_on_close": False,
+                        "write_behind": {"max_bytes": self.store_write_behind_bytes}}
         tiers: list[dict[str, Any]] = [
             {"kind": "host", "budget_bytes": host or (2 << 30), "shm_prefix": self.store_shm_prefix}
         ]

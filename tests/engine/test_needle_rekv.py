@@ -48,7 +48,7 @@ def test_rekv_answers_a_needle_that_left_the_window_where_sliding_window_cannot(
         session = engine.open_stream(method, method=method, options=options)
         for image, t in frames:
             session.push_frame(image, t)
-        window_start = min(b.t_start for b in session.store.get_many(method, session.window.block_ids))
+        window_start = min(b.t_start for b in session.get_blocks(session.window.block_ids))
         assert window_start > needle_end  # the needle has left the window
         answers[method] = [session.answer(q["question"], max_tokens=4) for q in questions]
         engine.close_stream(method)

@@ -184,7 +184,8 @@ def test_bad_store_settings_fail_at_the_edge():
         ServerSettings.from_env({"STREAMVQA_STORE_HOST_BYTES": "12"})
     cfg = ServerSettings.from_env({"STREAMVQA_TOPOLOGY": "multi", "STREAMVQA_STORE_DISK_PATH": "/var/kv"})
     assert [t["kind"] for t in cfg.store_config()["tiers"]] == ["host", "disk"]
-    assert ServerSettings().store_config() is None  # embedded default: every block in RAM
+    # embedded default: a bounded host tier spilling to disk (tests/engine/test_spill.py)
+    assert [t["kind"] for t in ServerSettings().store_config()["tiers"]] == ["host", "disk"]
     spill = ServerSettings.from_env({"STREAMVQA_STORE_DURABLE": "true", "STREAMVQA_STORE_REDIS_URL": "redis://h:1/0",
                                      "STREAMVQA_STORE_SPILL_PATH": "/var/spill",
                                      "STREAMVQA_STORE_SPILL_BYTES": str(8 << 20)}).store_config()["spill"]

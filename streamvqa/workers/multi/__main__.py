@@ -36,6 +36,9 @@ def run_worker(role: str, config_path: str, fingerprint: str | None = None, log_
 
 
 def main(argv: list[str] | None = None) -> int:
+    from streamvqa.server.allocator import configure
+
+    configure()  # before the worker starts threads (docs/deploy.md, "Memory allocator")
     p = argparse.ArgumentParser(prog="python -m streamvqa.workers.multi")
     p.add_argument("role", help="kvstore, encoder[-N] or answer[-N]")
     p.add_argument("--config", required=True)
