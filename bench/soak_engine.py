@@ -107,17 +107,20 @@ def sample(sessions: list, frames: int, answers: int, elapsed: float) -> dict[st
         window_tokens.append(st.window_tokens)
         for tier, n in st.kv_bytes.items():
             kv[tier] = kv.get(tier, 0) + int(n)
+    # the store's index: rep_keys of every stored block (not KV, grows with the stream by design)
+    index = sum(s.block_index().rep_keys.nbytes for s in sessions if s.stores_blocks)
     mem = process_memory(os.getpid())
     in_process = sum(n for tier, n in kv.items() if tier not in OUT_OF_PROCESS)
     return {"frames": frames, "t": round(elapsed, 1), **mem, **(mallinfo2() or {}), "kv_bytes": kv,
-            "kv_in_process_bytes": in_process, "rss_minus_kv": mem["VmRSS"] - in_process,
+            "kv_in_process_bytes": in_process, "rss_minus_kv": mem["VmRSS"] - in_process, "index_bytes": index,
             "window_tokens": window_tokens, "answers": answers}
 
 
 def line(s: dict[str, Any]) -> str:
     mib = 2**20
     return (f"soak frames={s['frames']:5d} t={s['t']:6.0f}s rss={s['VmRSS'] / mib:7.1f} MiB "
-            f"kv={s['kv_in_process_bytes'] / mib:6.1f} rss-kv={s['rss_minus_kv'] / mib:7.1f} "
+            f"kv={s['kv_in_process_bytes'] / mib:6.1f} (answer {s['kv_bytes'].get('answer', 0) / mib:5.1f}) "
+            f"rss-kv={s['rss_minus_kv'] / mib:7.1f} index={s['index_bytes'] / mib:5.1f} "
             f"heap={s['heap_rss'] / mib:5.1f} malloc in use/free={s.get('malloc_in_use', 0) / mib:5.1f}/"
             f"{s.get('malloc_free', 0) / mib:5.1f} mmapped={s.get('malloc_mmapped', 0) / mib:6.1f} "
             f"window={s['window_tokens']} answers={s['answers']}")
@@ -139,7 +142,7 @@ def summarize(args: argparse.Namespace, methods: list[str], loaded: dict, sample
     start = max(full_at or 0, int(args.warmup * args.frames))
     steady = [s for s in samples if s["frames"] >= start]
     late = [s for s in samples if s["frames"] >= args.frames // 2]
-    keys = ("rss_minus_kv", "VmRSS", "kv_in_process_bytes", "heap_rss", "RssAnon", "malloc_in_use", "malloc_free",
+    keys = ("rss_minus_kv", "VmRSS", "kv_in_process_bytes", "index_bytes", "heap_rss", "RssAnon", "malloc_in_use", "malloc_free",
             "malloc_mmapped")
     growth = {f"{k}_bytes_per_frame": fit(steady, k) for k in keys if samples and k in samples[0]}
     growth_late = {f"{k}_bytes_per_frame": fit(late, k) for k in keys if samples and k in samples[0]}

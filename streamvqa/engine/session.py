@@ -17,7 +17,7 @@ from streamvqa.engine.errors import EngineError
 from streamvqa.engine.layout import layout_for
 from streamvqa.engine.sampling import TextStream, next_token
 from streamvqa.engine.types import Answer, SessionStats, TokenEvent
-from streamvqa.engine.window import HotWindow, Sink, new_cache, place, prefill
+from streamvqa.engine.window import HotWindow, Sink, cache_bytes, new_cache, place, prefill
 from streamvqa.models.base import ModelAdapter, Piece, piece_len
 from streamvqa.policies import stages  # module import: stages imports engine modules too
 from streamvqa.policies.presets import MethodConfig
@@ -165,6 +165,12 @@ class StreamSession:
         window_blocks = self._window_block_bytes()
         if window_blocks:
             s.kv_bytes["window"] = window_blocks
+        # the last answer cache, kept for a follow-up question: the sink, the retrieved blocks (at
+        # most topk per layer) or the retained memory, and its spare room; bounded, but KV memory
+        # the stream holds (docs/benchmarks.md, "Soak")
+        assembled = self._assembled
+        if assembled is not None:
+            s.kv_bytes["answer"] = cache_bytes(assembled.cache)
         s.kv_blocks = {"window": len(self.window.blocks), **self.store.blocks_by_tier(self.stream_id)}
         if self.stages.memory is not None:
             s.kv_bytes["memory"] = self.stages.memory_bytes()
