@@ -113,6 +113,9 @@ def sample(sessions: list, frames: int, answers: int, elapsed: float) -> dict[st
     in_process = sum(n for tier, n in kv.items() if tier not in OUT_OF_PROCESS)
     return {"frames": frames, "t": round(elapsed, 1), **mem, **(mallinfo2() or {}), "kv_bytes": kv,
             "kv_in_process_bytes": in_process, "rss_minus_kv": mem["VmRSS"] - in_process, "index_bytes": index,
+            # the answer caches kept for follow-ups: KV since they are counted (tier "answer"); before,
+            # they were part of RSS minus KV
+            "answer_bytes": kv.get("answer", 0),
             "window_tokens": window_tokens, "answers": answers}
 
 
@@ -142,7 +145,7 @@ def summarize(args: argparse.Namespace, methods: list[str], loaded: dict, sample
     start = max(full_at or 0, int(args.warmup * args.frames))
     steady = [s for s in samples if s["frames"] >= start]
     late = [s for s in samples if s["frames"] >= args.frames // 2]
-    keys = ("rss_minus_kv", "VmRSS", "kv_in_process_bytes", "index_bytes", "heap_rss", "RssAnon", "malloc_in_use", "malloc_free",
+    keys = ("rss_minus_kv", "VmRSS", "kv_in_process_bytes", "answer_bytes", "index_bytes", "heap_rss", "RssAnon", "malloc_in_use", "malloc_free",
             "malloc_mmapped")
     growth = {f"{k}_bytes_per_frame": fit(steady, k) for k in keys if samples and k in samples[0]}
     growth_late = {f"{k}_bytes_per_frame": fit(late, k) for k in keys if samples and k in samples[0]}
