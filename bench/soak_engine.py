@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(line(samples[-1]), flush=True)
         for s in list(engine.sessions):
             engine.close_stream(s)
+        sessions.clear()  # the closed sessions' windows and answer caches go with them
         gc.collect()
         after_close = process_memory(os.getpid())
     finally:
