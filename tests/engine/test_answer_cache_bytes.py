@@ -34,3 +34,17 @@ def test_answer_cache_is_counted_and_bounded(method: str) -> None:
             bound = (session.window.sink.n_tokens + TOPK * block_tokens + (MEMORY if method == "hybrid" else 0)
                      + piece_len(adapter.question_piece(QUESTION)) + MAX_TOKENS + RESERVE_TOKENS)
             assert cache.layers[0]._kbuf.shape[-2] <= bound
+
+
+def test_an_answer_in_flight_counts_its_cache() -> None:
+    """While an answer runs its cache is not the kept one (a follow-up may not reuse it yet) but
+    is memory all the same: a memory sample taken meanwhile counts it."""
+    torch.set_num_threads(1)
+    session = Engine(adapter=get_adapter("tiny:smolvlm")).open_stream("s", method="rekv", options=OPTIONS["rekv"])
+    for img, t in make_frames(8, seed=2, size=32):
+        session.push_frame(img, t)
+    it = session._answer_iter(QUESTION, max_tokens=MAX_TOKENS)
+    next(it)  # the first token: the answer holds its cache
+    assert session._assembled is None and session.stats().kv_bytes["answer"] > 0
+    list(it)
+    assert session.stats().kv_bytes["answer"] == cache_bytes(session._assembled.cache)
