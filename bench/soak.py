@@ -17,7 +17,8 @@ the server process every `--sample-s` seconds:
 
 Growth per hour is the least-squares slope over the samples after `--warmup` of the run (the
 model load and the first units are not growth). Nothing is asserted: the figures are printed
-and written as JSON (docs/benchmarks.md, "Soak").
+and written as JSON (docs/benchmarks.md, "Soak"). `--in-process` drives the engine alone instead
+(`bench/soak_engine.py`: synthetic frames, a small hot window, a frame clock).
 """
 
 from __future__ import annotations
