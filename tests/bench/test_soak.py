@@ -49,3 +49,28 @@ def test_soak_runs_against_a_real_server(tmp_path: Path) -> None:
     assert last["frames_encoded"] > 0 and last["rss_minus_kv"] == last["VmRSS"] - last["kv_in_process_bytes"]
     assert set(last["kv_bytes"]) >= {"device", "host"}
     assert result["growth"]["rss_bytes_per_hour"] is not None
+
+
+def test_mallinfo2_reads_glibc_heap() -> None:
+    from bench.soak_engine import mallinfo2
+
+    m = mallinfo2()
+    if m is None:
+        pytest.skip("not glibc >= 2.33")
+    assert m["malloc_in_use"] > 0 and m["malloc_arena"] >= m["malloc_in_use"]
+
+
+@pytest.mark.slow
+def test_soak_in_process_separates_answer_caches_from_the_rest(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    rc = main(["bench", "soak", "--in-process", "--model", "tiny:smolvlm", "--methods", "rekv,sliding-window",
+               "--frames", "30", "--n-local", "40", "--ask-every-frames", "5", "--sample-every", "10",
+               "--max-tokens", "2", "--json", str(out)])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert [s["frames"] for s in result["samples"]] == [10, 20, 30]
+    last = result["last"]
+    assert last["answers"] == 12 and last["answer_bytes"] == last["kv_bytes"]["answer"] > 0
+    assert last["rss_minus_kv"] == last["VmRSS"] - last["kv_in_process_bytes"]
+    assert last["index_bytes"] > 0 and result["window_full_at_frame"] is not None
+    assert result["growth"]["rss_minus_kv_bytes_per_frame"] is not None
