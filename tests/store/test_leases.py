@@ -74,7 +74,7 @@ def test_leased_blocks_are_not_evicted_until_released_or_expired(store):
         map_block(desc)
 
     clock = [1000.0]
-    store._leases.clock = lambda: clock[0]
+    store.leases.clock = lambda: clock[0]
     store.lease("cam-1", [9], ttl_s=5)
     store.put(make_block(13))
     store.flush()

@@ -86,7 +86,7 @@ def test_invariant4_budgets_never_exceeded_and_every_block_retrievable(layout, t
         blocks[(b.stream_id, b.index)] = b
         s.put(b)
         assert_within_budgets(s)
-        assert len(s._pending) <= wb.max_items + 2  # staging stays bounded
+        assert s.stats()["pending_items"] <= wb.max_items + 2  # staging stays bounded
         if i % 50 == 0:
             s.get_many(b.stream_id, [b.index])  # reads interleaved with writes
     s.flush()
