@@ -78,6 +78,7 @@ def drained(engine: MultiEngine) -> bool:
     return not h["degraded"] and h["pending_items"] == 0
 
 
+@pytest.mark.slow
 def test_redis_down_and_back_during_a_stream(cold_cluster, redis_ctl):
     engine = cold_cluster
     session = engine.open_stream("rd", "rekv", {})
@@ -118,6 +119,7 @@ def test_redis_down_and_back_during_a_stream(cold_cluster, redis_ctl):
         engine.close_stream("rd")
 
 
+@pytest.mark.slow
 def test_blocks_lost_with_redis_degrade_the_answer(cold_cluster, redis_ctl):
     """FLUSHALL while blocks live only in Redis: they are gone for good. The first question
     reads one of them (listed, then missing: the store finds every loss at that miss), is asked

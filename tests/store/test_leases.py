@@ -31,6 +31,7 @@ def store(tmp_path, shm_guard):
         yield s
 
 
+@pytest.mark.slow
 def test_second_process_maps_leased_blocks(store):
     for i in range(6):
         store.put(make_block(i))
@@ -117,6 +118,7 @@ for d in json.loads(sys.argv[1]):
 """
 
 
+@pytest.mark.slow
 def test_independent_reader_exit_does_not_unlink_segments(store):
     """gh-82300: a plain SharedMemory attach in a standalone process gets the segment unlinked by
     that process's resource tracker at exit. map_block must not register it."""

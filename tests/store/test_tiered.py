@@ -273,6 +273,7 @@ def test_config_validation(tmp_path):
     assert [t.kind for t in cfg.tiers] == ["host", "disk"]
 
 
+@pytest.mark.slow
 def test_redis_down_degrades_and_catches_up(tmp_path, shm_guard):
     """Redis stopped mid-stream: warm blocks keep being served, writes stage and are retried,
     the cold tier catches up when Redis comes back (same port, persistence on)."""
