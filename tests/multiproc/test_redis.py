@@ -5,7 +5,6 @@ Redis returns; `/ready` reports the cold tier's health. Real redis-server on 127
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -175,8 +174,7 @@ def test_ready_reports_cold_tier_in_embedded_mode(redis_ctl, tmp_path):
             assert body["checks"]["store"]["tiers"]["redis"]["ok"] is False
         finally:
             redis_ctl.start()
-        time.sleep(0.1)
-        assert client.get("/ready").json()["degraded"] == []
+        assert wait_until(lambda: client.get("/ready").json()["degraded"] == [], 30)
 
 
 def test_bad_store_settings_fail_at_the_edge():
