@@ -36,8 +36,9 @@ def unmarked(path: Path) -> list[str]:
     if any(isinstance(n, ast.Assign) and "pytestmark" in ast.unparse(n.targets[0]) and "slow" in ast.unparse(n.value)
            for n in tree.body):
         return []
-    funcs = {n.name: ast.get_source_segment(src, n) for n in tree.body
-             if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and not n.name.startswith("test")}
+    funcs = {n.name: ast.get_source_segment(src, n) for n in tree.body  # module fixtures, helpers, classes
+             if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+             and not n.name.lower().startswith("test")}
     spawning = {name for name, body in funcs.items() if SPAWNS.search(body)} | set(PROCESS_FIXTURES)
     for _ in range(3):  # module fixtures and helpers that use spawning ones
         uses = re.compile(rf"\b({'|'.join(map(re.escape, spawning))})\b")

@@ -154,6 +154,7 @@ def _tier(engine: MultiEngine, stream: str, index: int) -> str | None:
     return engine.store.tier_of(stream, index)
 
 
+@pytest.mark.slow
 def test_ready_reports_cold_tier_in_embedded_mode(redis_ctl, tmp_path):
     """Operators configure tiers with STREAMVQA_STORE_*; /ready shows the cold tier's health."""
     settings = ServerSettings.from_env({
