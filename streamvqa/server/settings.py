@@ -191,7 +191,7 @@ class ServerSettings(_Settings):
     )
 
     # -- KV store tiers: STREAMVQA_STORE_<NAME> (StoreSettings below) -------------------------
-    store: StoreSettings = Field(default_factory=lambda: StoreSettings())
+    store: StoreSettings = Field(default_factory=StoreSettings)
     # -- multi topology ------------------------------------------------------------------------
     run_dir: str | None = Field(None, description="multi: worker sockets, config and logs (None: a temp dir)")
     encoder_device: str | None = Field(
