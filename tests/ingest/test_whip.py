@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import av
 import pytest
 
@@ -14,6 +12,7 @@ from aiortc.mediastreams import VideoStreamTrack  # noqa: E402
 
 from streamvqa.workers.ingest import IngestError, IngestState  # noqa: E402
 from streamvqa.workers.ingest.whip import WhipSession, loopback_ice  # noqa: E402
+from tests.helpers import wait_until_async  # noqa: E402
 
 from .helpers import CollectingSink  # noqa: E402
 from .media import index_image, read_index  # noqa: E402
@@ -53,16 +52,6 @@ async def publish(codec: str | None = None) -> tuple[RTCPeerConnection, IndexTra
     return pc, track, pc.localDescription.sdp
 
 
-async def wait_for(pred, timeout: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if pred():
-            return True
-        await asyncio.sleep(0.05)
-    return pred()
-
-
 @pytest.mark.parametrize("codec", ["VP8", "H264"])
 async def test_whip_frames_reach_sink(loopback: None, codec: str) -> None:
     client, track, offer = await publish(codec)
@@ -73,7 +62,7 @@ async def test_whip_frames_reach_sink(loopback: None, codec: str) -> None:
         assert "a=candidate" in answer and "127.0.0.1" in answer
         assert session.state is IngestState.CONNECTING
         await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-        assert await wait_for(lambda: len(sink) >= 6, timeout=30), session.stats()
+        assert await wait_until_async(lambda: len(sink) >= 6, timeout=30), session.stats()
         assert session.state is IngestState.RUNNING
     finally:
         if session is not None:
@@ -134,7 +123,7 @@ async def test_whip_publisher_hangs_up_ends_session(loopback: None) -> None:
     session, answer = await WhipSession.create(offer, sink, fps=2.0)
     try:
         await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-        assert await wait_for(lambda: len(sink) >= 2, timeout=30), session.stats()
+        assert await wait_until_async(lambda: len(sink) >= 2, timeout=30), session.stats()
         await client.close()
         assert await session.wait(timeout=20), session.stats()
         assert session.state in (IngestState.ENDED, IngestState.FAILED)
