@@ -157,3 +157,17 @@ def test_embedded_session_answers_through_the_protocol(engine: Engine) -> None:
         assert session.answer("what is shown?", max_tokens=4).token_ids == tokens
     finally:
         engine.close_stream("proto-answer")
+
+
+def test_remote_ingest_does_not_import_the_facade() -> None:
+    """The handle needs only `IngestHost` (which `RemoteSession` implements): no import cycle."""
+    import streamvqa.workers.multi.remote_ingest as remote_ingest
+
+    tree = ast.parse(inspect.getsource(remote_ingest))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "streamvqa.workers.multi.facade" not in imported
+    host = RemoteSession(None, "s", "rekv", {}, "encoder")  # type: ignore[arg-type]
+    for name in ("stream_id", "encoder"):
+        assert hasattr(host, name)
+    for name, fn in _methods(remote_ingest.IngestHost).items():
+        assert _params(getattr(RemoteSession, name)) == _params(fn)
