@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import torch
 
 from streamvqa.engine import spill
 from streamvqa.engine.config import EngineConfig
 from streamvqa.engine.errors import EngineError
+from streamvqa.engine.protocols import EngineObserver
 from streamvqa.engine.session import StreamSession
 from streamvqa.models.base import ModelAdapter
 from streamvqa.models.loading import load_adapter
@@ -29,7 +31,7 @@ class Engine:
         self.store = store or self._make_store()
         self.lock = threading.Lock()  # one forward at a time on the model
         self.sessions: dict[str, StreamSession] = {}
-        self.observers: list = []
+        self.observers: list[EngineObserver] = []
 
     def _make_store(self) -> BlockStore:
         if self.config.store is None:
@@ -63,6 +65,21 @@ class Engine:
 
     def methods(self) -> list[str]:
         return list(PRESETS)
+
+    # -- capabilities of the Engine protocol (engine/protocols.py) ------------------------------
+    def health(self) -> dict[str, Any]:
+        """The store's tiers for `/ready`. A host-RAM store (no `health`, it is not part of
+        `BlockStore`) lives and dies with this process: nothing to report."""
+        probe = getattr(self.store, "health", None)
+        if probe is None:
+            return {"ok": True, "degraded": [], "note": "in-process store"}
+        return dict(probe())
+
+    def collectors(self) -> list[Any]:
+        return []  # the server's own collectors see everything in this process
+
+    def tokenizer(self) -> Any | None:
+        return self.adapter.tokenizer
 
     def open_stream(self, stream_id: str, method: str = "rekv", options: dict | None = None) -> StreamSession:
         if stream_id in self.sessions:

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
+from streamvqa.engine.protocols import Engine
 from streamvqa.proto import (
     AnswerResponse,
     ApiError,
@@ -32,7 +33,7 @@ from .mcp_tools import McpTools
 from .metrics import ServerMetrics, StreamCollector, render
 from .openai_compat import OpenAIErrorShape, install_routes
 from .openapi import declare_bearer_security
-from .question_tokens import question_counter
+from .question_tokens import Counter, question_counter
 from .registry import StreamEntry, StreamRegistry, failed_stream_error
 from .settings import ServerSettings
 from .sources import precheck_source
@@ -46,16 +47,17 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def load_engine(settings: ServerSettings) -> Any:
+def load_engine(settings: ServerSettings) -> Engine:
     """Build the engine the settings name: in-process (embedded), or the worker processes behind
     an engine-shaped facade (multi; see docs/processes.md). The API code is the same for both."""
     if settings.topology == "multi":
         from streamvqa.workers.multi.facade import MultiEngine
 
         return MultiEngine(multi_config(settings))
-    from streamvqa.engine import Engine, EngineConfig
+    from streamvqa.engine import EngineConfig
+    from streamvqa.engine.engine import Engine as EmbeddedEngine
 
-    return Engine(
+    return EmbeddedEngine(
         EngineConfig(
             model=settings.model,
             device=settings.device,
@@ -114,26 +116,24 @@ class ServerState:
     auth: Authenticator
     policy: UrlPolicy
     question_limiter: KeyedLimiter = field(default_factory=KeyedLimiter)
-    engine: Any = None
+    engine: Engine | None = None
     streams: StreamRegistry | None = None
     load_error: str | None = None
     owns_engine: bool = False
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def token_counter(self, engine: Any) -> Any:
+    def token_counter(self, engine: Engine) -> Counter:
         """The question token counter (multi: loads the tokenizer; call off the event loop)."""
-        return question_counter(engine, self.settings.model, self.settings.topology == "multi")
+        return question_counter(engine.tokenizer(), self.settings.model, self.settings.topology == "multi")
 
-    def attach(self, engine: Any, count_tokens: Any = None) -> None:
+    def attach(self, engine: Engine, count_tokens: Counter | None = None) -> None:
         self.engine = engine
         self.streams = StreamRegistry(engine, self.settings, self.policy)
         self.streams.start_reaper()
         self.answers.count_tokens = count_tokens or self.token_counter(engine)
-        observers = getattr(engine, "observers", None)
-        if isinstance(observers, list):
-            observers.append(self.metrics)
+        engine.observers.append(self.metrics)
         self.registry.register(StreamCollector(self.streams, lambda: self.device))
-        for collector in getattr(engine, "collectors", lambda: [])():  # topology-specific (multi: workers)
+        for collector in engine.collectors():  # topology-specific (multi: workers)
             self.registry.register(collector)
         self.loaded.set()
 
@@ -172,7 +172,7 @@ def principal_of(request: Request) -> Principal:
     return p if isinstance(p, Principal) else ANONYMOUS
 
 
-def create_app(settings: ServerSettings | None = None, engine: Any = None) -> FastAPI:
+def create_app(settings: ServerSettings | None = None, engine: Engine | None = None) -> FastAPI:
     """The streamvqa API. With ``engine=None`` the engine is built from ``settings`` in the
     background at startup (``/health`` answers meanwhile, ``/ready`` says 503 until loaded);
     a given engine is used as is and not closed on shutdown."""
@@ -214,12 +214,10 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
             if state.streams is not None:
                 await state.streams.close_all()
             if state.engine is not None:
-                observers = getattr(state.engine, "observers", None)
-                if isinstance(observers, list) and metrics in observers:
-                    observers.remove(metrics)
-                close = getattr(state.engine, "close", None)
-                if state.owns_engine and callable(close):
-                    await asyncio.to_thread(close)
+                if metrics in state.engine.observers:
+                    state.engine.observers.remove(metrics)
+                if state.owns_engine:
+                    await asyncio.to_thread(state.engine.close)
 
     app = FastAPI(
         title="streamvqa",
@@ -396,7 +394,7 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
         ok = state.engine is not None
         checks["model"] = {"ok": ok, **state.model_info()} if ok else {
             "ok": False, "error": state.load_error or "loading"}
-        if ok:
+        if state.engine is not None:
             store = _store_health(state.engine)
             checks["store"] = store
             if not store.get("ok", True):
@@ -418,16 +416,12 @@ def _collector(state: ServerState) -> StreamCollector:
     return StreamCollector(state.streams, lambda: state.device)
 
 
-def _store_health(engine: Any) -> dict[str, Any]:
-    """The engine's store health (``engine.health()`` or ``engine.store.health()``), if it has one."""
-    for target in (engine, getattr(engine, "store", None)):
-        fn = getattr(target, "health", None) if target is not None else None
-        if callable(fn):
-            try:
-                h = dict(fn())
-            except Exception as e:
-                return {"ok": False, "error": f"{type(e).__name__}: {e}"}
-            h.setdefault("ok", True)
-            h.setdefault("degraded", [])
-            return h
-    return {"ok": True, "degraded": [], "note": "in-process store"}
+def _store_health(engine: Engine) -> dict[str, Any]:
+    """The engine's store health (``engine.health()``); a failing probe is not ready."""
+    try:
+        h = dict(engine.health())
+    except Exception as e:
+        return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+    h.setdefault("ok", True)
+    h.setdefault("degraded", [])
+    return h

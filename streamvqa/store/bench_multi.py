@@ -14,7 +14,6 @@ Figures in seconds (p50 and mean over questions) and MB/s (1e6 B/s). Nothing is 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import statistics
 import sys
@@ -37,22 +36,17 @@ def _summary(xs: list[float]) -> dict[str, float]:
     return {"p50": statistics.median(xs), "mean": statistics.fmean(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
 
 
-async def _timed_ask(session: Any, question: str, max_tokens: int) -> tuple[float | None, Any]:
-    """Seconds to the first event, and the final Answer, through the public `ask` stream."""
-    start = time.perf_counter()
-    t_first, answer = None, None
-    async for ev in session.ask(question, max_tokens=max_tokens):
-        if t_first is None:
-            t_first = time.perf_counter() - start
-        answer = ev
-    return t_first, answer
-
-
 def _ask_all(session: Any, questions: list[str], max_tokens: int) -> dict[str, Any]:
     first, total, engine_first, engine_total, tokens = [], [], [], [], []
     for q in questions:
         start = time.perf_counter()
-        t_first, answer = asyncio.run(_timed_ask(session, q, max_tokens))
+        t_first = None
+        answer = None
+        events = session.events(q, max_tokens=max_tokens)  # the Session protocol, either topology
+        for ev in events:
+            if t_first is None:
+                t_first = time.perf_counter() - start
+            answer = ev
         total.append(time.perf_counter() - start)
         first.append(t_first if t_first is not None else total[-1])
         engine_first.append(answer.timings.get("first_token_s", 0.0))
