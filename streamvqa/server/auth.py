@@ -41,6 +41,8 @@ PBKDF2_ITERATIONS = 200_000
 DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 PUBLIC_PATHS = frozenset({"/health"}) | DOCS_PATHS
 READY_PATH = "/ready"
+#: the web console's static files (no data in them; every call they make needs a key)
+CONSOLE_PATH = "/console"
 METRICS_PATH = "/metrics"
 #: WebSocket subprotocol carrying the key for browsers: ``Sec-WebSocket-Protocol: bearer.<key>``
 WS_TOKEN_PREFIX = "bearer."
@@ -336,7 +338,7 @@ class AuthMiddleware:
         path = scope.get("path", "")
         token = bearer_token(scope.get("headers", []))
         state = scope.setdefault("state", {})
-        if path in PUBLIC_PATHS:
+        if path in PUBLIC_PATHS or path == CONSOLE_PATH or path.startswith(CONSOLE_PATH + "/"):
             state["principal"] = None
         elif path == METRICS_PATH:
             if not self.auth.check_metrics(token):
