@@ -27,7 +27,7 @@ ASSETS = {
 }
 #: same origin only: scripts, styles, API calls and WebSockets ('self' covers ws(s) of this host),
 #: pictures from blob: URLs (thumbnails are fetched with the key), the camera preview as a stream
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' blob:; "
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' blob: data:; "
        "media-src 'self' blob: mediastream:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 ASSET_HEADERS = {
     "Content-Security-Policy": CSP,
