@@ -24,10 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the DTLS stack (OpenSSL 4 inside cryptography) has no P-224 TLS group: "
-                   "FFmpeg's default certificate fails the handshake (docs/console.md, WHIP publishers)")
 def test_ffmpeg_whip_muxer_with_default_options(engine) -> None:
-    """FFmpeg's muxer makes an ECDSA P-224 certificate by default (GnuTLS inside PyAV)."""
+    """FFmpeg's muxer makes an ECDSA P-224 certificate by default (GnuTLS inside PyAV); the DTLS
+    handshake needs the system OpenSSL (``workers/ingest/dtls_compat.py``)."""
     if "whip" not in av.formats_available:
         pytest.skip("this FFmpeg has no WHIP muxer")
     settings = lean_settings(host="127.0.0.1", port=0, log_level="warning", whip_ice_addresses=["127.0.0.1"])

@@ -28,6 +28,7 @@ import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from . import dtls_compat
 from .delivery import FrameDelivery, Sink
 from .errors import IngestError
 from .pipeline import FramePipeline
@@ -35,6 +36,7 @@ from .sampler import RgbConverter
 from .stats import IngestCounters, IngestState, IngestStats
 
 log = logging.getLogger(__name__)
+dtls_compat.install()  # FFmpeg's default publisher certificate (P-224): see dtls_compat
 
 _original_get_host_addresses = aioice.ice.get_host_addresses
 
