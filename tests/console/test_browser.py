@@ -128,7 +128,7 @@ def test_console_in_chromium(console_server: BackgroundServer, browser, tmp_path
     page.fill("#question", "What is shown?")
     page.fill("#ask-max", "6")
     page.click("#ask-form button")
-    sync_api.expect(page.locator("#answer-meta")).to_contain_text("tokens")
+    sync_api.expect(page.locator("#answer-meta")).to_contain_text("token")
     assert page.locator("#answer").inner_text().strip() != ""
     assert sum('"type":"token"' in f for f in frames) >= 1, frames  # tokens streamed before the answer
     assert '"type":"answer"' in frames[-1]
@@ -152,7 +152,7 @@ def test_console_in_chromium(console_server: BackgroundServer, browser, tmp_path
     page.select_option("#ask-stream", cam_id)
     page.fill("#question", "What colour is the circle?")
     page.click("#ask-form button")
-    sync_api.expect(page.locator("#answer-meta")).to_contain_text("tokens")
+    sync_api.expect(page.locator("#answer-meta")).to_contain_text("token")
     page.screenshot(path=str(shots / "console-camera.png"), full_page=True)
     page.click("#camera")  # stop: the WHIP DELETE; the stream stays, ended
     sync_api.expect(cam.locator(".state")).to_have_text("ended")

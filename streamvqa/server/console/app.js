@@ -389,7 +389,7 @@ function onMessage(streamId, msg) {
     state.pending.delete(msg.request_id);
     $("answer").textContent = msg.answer;
     $("answer-meta").textContent =
-      `${msg.tokens} tokens · ${msg.finish_reason}` +
+      `${msg.tokens} token${msg.tokens === 1 ? "" : "s"} · ${msg.finish_reason}` +
       (msg.timings && msg.timings.ttft_s != null ? ` · first token ${msg.timings.ttft_s.toFixed(2)} s` : "");
     showEvidence(streamId, msg.evidence || []);
   } else if (msg.type === "error") {
