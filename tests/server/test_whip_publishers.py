@@ -96,3 +96,13 @@ def test_serve_configures_the_app_loggers(monkeypatch: pytest.MonkeyPatch) -> No
     assert not whip_log.isEnabledFor(logging.INFO)
     configure_logging("trace")  # uvicorn's finest level
     assert whip_log.isEnabledFor(logging.DEBUG)
+
+
+def test_whip_ice_addresses_setting() -> None:
+    from streamvqa.server.settings import ServerSettings
+
+    s = ServerSettings.from_env({"STREAMVQA_WHIP_ICE_ADDRESSES": "host, 127.0.0.1,::1"})
+    assert s.whip_ice_addresses == ["host", "127.0.0.1", "::1"]
+    assert ServerSettings.from_env({}).whip_ice_addresses == []
+    with pytest.raises(ValueError, match="whip_ice_addresses: 'eth0' is not an IP address"):
+        ServerSettings.from_env({"STREAMVQA_WHIP_ICE_ADDRESSES": "eth0"})
