@@ -310,8 +310,9 @@ def ws_token(scope: Scope) -> tuple[str | None, str | None]:
 
 
 class AuthMiddleware:
-    """Requires an API key on every HTTP request but ``/health`` and the API docs (``/ready`` answers a bare
-    ``{"ready": ...}`` without one; ``/metrics`` follows :meth:`Authenticator.check_metrics`).
+    """Requires an API key on every HTTP request but ``/health``, the API docs and the console's
+    files (``/ready`` answers a bare ``{"ready": ...}`` without one; ``/metrics`` follows
+    :meth:`Authenticator.check_metrics`).
     Sets ``scope["state"]["principal"]``. WebSockets are checked by their endpoint (so the
     client gets a JSON error before the close)."""
 
