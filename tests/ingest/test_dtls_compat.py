@@ -72,3 +72,21 @@ def test_p224_peer_handshake_and_keys(p224_is_server: bool) -> None:
         server.recv(1500)  # nothing more buffered
     assert client.DTLSv1_get_timeout() is None or client.DTLSv1_get_timeout() >= 0
 
+
+
+def test_refused_handshake_raises_pyopenssl_error_with_reason() -> None:
+    """A handshake the system OpenSSL refuses raises pyOpenSSL's ``SSL.Error`` (what aiortc catches)
+    with OpenSSL's reason, which the WHIP session logs and keeps as its last error."""
+    import aiortc.rtcdtlstransport as dtls
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # aiortc offers ECDSA suites only
+    server = dtls.SSL.Connection(RTCCertificate(key, generate_certificate(key))._create_ssl_context(
+        [SRTP_AES128_CM_SHA1_80]))
+    server.set_accept_state()
+    client = dtls.SSL.Connection(RTCCertificate.generateCertificate()._create_ssl_context([SRTP_AES128_CM_SHA1_80]))
+    client.set_connect_state()
+    with pytest.raises(SSL.Error) as ei:
+        _handshake(server, client)
+    assert not isinstance(ei.value, SSL.WantReadError)
+    assert any("no shared cipher" in r for r in ei.value.args[0]), ei.value
