@@ -11,6 +11,10 @@ keeps no pixels, so the server keeps a thumbnail of every delivered frame (downs
   any moment still finds a picture near it);
 * never a stream's latest frame while it has others.
 
+Encoding costs milliseconds per frame, so a stream gets at most one picture per
+``min_interval_s`` of stream time (5 a second: a 30 fps source pays for one frame in six), and a
+large frame is subsampled by striding before the smooth resize.
+
 Frames arrive on ingest threads and are read on the event loop: one lock guards everything.
 """
 
@@ -27,7 +31,8 @@ from PIL import Image
 
 def encode_jpeg(image: np.ndarray, max_side: int, quality: int) -> bytes:
     """``H x W x 3`` uint8 RGB -> a JPEG whose longer side is at most ``max_side``."""
-    pic = Image.fromarray(np.ascontiguousarray(image[..., :3]), "RGB")
+    step = max(1, max(image.shape[0], image.shape[1]) // (2 * max_side))  # cheap first cut, then smooth
+    pic = Image.fromarray(np.ascontiguousarray(image[::step, ::step, :3]), "RGB")
     pic.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
     pic.save(buf, format="JPEG", quality=quality)
@@ -51,10 +56,12 @@ class _Stream:
 class ThumbnailStore:
     """Thumbnails per stream id; ``budget_bytes`` bounds the sum of all JPEG bytes (0: keep none)."""
 
-    def __init__(self, budget_bytes: int, max_side: int = 160, quality: int = 70) -> None:
+    def __init__(self, budget_bytes: int, max_side: int = 160, quality: int = 70,
+                 min_interval_s: float = 0.2) -> None:
         self.budget_bytes = budget_bytes
         self.max_side = max_side
         self.quality = quality
+        self.min_interval_s = min_interval_s
         self._streams: dict[str, _Stream] = {}
         self._bytes = 0
         self._lock = threading.Lock()
@@ -72,6 +79,10 @@ class ThumbnailStore:
         """Keep a thumbnail of ``image`` at stream time ``t`` (encoding runs outside the lock)."""
         if not self.enabled:
             return
+        with self._lock:
+            s = self._streams.get(stream_id)
+            if s is not None and s.times and 0 <= t - s.times[-1] < self.min_interval_s - 1e-9:
+                return  # one picture per min_interval_s is enough
         self.add_jpeg(stream_id, t, encode_jpeg(image, self.max_side, self.quality))
 
     def add_jpeg(self, stream_id: str, t: float, jpeg: bytes) -> None:

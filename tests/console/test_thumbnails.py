@@ -59,3 +59,12 @@ def test_zero_budget_keeps_nothing() -> None:
     store = ThumbnailStore(budget_bytes=0)
     store.add("a", 0.0, np.zeros((8, 8, 3), np.uint8))
     assert store.latest("a") is None and store.nbytes == 0
+
+
+def test_at_most_one_picture_per_interval() -> None:
+    store = ThumbnailStore(budget_bytes=1 << 20, min_interval_s=0.2)
+    img = np.zeros((64, 64, 3), np.uint8)
+    for i in range(31):  # one second at 30 fps
+        store.add("a", i / 30, img)
+    times = [f["t"] for f in store.index("a")]
+    assert times == [i / 30 for i in range(0, 31, 6)]  # every sixth frame: 0.2 s apart
