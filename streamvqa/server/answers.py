@@ -30,9 +30,12 @@ def to_response(answer: Answer, entry: StreamEntry | None = None, at: float | No
     WebSocket, OpenAI-compatible; evidence spans and clocks from ``entry``: evidence.py)."""
     fps, time_base = (entry.fps, entry.ingest_stats().time_base) if entry is not None else (None, None)
     timings = {k: float(v) for k, v in answer.timings.items() if k in Timings.model_fields}
+    evidence = evidence_ranges(answer.evidence, fps, time_base, at)
+    if entry is not None and entry.thumbnails is not None:  # keep the evidence's pictures longest
+        entry.thumbnails.cite(entry.id, [e.t_start for e in evidence])
     return AnswerResponse(
         answer=answer.text,
-        evidence=evidence_ranges(answer.evidence, fps, time_base, at),
+        evidence=evidence,
         timings=Timings(**timings),
         tokens=len(answer.token_ids),
         finish_reason=answer.finish_reason or "stop",

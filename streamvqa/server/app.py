@@ -26,6 +26,7 @@ from streamvqa.proto import (
 
 from .answers import AnswerService
 from .auth import ANONYMOUS, PUBLIC_PATHS, READY_PATH, Authenticator, AuthMiddleware, Principal, ws_token
+from .console_routes import console_router
 from .cors import CorsMiddleware
 from .errors import BodyLimitMiddleware, Redactor, install_error_handlers
 from .limits import KeyedLimiter
@@ -249,6 +250,7 @@ def create_app(settings: ServerSettings | None = None, engine: Engine | None = N
         app.add_middleware(CorsMiddleware, allow_origins=settings.cors_allow_origins,
                            allow_headers=settings.cors_allow_headers, max_age_s=settings.cors_max_age_s)
     install_routes(app, state, redact)  # /v1/chat/completions, /v1/models (OpenAI-compatible)
+    app.include_router(console_router(state))  # /console and the frame thumbnails it shows
 
     # -- streams --------------------------------------------------------------------------------
 
@@ -359,12 +361,9 @@ def create_app(settings: ServerSettings | None = None, engine: Engine | None = N
 
     @app.delete("/v1/whip/{stream_id}", responses=ERRORS, tags=["whip"])
     async def whip_delete(request: Request, stream_id: str) -> Response:
-        """End a WHIP session (the stream is deleted)."""
-        streams = state.require()
-        owner = principal_of(request).owner
-        if streams.get(stream_id, owner).kind != "whip":
-            raise ApiError("unknown_stream", f"{stream_id!r} is not a WHIP session")
-        await streams.delete(stream_id, owner)
+        """End a WHIP session: the stream stays, ``ended`` and answerable, until its owner deletes it
+        (``DELETE /v1/streams/{id}``) or it is reaped; again on an ended session: 200."""
+        await state.require().end_whip(stream_id, principal_of(request).owner)
         return Response(status_code=200)
 
     @app.patch("/v1/whip/{stream_id}", status_code=405, responses={405: {"model": ErrorBody}}, tags=["whip"])

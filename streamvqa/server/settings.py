@@ -120,6 +120,28 @@ class ServerSettings(_Settings):
     ingest_queue_size: int = Field(8, ge=1, description="sampled frames buffered per stream before dropping")
     at_wait_timeout_s: float = Field(60.0, gt=0, description="longest a question waits for ``at``")
     whip_connect_timeout_s: float = Field(30.0, gt=0)
+    whip_ice_addresses: list[str] = Field(
+        default_factory=list, description="addresses the WHIP answer offers as ICE candidates (comma-separated "
+        "IPs; `host`: this machine's own, loopback excluded); empty: `host`",
+    )
+    thumbnail_budget_bytes: int = Field(
+        32 << 20, ge=0, description="JPEG bytes of frame thumbnails kept for all streams (console, evidence); 0: none"
+    )
+    thumbnail_max_side: int = Field(192, ge=16, le=1024, description="longer side of a frame thumbnail, pixels")
+
+    @field_validator("whip_ice_addresses", mode="before")
+    @classmethod
+    def _ice_addresses(cls, v: Any) -> list[str]:
+        from ipaddress import ip_address
+
+        items = [a.strip() for a in v.split(",") if a.strip()] if isinstance(v, str) else list(v or [])
+        for a in items:
+            if a != "host":
+                try:
+                    ip_address(a)
+                except ValueError:
+                    raise ValueError(f"{a!r} is not an IP address (or `host`)") from None
+        return items
     threads: int | None = Field(None, ge=1, description="torch CPU threads")
     log_level: str = "info"
     # -- security (docs/security.md) ---------------------------------------------------------

@@ -67,7 +67,15 @@ async def test_whip_publish_through_http(live_server) -> None:
                 r = await http.post(f"/v1/streams/{sid}/questions", json={"question": "What is shown?", "max_tokens": 4})
                 assert r.status_code == 200 and r.json()["evidence"], r.text
                 assert (await http.patch(location)).status_code == 405
+                # the publisher's DELETE ends the session; the stream stays, ended and answerable
                 assert (await http.delete(location)).status_code == 200
+                info = (await http.get(f"/v1/streams/{sid}")).json()
+                assert info["state"] == "ended" and info["last_error"] is None, info
+                r = await http.post(f"/v1/streams/{sid}/questions", json={"question": "What was shown?", "max_tokens": 2})
+                assert r.status_code == 200 and r.json()["evidence"], r.text
+                assert (await http.delete(location)).status_code == 200  # again: still ended
+                assert (await http.get(f"/v1/streams/{sid}")).json()["state"] == "ended"
+                assert (await http.delete(f"/v1/streams/{sid}")).status_code == 204  # the owner's delete
                 assert (await http.get(f"/v1/streams/{sid}")).json()["error"]["code"] == "unknown_stream"
                 assert (await http.delete(location)).json()["error"]["code"] == "unknown_stream"
         finally:
