@@ -120,7 +120,7 @@ class ServerSettings(_Settings):
     ingest_queue_size: int = Field(8, ge=1, description="sampled frames buffered per stream before dropping")
     at_wait_timeout_s: float = Field(60.0, gt=0, description="longest a question waits for ``at``")
     whip_connect_timeout_s: float = Field(30.0, gt=0)
-    whip_ice_addresses: list[str] = Field(
+    whip_ice_addresses: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="addresses the WHIP answer offers as ICE candidates (comma-separated "
         "IPs; `host`: this machine's own, loopback excluded); empty: `host`",
     )
