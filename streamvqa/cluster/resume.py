@@ -1,0 +1,88 @@
+"""An adopted stream's session rebuilt from the blocks its dead owner wrote to the shared Redis.
+
+The survivor's store learned of the stream's blocks only if they were in Redis when it opened;
+`index_stream` reads the stream's keys again (``{prefix}:{fingerprint}:{stream}:*``: the same
+model fingerprint, so only KV this model wrote) into the store's index. `engine.replica.sync`
+then sets the session's window, positions and next block index after the last stored block,
+as an encoder restart of the multi topology does. What the store does not hold restarts empty:
+a retained memory, semantic units, a retriever's own index (`retaining`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+
+from streamvqa.store.keys import BlockKey, quote_stream
+
+log = logging.getLogger(__name__)
+
+
+def index_stream(store: Any, stream_id: str) -> int:
+    """Index the stream's blocks held by the store's Redis tier that the store does not know;
+    returns how many were added. Mirrors the store's re-index of a tier that comes back."""
+    tiers = getattr(store, "tiers", None)
+    if not tiers:
+        return 0
+    added = 0
+    for i, tier in enumerate(tiers):
+        if not hasattr(tier, "lost_data"):  # the Redis tier
+            continue
+        prefix = tier.config.key_prefix
+        pattern = f"{prefix}:{store.fingerprint}:{quote_stream(stream_id)}:*"
+        names = [n.decode() if isinstance(n, bytes) else n for n in tier.client.scan_iter(match=pattern, count=1000)]
+        for name in names:
+            key = BlockKey.from_str(name, prefix)
+            size = tier.client.strlen(name)
+            with store._meta:
+                if key in store._entries or not size:
+                    continue
+            entry = store._read_index_entry(i, key, int(size))
+            if entry is None:
+                continue
+            with store._meta:
+                if key in store._entries:
+                    continue
+                entry.tiers.add(i)
+                store._entries[key] = entry
+                store._streams.setdefault(stream_id, set()).add(key.index)
+                store._index_cache.pop(stream_id, None)
+                store._lru[i][key] = int(size)
+                tier._sizes[key] = int(size)
+                tier._bytes += int(size)
+            added += 1
+    return added
+
+
+def retaining(session: Any) -> bool:
+    """Whether the stream keeps state beyond its stored blocks, which adoption cannot restore."""
+    from streamvqa.workers.multi.encoder import replicable
+
+    return not replicable(session)
+
+
+def prepare(engine: Any, created_at: float) -> Any:
+    """``StreamRegistry.create``'s ``prepare``: rebuild the session from the store and return
+    where ingest resumes (stream seconds): after the last stored block, or where a real-time
+    source is by now ("live": the frames between are lost), whichever is later."""
+
+    def run(session: Any) -> float | None:
+        from streamvqa.engine.replica import sync
+
+        n_new = index_stream(session.store, session.stream_id)
+        with engine.lock, torch.inference_mode():
+            n = sync(session)
+        if retaining(session):
+            log.warning("stream %s: method %s keeps a retained memory that is not in the store; it "
+                        "restarts empty after adoption", session.stream_id, session.method)
+        idx = session.store.index(session.stream_id)
+        last = float(idx.times[-1][1]) if idx.times else None
+        live = max(0.0, time.time() - created_at)
+        log.info("stream %s adopted: %d stored blocks (%d indexed now), last t=%s, live t=%.1f",
+                 session.stream_id, n, n_new, last, live)
+        return max(last or 0.0, live) if (last is not None or live > 0) else None
+
+    return run
