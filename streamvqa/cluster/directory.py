@@ -98,9 +98,11 @@ class StreamRecord:
     created_at: float = 0.0
     epoch: int = 0
     memory_bytes: int = 0
+    adoption: dict[str, str] = field(default_factory=dict)  # adopted_*: what the last move cost
 
     def fields(self) -> dict[str, str]:
         d = asdict(self)
+        d.pop("adoption")
         d["options"] = json.dumps(self.options, sort_keys=True)
         return {k: str(v) for k, v in d.items()}
 
@@ -112,7 +114,8 @@ class StreamRecord:
                        method=d["method"], fps=float(d["fps"]), name=d.get("name", ""),
                        options=json.loads(d.get("options") or "{}"), state=d.get("state", ""),
                        created_at=float(d.get("created_at") or 0), epoch=int(d.get("epoch") or 0),
-                       memory_bytes=int(d.get("memory_bytes") or 0))
+                       memory_bytes=int(d.get("memory_bytes") or 0),
+                       adoption={k: v for k, v in d.items() if k.startswith("adopted_")})
         except (KeyError, ValueError):
             return None  # half-written (a Redis that lost part of its data): ignored
 

@@ -69,7 +69,7 @@ async def cluster_listing(node: Node) -> dict[str, Any]:
             "id": r.id, "url": r.url, "alive": r.alive, "live_streams": r.streams, "encode_lag_s": r.lag_s,
             "updated_at": r.updated_at,
             "streams": [{"id": s.id, "state": s.state, "method": s.method, "owner": s.owner or None,
-                         "epoch": s.epoch, "memory_bytes": s.memory_bytes} for s in mine],
+                         "epoch": s.epoch, "memory_bytes": s.memory_bytes, **s.adoption} for s in mine],
         })
     return {"replica": node.me, "member": node.member, "lease_s": node.cfg.lease_ms / 1000,
             "replicas": out, "streams": len(records)}

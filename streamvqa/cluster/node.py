@@ -236,8 +236,9 @@ class Node:
             precheck_source(rec.url, reg.policy)
             req = StreamCreate(url=rec.url, fps=rec.fps, method=rec.method, options=rec.options or None,
                                name=rec.name or None)
+            report: dict[str, Any] = {}
             entry = await reg.create(req, principal=AdoptedBy(rec.owner or None), stream_id=rec.id,
-                                     prepare=prepare(self.state.engine, rec.created_at))
+                                     prepare=prepare(self.state.engine, rec.created_at, report))
             entry.created_at = rec.created_at
         except (ApiError, ValueError) as e:
             log.warning("cluster: stream %s of %s could not be adopted: %s", rec.id, rec.replica, e)
@@ -248,6 +249,12 @@ class Node:
         finally:
             self._adopting.discard(rec.id)
         seconds = time.monotonic() - started
+        # what the move cost, for /v1/cluster: stream time between the last block the dead replica
+        # stored and where ingest resumed (frames of that gap are lost)
+        gap = (report.get("resume_t") or 0.0) - (report.get("last_t") or 0.0)
+        with contextlib.suppress(redis.RedisError):
+            await self.dir.update(rec.id, adopted_from=rec.replica, adopted_blocks=report.get("blocks", 0),
+                                  adopted_gap_s=f"{max(0.0, gap):.3f}", adopted_at=f"{time.time():.3f}")
         self.metrics.adoptions.labels(result="adopted").inc()
         self.metrics.adoption_seconds.observe(seconds)
         log.info("cluster: adopted stream %s from %s (epoch %d) in %.2fs", rec.id, rec.replica, epoch, seconds)

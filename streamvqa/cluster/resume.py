@@ -64,10 +64,11 @@ def retaining(session: Any) -> bool:
     return not replicable(session)
 
 
-def prepare(engine: Any, created_at: float) -> Any:
+def prepare(engine: Any, created_at: float, report: dict[str, Any] | None = None) -> Any:
     """``StreamRegistry.create``'s ``prepare``: rebuild the session from the store and return
     where ingest resumes (stream seconds): after the last stored block, or where a real-time
-    source is by now ("live": the frames between are lost), whichever is later."""
+    source is by now ("live": the frames between are lost), whichever is later. ``report`` gets
+    ``blocks``, ``last_t`` and ``resume_t``."""
 
     def run(session: Any) -> float | None:
         from streamvqa.engine.replica import sync
@@ -83,6 +84,9 @@ def prepare(engine: Any, created_at: float) -> Any:
         live = max(0.0, time.time() - created_at)
         log.info("stream %s adopted: %d stored blocks (%d indexed now), last t=%s, live t=%.1f",
                  session.stream_id, n, n_new, last, live)
-        return max(last or 0.0, live) if (last is not None or live > 0) else None
+        resume = max(last or 0.0, live)
+        if report is not None:
+            report.update(blocks=n, last_t=last, resume_t=resume)
+        return resume
 
     return run
