@@ -26,6 +26,9 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -143,8 +146,14 @@ class Directory:
         self.lease_ms = lease_ms
         self.p = prefix
         self.token = secrets.token_hex(16)
-        self.r = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-        self.sync = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        # a pooled connection Redis closed (a restart) is retried on a new one, not reported as an outage
+        retry_on = [redis.ConnectionError, redis.TimeoutError]
+        self.r = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                         retry=AsyncRetry(ExponentialBackoff(cap=0.2, base=0.02), 3),
+                                         retry_on_error=retry_on)
+        self.sync = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 3),
+                                         retry_on_error=retry_on)
         self._scripts = {name: self.r.register_script(src) for name, src in
                          (("renew", RENEW), ("resign", RESIGN), ("claim", CLAIM), ("update", UPDATE),
                           ("remove", REMOVE))}

@@ -96,6 +96,16 @@ class ClusterMiddleware:
                 return
         except redis.RedisError as e:  # no directory: what this replica holds is still served
             log.warning("cluster: directory unreachable while routing %s: %s", path, e)
+            m = STREAM_PATH.match(path)
+            reg = self.node.state.streams
+            if m is not None and reg is not None and m.group(1) not in {e.id for e in reg.list()}:
+                # it may live on another replica: "retry", never a 404 that says it does not exist
+                if kind == "websocket":
+                    await self._ws_refuse(receive, send, m.group(1))
+                else:
+                    for msg in moving(m.group(1)):
+                        await send(msg)
+                return
         await self.app(scope, receive, send)
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -155,17 +165,29 @@ class ClusterMiddleware:
         raw = await self.node.dir.r.hget(f"{self.node.dir.p}:replica:{replica}", "url")
         return raw.decode() if raw else None
 
-    @staticmethod
-    async def _body(receive: Receive) -> bytes:
-        chunks = []
+    async def _body(self, receive: Receive) -> bytes | None:
+        """The request body; None past ``max_body_bytes`` (a forwarded body is held in memory, so
+        the limit applies here as it would on the owner)."""
+        limit = self.node.state.settings.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
         while True:
             msg = await receive()
             if msg["type"] == "http.disconnect":
                 break
-            chunks.append(msg.get("body", b""))
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
             if not msg.get("more_body"):
                 break
         return b"".join(chunks)
+
+    async def _too_large(self, send: Send) -> None:
+        body = ErrorBody.of("payload_too_large", f"request body over {self.node.state.settings.max_body_bytes} bytes")
+        for msg in _json(413, body.model_dump()):
+            await send(msg)
 
     # -- HTTP ------------------------------------------------------------------------------------
     async def _http_proxy(self, scope: Scope, receive: Receive, send: Send, base: str, stream_id: str,
@@ -173,6 +195,9 @@ class ClusterMiddleware:
         """Proxy one request to ``base``; False (nothing sent) when the replica cannot be reached."""
         if body is None:
             body = await self._body(receive)
+            if body is None:
+                await self._too_large(send)
+                return True
         headers = [(k, v) for k, v in scope.get("headers", []) if k not in HOP_BY_HOP]
         headers.append((FORWARDED, self.node.me.encode()))
         target = base + scope.get("raw_path", scope["path"].encode()).decode("latin-1")
@@ -200,7 +225,13 @@ class ClusterMiddleware:
     async def _place(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``POST /v1/streams``: on the replica with room; this one if it is the best or alone."""
         body = await self._body(receive)
-        target = await choose(self.node)
+        if body is None:
+            await self._too_large(send)
+            return
+        try:
+            target = await choose(self.node)
+        except redis.RedisError:  # no directory: the receiver takes it
+            target = None
         if target is not None and target.id != self.node.me:
             self.node.metrics.forwarded.labels(kind="placement").inc()
             await self._http_proxy(scope, receive, send, target.url, "new", body=body)

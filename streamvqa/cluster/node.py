@@ -254,6 +254,7 @@ class Node:
         gap = (report.get("resume_t") or 0.0) - (report.get("last_t") or 0.0)
         with contextlib.suppress(redis.RedisError):
             await self.dir.update(rec.id, adopted_from=rec.replica, adopted_blocks=report.get("blocks", 0),
+                                  adopted_last_t=report.get("last_t"), adopted_resume_t=report.get("resume_t"),
                                   adopted_gap_s=f"{max(0.0, gap):.3f}", adopted_at=f"{time.time():.3f}")
         self.metrics.adoptions.labels(result="adopted").inc()
         self.metrics.adoption_seconds.observe(seconds)
