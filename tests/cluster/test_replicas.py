@@ -129,7 +129,7 @@ def test_directory_survives_redis_restart_with_aof(cluster: list[LocalReplica], 
     redis_aof.restart(persist=True)
     assert directory(redis_aof.url) == before or {k: v["replica"] for k, v in directory(redis_aof.url).items()} \
         == {k: v["replica"] for k, v in before.items()}
-    time.sleep(3 * LEASE_S)  # long enough for a wrong adoption to happen
+    time.sleep(2 * LEASE_S)  # long enough for a wrong adoption to happen
     after = directory(redis_aof.url)
     assert {k: (v["replica"], v["epoch"]) for k, v in after.items()} == \
         {k: (v["replica"], v["epoch"]) for k, v in before.items()}
