@@ -5,8 +5,8 @@
 Starts a redis-server (AOF) and two replicas (grounded default model, auth off), plays a
 real-time needle file (a red star at t 3..8 s) on r1, asks it directly and through r2 (REST,
 median latency each), then `kill -9`s r1 and measures: seconds until the stream runs on r2,
-the stream time lost (between the last block r1 stored and where r2 resumed "at live", ×fps =
-frames: the failover time plus r1's encode lag at the kill),
+the stream time lost (between the last frame r1 took and where r2 resumed "at live", ×fps =
+frames),
 and whether the needle question is still answered right, with evidence from before the kill.
 Prints the figures and writes them as JSON. Every process it starts is stopped by its PID.
 """
@@ -73,16 +73,17 @@ def run(lease_s: float, asks: int, fps: float, work: Path) -> dict[str, Any]:
         _, answer = _ask(r2, sid, needle["question"])
         lo, hi = needle["evidence"]
         ev = [(e["t_start"], e["t_end"]) for e in answer["evidence"]]
-        gap = float(rec.get("adopted_gap_s", "nan"))
+        resumed = float(rec.get("adopted_resume_t", "nan"))
+        lost = resumed - float(before["last_frame_t"] or 0.0)  # never decoded: r1 was dead, r2 not yet there
         return {
             "lease_s": lease_s, "fps": fps,
             "question_direct_median_s": statistics.median(direct),
             "question_forwarded_median_s": statistics.median(forwarded),
             "forwarding_overhead_ms": 1000 * (statistics.median(forwarded) - statistics.median(direct)),
-            "failover_s": failover_s, "stream_time_lost_s": gap, "frames_lost": round(gap * fps),
+            "failover_s": failover_s, "stream_time_lost_s": lost, "frames_lost": round(lost * fps),
             "stream_t_at_kill": before["last_frame_t"], "encode_lag_s_at_kill": before["encode_lag_s"],
             "last_stored_t": float(rec.get("adopted_last_t", "nan")),
-            "resumed_at_t": float(rec.get("adopted_resume_t", "nan")),
+            "resumed_at_t": resumed,
             "blocks_in_redis_before_kill": before["memory_blocks"].get("redis", 0),
             "blocks_adopted": int(rec.get("adopted_blocks", 0)),
             "answer": answer["answer"], "correct": answer["answer"].strip().lower() == needle["answer"],
