@@ -290,6 +290,7 @@ class StreamRegistry:
         # this one was checking the URL or probing
         self._check_capacity(principal)
         session = self._open_session(stream_id, method, options)
+        # adoption only (cluster): the rebuild waits off the loop; the claim, not this check, bounds it
         resume_after = await asyncio.to_thread(prepare, session) if prepare is not None else None
         remote = getattr(session, "remote_ingest", None)  # multi topology: the encoder ingests
         if remote is not None:

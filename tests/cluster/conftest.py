@@ -14,9 +14,9 @@ import pytest
 from streamvqa.cluster.local import LocalRedis, LocalReplica, free_port, wait_until, write_needle
 from streamvqa.server.auth import hash_key, new_key
 
-__all__ = ["KEY_A", "KEY_ADMIN", "KEY_B", "LEASE_S", "LocalReplica", "auth", "wait_until"]
+__all__ = ["KEY_A", "KEY_ADMIN", "KEY_B", "KEY_C", "LEASE_S", "LocalReplica", "auth", "wait_until"]
 
-KEY_A, KEY_B, KEY_ADMIN = new_key(), new_key(), new_key()
+KEY_A, KEY_B, KEY_C, KEY_ADMIN = new_key(), new_key(), new_key(), new_key()
 LEASE_S = 5.0  # the default
 
 
@@ -46,10 +46,12 @@ def needle(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def cluster(redis_aof: LocalRedis, needle: dict[str, Any],
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[LocalReplica]]:
-    """Three replicas (r1, r2, r3) sharing the one Redis, ready; keys a, b and admin."""
+    """Three replicas (r1, r2, r3) sharing the one Redis, ready; keys a, b, admin, and c (one live
+    stream, two questions a minute)."""
     logs = tmp_path_factory.mktemp("logs")
     keys = json.dumps([{"name": n, "hash": hash_key(k), "max_streams": 8}
-                       for n, k in (("a", KEY_A), ("b", KEY_B), ("admin", KEY_ADMIN))])
+                       for n, k in (("a", KEY_A), ("b", KEY_B), ("admin", KEY_ADMIN))]
+                      + [{"name": "c", "hash": hash_key(KEY_C), "max_streams": 1, "questions_per_minute": 2}])
     env = {"STREAMVQA_API_KEYS": keys, "STREAMVQA_MEDIA_ROOT": str(needle["media"]),
            "STREAMVQA_ALLOWED_NETWORKS": "127.0.0.0/8", "STREAMVQA_CLUSTER_ADMIN_KEYS": "admin",
            "STREAMVQA_DEFAULT_METHOD": "rekv", "STREAMVQA_KEY_QUESTIONS_PER_MINUTE": "600"}

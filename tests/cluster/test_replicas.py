@@ -20,7 +20,7 @@ from websockets.sync.client import connect
 
 from streamvqa.cluster.local import LocalRedis
 
-from .conftest import KEY_A, KEY_ADMIN, KEY_B, LEASE_S, LocalReplica, auth, wait_until
+from .conftest import KEY_A, KEY_ADMIN, KEY_B, KEY_C, LEASE_S, LocalReplica, auth, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -122,6 +122,19 @@ def test_any_replica_serves_any_stream(cluster: list[LocalReplica], needle: dict
         assert info(rep, sid).status_code == 404
 
 
+def test_quotas_hold_across_replicas(cluster: list[LocalReplica], needle: dict[str, Any]) -> None:
+    """Key c may hold one live stream and ask two questions a minute, whichever replicas it uses."""
+    r1, r2, r3 = cluster
+    sid, _ = create(r1, KEY_C, {"url": needle["short"], "fps": 1})
+    for rep in (r2, r3):  # placed on another replica than the first: still over the key's quota
+        second = httpx.post(rep.url + "/v1/streams", json={"url": needle["short"]}, headers=auth(KEY_C), timeout=60)
+        assert (second.status_code, second.json()["error"]["code"]) == (429, "quota_exceeded"), second.text
+    codes = [ask(rep, sid, needle["question"], KEY_C).status_code for rep in (r1, r2, r3)]
+    assert 429 not in codes[:2] and codes[2] == 429, codes
+    assert httpx.delete(f"{r2.url}/v1/streams/{sid}", headers=auth(KEY_C), timeout=30).status_code == 204
+    assert create(r3, KEY_C, {"url": needle["short"], "fps": 1})  # the slot is free again
+
+
 def test_directory_survives_redis_restart_with_aof(cluster: list[LocalReplica], redis_aof: LocalRedis) -> None:
     before = directory(redis_aof.url)
     assert before
@@ -176,7 +189,8 @@ def test_kill_9_of_an_owner_moves_its_live_streams(cluster: list[LocalReplica], 
     took = time.monotonic() - killed
     recs = directory(redis_aof.url)
     print(f"failover: both streams running on survivors {took:.1f}s after kill -9 (lease {LEASE_S}s); "
-          f"stream time lost: file {recs[s_file].get('adopted_gap_s')}s, rtsp {recs[s_rtsp].get('adopted_gap_s')}s")
+          f"resumed {recs[s_file].get('adopted_gap_s')}s (file), {recs[s_rtsp].get('adopted_gap_s')}s (rtsp) "
+          "of stream time after the last stored block")
     assert {recs[s]["replica"] for s in (s_file, s_rtsp)} <= {"r2", "r3"}
     assert [recs[s]["epoch"] for s in (s_file, s_rtsp)] == ["1", "1"]  # adopted exactly once
     assert sum(adoptions(r) for r in (r2, r3)) >= 2
