@@ -208,3 +208,29 @@ def test_kill_9_of_an_owner_moves_its_live_streams(cluster: list[LocalReplica], 
     # the memory of before the kill is still there, joined with new blocks
     after = info(asker, s_file).json()
     assert after["memory_blocks"]["redis"] >= before[s_file]["memory_blocks"]["redis"] > 0
+
+
+def test_sigterm_hands_streams_over_without_waiting_for_the_lease(cluster: list[LocalReplica],
+                                                                 redis_aof: LocalRedis) -> None:
+    """A replica stopped gracefully (a rolling update, a drain) gives up its lease: the survivor
+    adopts its live streams at once, each exactly once more."""
+    _, r2, r3 = cluster
+    before = directory(redis_aof.url)
+    mine = {r.name: [s for s, v in before.items() if v["replica"] == r.name and v["state"] == "running"]
+            for r in (r2, r3)}
+    victim, heir = (r2, r3) if len(mine["r2"]) >= len(mine["r3"]) else (r3, r2)
+    moving_ids = mine[victim.name]
+    assert moving_ids, before
+    stopped = time.monotonic()
+    victim.stop()  # SIGTERM
+
+    def moved() -> bool:
+        recs = directory(redis_aof.url)
+        return all(recs[s]["replica"] == heir.name and info(heir, s).json()["state"] == "running"
+                   for s in moving_ids)
+
+    assert wait_until(moved, 30), directory(redis_aof.url)
+    print(f"hand-over: {len(moving_ids)} streams running on {heir.name} "
+          f"{time.monotonic() - stopped:.1f}s after SIGTERM (lease {LEASE_S}s)")
+    after = directory(redis_aof.url)
+    assert [int(after[s]["epoch"]) for s in moving_ids] == [int(before[s]["epoch"]) + 1 for s in moving_ids]
