@@ -26,6 +26,8 @@ SAMPLES = {
     ("cors_allow_headers",): "X-Test",
     ("allowed_networks",): "10.0.0.0/8",
     ("whip_ice_addresses",): "127.0.0.1,host",
+    ("cluster_redis_url",): "redis://127.0.0.1:6391/0",
+    ("advertise_url",): "http://127.0.0.1:8001",
 }
 EXPECTED = {
     ("cors_allow_origins",): ["https://a.example", "https://b.example"],
@@ -33,7 +35,10 @@ EXPECTED = {
     ("whip_ice_addresses",): ["127.0.0.1", "host"],
 }
 # settings that are only valid together with another
-COMPANIONS = {("store", "durable"): {"STREAMVQA_STORE_REDIS_URL": "redis://127.0.0.1:6390/0"}}
+COMPANIONS = {
+    ("store", "durable"): {"STREAMVQA_STORE_REDIS_URL": "redis://127.0.0.1:6390/0"},
+    ("cluster_redis_url",): {"STREAMVQA_STORE_REDIS_URL": "redis://127.0.0.1:6390/0", "STREAMVQA_STORE_DURABLE": "true"},
+}
 
 
 def documented() -> set[str]:
