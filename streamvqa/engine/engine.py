@@ -6,6 +6,7 @@ import threading
 
 import torch
 
+from streamvqa.answering.engines import make_answer_engine
 from streamvqa.engine import spill
 from streamvqa.engine.config import EngineConfig
 from streamvqa.engine.errors import EngineError
@@ -30,6 +31,9 @@ class Engine:
         self.lock = threading.Lock()  # one forward at a time on the model
         self.sessions: dict[str, StreamSession] = {}
         self.observers: list = []
+        # stage 9 in a vLLM process, or None (the model above); streamvqa/answering
+        self.answerer = make_answer_engine(self.config.answer_engine, self.adapter,
+                                           {"threads": self.config.threads, **self.config.vllm})
 
     def _make_store(self) -> BlockStore:
         if self.config.store is None:
@@ -45,6 +49,8 @@ class Engine:
     def close(self) -> None:
         for stream_id in list(self.sessions):
             self.close_stream(stream_id)
+        if self.answerer is not None:
+            self.answerer.close()
         self.store.close()
         for t in getattr(getattr(self.store, "config", None), "tiers", ()):
             if t.kind == "disk":
@@ -76,8 +82,17 @@ class Engine:
             stream_id, self.adapter, self.store, method, config, self.lock, self.observers,
             self.config.max_question_chars, self.config.max_new_tokens, store_all=self.shared_store,
         )
+        session.answerer = self.answerer
         self.sessions[stream_id] = session
         return session
+
+    def collectors(self) -> list:
+        """Prometheus collectors of this topology (the vLLM answer process's metrics)."""
+        if self.answerer is None:
+            return []
+        from streamvqa.answering.metrics import VLLMCollector
+
+        return [VLLMCollector(self.answerer)]
 
     def get(self, stream_id: str) -> StreamSession:
         if stream_id not in self.sessions:
