@@ -88,7 +88,7 @@ class VLLMProcess:
             env.setdefault("OMP_NUM_THREADS", str(self.options.threads))
         cmd = [self.options.python, "-m", "streamvqa.answering.vllm_server", "--model", str(self.model_dir),
                "--socket", self.socket_path, "--dtype", self.dtype,
-               "--max-model-len", str(self.options.max_model_len), "--max-num-seqs", str(self.options.max_num_seqs)]
+               "--max-model-len", str(self.options.max_model_len), "--max-num-seqs", str(self.options.max_num_seqs), "--parent-pid", str(os.getpid())]
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def _connect(self) -> bool:

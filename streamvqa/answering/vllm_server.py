@@ -17,6 +17,7 @@ import queue
 import socket
 import sys
 import threading
+import time
 
 from streamvqa.answering.wire import Channel
 
@@ -172,6 +173,14 @@ class Server:
                 self._send(msg)
 
 
+def _watch_parent(pid: int) -> None:
+    """The server that started us is gone (even by SIGKILL): nobody will ask again, exit."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != pid:
+            os._exit(0)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="streamvqa.answering.vllm_server")
     p.add_argument("--model", required=True, help="a local Hugging Face directory (the LM alone)")
@@ -180,7 +189,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-model-len", type=int, default=8192)
     p.add_argument("--max-num-seqs", type=int, default=32)
     p.add_argument("--block-size", type=int, default=128)
+    p.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
     args = p.parse_args(argv)
+    if args.parent_pid:
+        threading.Thread(target=_watch_parent, args=(args.parent_pid,), daemon=True).start()
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # one process: the connector's stats are ours
     engine = build_engine(args)
     print("vllm answer engine ready", file=sys.stderr, flush=True)
