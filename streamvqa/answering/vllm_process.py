@@ -57,12 +57,28 @@ def vllm_python(python: str | None = None) -> Path | None:
 _LOST = object()
 
 
+def reap(parent: str) -> None:
+    """Remove the run directories (socket, KV files) of servers that are gone (killed)."""
+    for d in Path(parent).glob("streamvqa-vllm-*-*"):
+        try:
+            pid = int(d.name.split("-")[2])
+            os.kill(pid, 0)
+        except (ValueError, IndexError):
+            continue
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            continue
+
+
 class VLLMProcess:
     def __init__(self, model_dir: Path, dtype: str, options: VLLMOptions) -> None:
         self.model_dir = model_dir
         self.dtype = dtype
         self.options = options
-        self.run_dir = Path(tempfile.mkdtemp(prefix="streamvqa-vllm-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+        reap(shm)
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"streamvqa-vllm-{os.getpid()}-", dir=shm))
         self.socket_path = str(self.run_dir / "engine.sock")
         self.kv_dir = self.run_dir
         self.proc: subprocess.Popen | None = None

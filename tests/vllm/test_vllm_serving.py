@@ -11,7 +11,7 @@ import pytest
 from streamvqa.engine.errors import EngineError
 from tests.vllm.conftest import START_TIMEOUT_S, needle_stream
 
-MAX_TOKENS = 8
+MAX_TOKENS = 6
 
 
 @pytest.mark.slow
@@ -19,7 +19,7 @@ def test_sixteen_questions_over_four_streams_equal_the_transformers_answers(vllm
     sessions, asked = [], []
     try:
         for k in range(4):
-            frames, questions = needle_stream(7010 + k, minutes=0.3)
+            frames, questions = needle_stream(7010 + k, minutes=0.2)
             s = vllm_engine.open_stream(f"conc-{k}", method="rekv", options={"n_local": 48, "topk": 4})
             sessions.append(s)
             for image, t in frames:
@@ -42,7 +42,7 @@ def test_sixteen_questions_over_four_streams_equal_the_transformers_answers(vllm
 
 @pytest.mark.slow
 def test_kill_9_is_worker_unavailable_then_answers_after_the_restart(vllm_engine) -> None:
-    frames, questions = needle_stream(7020, minutes=0.3)
+    frames, questions = needle_stream(7020, minutes=0.2)
     session = vllm_engine.open_stream("kill", method="rekv", options={"n_local": 48, "topk": 4})
     try:
         for image, t in frames:
