@@ -26,6 +26,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,6 +87,10 @@ class VLLMAnswerEngine:
         self.adapter = adapter
         self.dtype = str(adapter.dtype).removeprefix("torch.")
         self.process = VLLMProcess(export_lm(adapter), self.dtype, self.options)
+        # the engine (and so the server's /ready) is ready once vLLM is: questions before would be 503s
+        if not self.process.wait_ready(self.options.start_timeout_s):
+            self.process.close()
+            raise EngineError("worker_unavailable", "the vLLM answer process did not start in time")
         self.vocab = int(adapter.text_config.vocab_size)
         self._lock = threading.Lock()
         # counted in the server (the connector's own counts come from the vLLM process)
@@ -106,8 +111,6 @@ class VLLMAnswerEngine:
               top_p: float, seed: int | None) -> Iterator[int] | None:
         """Submit the question; an iterator of the answer's token ids, or None when vLLM cannot
         take this memory (the session then answers it with its own model)."""
-        import time
-
         t0 = time.perf_counter()
         cache = assembled.cache
         lengths = {layer.keys.shape[-2] for layer in cache.layers}
