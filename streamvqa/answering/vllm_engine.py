@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,8 @@ class VLLMAnswerEngine:
             self.process.close()
             raise EngineError("worker_unavailable", "the vLLM answer process did not start in time")
         self.vocab = int(adapter.text_config.vocab_size)
+        # threads that wait on vLLM's tokens for the server's questions in flight (StreamSession.ask)
+        self.executor = ThreadPoolExecutor(self.options.max_num_seqs + 4, thread_name_prefix="svqa-vllm")
         self._lock = threading.Lock()
         # counted in the server (the connector's own counts come from the vLLM process)
         self.questions = 0
@@ -102,6 +105,7 @@ class VLLMAnswerEngine:
 
     def close(self) -> None:
         self.process.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     def _fallback(self, reason: str) -> None:
         with self._lock:

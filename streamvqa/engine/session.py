@@ -403,8 +403,11 @@ class StreamSession:
         """Stream tokens, then the Answer. Model work runs in a thread: the loop never blocks."""
         it = self._answer_iter(question, **kwargs)
         done = object()
+        # the vllm engine brings threads for its questions in flight (the loop's default executor
+        # has a handful, which would cap how many questions vLLM batches)
+        executor = getattr(self.answerer, "executor", None)
         while True:
-            ev = await asyncio.to_thread(next, it, done)
+            ev = await asyncio.get_running_loop().run_in_executor(executor, next, it, done)
             if ev is done:
                 return
             yield ev
