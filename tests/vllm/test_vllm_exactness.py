@@ -11,6 +11,8 @@ OPTIONS = {
     "sliding-window": {"n_local": 48},
     "hybrid": {"n_local": 48, "topk": 3, "memory_tokens": 96},
 }
+# the first test also starts vLLM (the session fixture): seconds idle, minutes on a busy machine
+pytestmark = pytest.mark.timeout(1200)
 MAX_TOKENS = 6
 
 

@@ -11,6 +11,8 @@ import pytest
 from streamvqa.engine.errors import EngineError
 from tests.vllm.conftest import START_TIMEOUT_S, needle_stream
 
+# the first test also starts vLLM (the session fixture): seconds idle, minutes on a busy machine
+pytestmark = pytest.mark.timeout(1200)
 MAX_TOKENS = 6
 
 
