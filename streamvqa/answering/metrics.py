@@ -15,6 +15,9 @@ class VLLMCollector:
     def __init__(self, engine) -> None:
         self.engine = engine
 
+    def describe(self):
+        return []  # registering must not ask the vLLM process (it may be starting)
+
     def collect(self):
         e = self.engine
         up = GaugeMetricFamily("streamvqa_vllm_up", "1 while the vLLM answer process is ready")

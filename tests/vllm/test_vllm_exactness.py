@@ -64,5 +64,9 @@ def test_follow_up_reuses_vllm_prefix_cache_and_new_memory_does_not(vllm_engine)
             assert remote.token_ids == local.token_ids
         text = vllm_engine.answerer.process.metrics()
         assert "vllm:prefix_cache_hits" in text and "streamvqa_vllm_connector_tokens_loaded_total" in text
+        # what the server's /metrics shows (Engine.collectors(), registered by the server)
+        (collector,) = vllm_engine.collectors()
+        names = {f.name for f in collector.collect()}
+        assert {"vllm:prefix_cache_hits", "streamvqa_vllm_connector_tokens_loaded", "streamvqa_vllm_up"} <= names
     finally:
         vllm_engine.close_stream("follow-up")
