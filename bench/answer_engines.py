@@ -4,7 +4,8 @@
 
 One engine (the default model) with a vLLM answer process (`.venv-vllm`); `--streams` needle
 streams (rekv) are encoded once. Then, for each answer engine and each concurrency c, c questions
-are put at once (threads, like the server's question slots) over the streams, `--rounds` times:
+are put at once (threads, like the server's question slots) over the streams, `--rounds` times
+(after one warm-up question per engine):
 questions/s and tokens/s over the wall time, p50/p99 time to first token (from the question to
 its first token, queueing on the model lock included). Nothing is asserted; figures are printed
 and written as JSON (docs/benchmarks.md, "Answer engines").
@@ -66,8 +67,8 @@ def run(args: argparse.Namespace) -> dict:
             questions.append([q["question"] for q in needle_questions(stream)][:4] or ["What colour was shown?"])
         rows = []
         for name in ("transformers", "vllm"):
+            measure(engine, sessions, questions, 1, 1, args.max_tokens, name)  # warm-up
             for c in args.concurrency:
-                measure(engine, sessions, questions, c, 1, args.max_tokens, name)  # warm-up
                 rows.append(measure(engine, sessions, questions, c, args.rounds, args.max_tokens, name))
                 r = rows[-1]
                 print(f"{name:12s} c={c:3d}  {r['questions_per_s']:6.2f} q/s  {r['tokens_per_s']:7.1f} tok/s  "
