@@ -116,7 +116,7 @@ class StreamMemoryConnector(KVConnectorBase_V1):
             kv = open_array(spec)
             for name, cache in self._caches.items():
                 layer = layers[name]
-                part = torch.from_numpy(np.ascontiguousarray(kv[extract_layer_index(name), :, :, load.start:n]))
+                part = torch.from_numpy(np.array(kv[extract_layer_index(name), :, :, load.start:n]))  # a copy
                 if spec.dtype == "bfloat16":
                     part = part.view(torch.bfloat16)
                 # [2, heads, t, d] -> keys, values [t, heads, d], the shape the backend writes
