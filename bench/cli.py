@@ -3,7 +3,10 @@
 `streamvqa bench real --dataset D --questions FILE ...`: a real benchmark replayed against a server
 (`bench/replay.py`).
 
-`streamvqa bench soak [--minutes M]`: the embedded server's RSS and KV bytes over time (`bench/soak.py`)."""
+`streamvqa bench soak [--minutes M]`: the embedded server's RSS and KV bytes over time (`bench/soak.py`).
+
+`streamvqa bench answer-engines`: transformers vs vllm answering, 1 and 16 questions at once
+(`bench/answer_engines.py`)."""
 
 from __future__ import annotations
 
@@ -20,12 +23,14 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--no-plots", action="store_true")
     p.set_defaults(func=main)
     # `bench real ...`: replay a real benchmark against a server (bench/replay.py); plain `bench` is unchanged
+    from bench.answer_engines import add_parser as add_answer_engines
     from bench.replay import add_parser as add_real
     from bench.soak import add_parser as add_soak
 
-    sub = p.add_subparsers(dest="bench_command", metavar="{real,soak}")
+    sub = p.add_subparsers(dest="bench_command", metavar="{real,soak,answer-engines}")
     add_real(sub)
     add_soak(sub)
+    add_answer_engines(sub)
 
 
 def main(args: argparse.Namespace) -> int:

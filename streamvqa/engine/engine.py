@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from streamvqa.answering.engines import make_answer_engine
 from streamvqa.engine import spill
 from streamvqa.engine.config import EngineConfig
 from streamvqa.engine.errors import EngineError
@@ -32,6 +33,9 @@ class Engine:
         self.lock = threading.Lock()  # one forward at a time on the model
         self.sessions: dict[str, StreamSession] = {}
         self.observers: list[EngineObserver] = []
+        # stage 9 in a vLLM process, or None (the model above); streamvqa/answering
+        self.answerer = make_answer_engine(self.config.answer_engine, self.adapter,
+                                           {"threads": self.config.threads, **self.config.vllm})
 
     def _make_store(self) -> BlockStore:
         if self.config.store is None:
@@ -47,6 +51,8 @@ class Engine:
     def close(self) -> None:
         for stream_id in list(self.sessions):
             self.close_stream(stream_id)
+        if self.answerer is not None:
+            self.answerer.close()
         self.store.close()
         for t in getattr(getattr(self.store, "config", None), "tiers", ()):
             if t.kind == "disk":
@@ -75,8 +81,6 @@ class Engine:
             return {"ok": True, "degraded": [], "note": "in-process store"}
         return dict(probe())
 
-    def collectors(self) -> list[Any]:
-        return []  # the server's own collectors see everything in this process
 
     def tokenizer(self) -> Any | None:
         return self.adapter.tokenizer
@@ -93,8 +97,18 @@ class Engine:
             stream_id, self.adapter, self.store, method, config, self.lock, self.observers,
             self.config.max_question_chars, self.config.max_new_tokens, store_all=self.shared_store,
         )
+        session.answerer = self.answerer
         self.sessions[stream_id] = session
         return session
+
+    def collectors(self) -> list[Any]:
+        """Prometheus collectors beyond the server's own, which see everything in this process:
+        the vLLM answer process's metrics when it answers."""
+        if self.answerer is None:
+            return []
+        from streamvqa.answering.metrics import VLLMCollector
+
+        return [VLLMCollector(self.answerer)]
 
     def get(self, stream_id: str) -> StreamSession:
         if stream_id not in self.sessions:

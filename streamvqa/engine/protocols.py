@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Generator, Iterable
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from streamvqa.engine.errors import EngineError
@@ -102,20 +103,22 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-async def stream_in_thread(it: Generator[T, None, None]) -> AsyncIterator[T]:
-    """A blocking generator read from the event loop, one `next` per thread hop. Abandoned (the
-    consumer stops early or is cancelled), the iterator is closed, so the question's work and
-    resources (an answer cache, a worker's socket) end with it."""
+async def stream_in_thread(it: Generator[T, None, None], executor: Executor | None = None) -> AsyncIterator[T]:
+    """A blocking generator read from the event loop, one `next` per thread hop (in `executor`,
+    else the loop's default one). Abandoned (the consumer stops early or is cancelled), the
+    iterator is closed, so the question's work and resources (an answer cache, a worker's socket)
+    end with it."""
     done = object()
+    loop = asyncio.get_running_loop()
     try:
         while True:
-            ev = await asyncio.to_thread(next, it, done)
+            ev = await loop.run_in_executor(executor, next, it, done)
             if ev is done:
                 return
             yield ev  # type: ignore[misc]
     finally:
         try:
-            await asyncio.to_thread(it.close)
+            await loop.run_in_executor(executor, it.close)
         except (ValueError, RuntimeError):  # still running in a cancelled to_thread: it ends on its own
             pass
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass, replace
@@ -78,6 +79,9 @@ class StreamSession:
         self._answer_caches: weakref.WeakSet[Assembled] = weakref.WeakSet()
         self._answer_caches_lock = threading.Lock()
         self.closed = False
+        # stage 9 elsewhere (streamvqa/answering: the vllm engine); None: this process's model
+        self.answerer = None
+        self.nonce = uuid.uuid4().hex  # tells this session's memories from a reopened stream's
         with self.lock, torch.inference_mode():
             self._encode_prefix()
         self.stages = stages.MemoryStages(self)  # units, reduction, retention, budgets (policies/stages.py)
@@ -277,7 +281,10 @@ class StreamSession:
             end = max(assembled.end, self.tracker.next) if self.config.positions == "original" else assembled.end
             tracker = self.tracker.fork(end)
             piece = adapter.question_piece(question)
-            logits = prefill(adapter, adapter.embed(piece), tracker.place(piece), cache)[0, -1]
+            remote = None if self.answerer is None else self.answerer.start(
+                self, assembled, end, piece, max_tokens, temperature, top_p, seed)
+            if remote is None:
+                logits = prefill(adapter, adapter.embed(piece), tracker.place(piece), cache)[0, -1]
             timings["prefill_s"] = time.perf_counter() - t
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         stream = TextStream(adapter.tokenizer)
@@ -285,8 +292,8 @@ class StreamSession:
         finish = "length"
         last = time.perf_counter()
         for k in range(max_tokens):
-            tok = next_token(logits, temperature, top_p, gen)
-            if tok in adapter.eos_ids:
+            tok = next_token(logits, temperature, top_p, gen) if remote is None else next(remote, None)
+            if tok is None or tok in adapter.eos_ids:
                 finish = "stop"
                 break
             ids.append(tok)
@@ -298,8 +305,8 @@ class StreamSession:
                     obs.on_token(self.stream_id, now - last)
             last = now
             yield TokenEvent(stream.push(tok), tok, k)
-            if k + 1 == max_tokens:
-                break
+            if k + 1 == max_tokens or remote is not None:
+                continue
             with self.lock, torch.inference_mode():
                 pos = torch.full((tracker.rows, 1), tracker.next)
                 tracker.next += 1
@@ -403,8 +410,11 @@ class StreamSession:
     def ask(self, question: str, *, max_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
             at: float | None = None, seed: int | None = None) -> AsyncIterator[TokenEvent | Answer]:
         """Stream tokens, then the Answer. Model work runs in a thread: the loop never blocks."""
+        # the vllm engine brings threads for its questions in flight (the loop's default executor
+        # has a handful, which would cap how many questions vLLM batches)
         return stream_in_thread(self.events(question, max_tokens=max_tokens, temperature=temperature,
-                                            top_p=top_p, at=at, seed=seed))
+                                            top_p=top_p, at=at, seed=seed),
+                                getattr(self.answerer, "executor", None))
 
     @property
     def next_index(self) -> int:

@@ -68,6 +68,8 @@ def load_engine(settings: ServerSettings) -> Engine:
             max_new_tokens=settings.max_tokens,
             threads=settings.threads,
             store=settings.store_config(),
+            answer_engine=settings.answer_engine,
+            vllm=settings.vllm_options(),
         )
     )
 
@@ -102,6 +104,8 @@ def question_slots(settings: ServerSettings) -> int:
     model lock each), one embedded (more would only interleave tokens under the one lock)."""
     if settings.question_slots is not None:
         return settings.question_slots
+    if settings.answer_engine == "vllm":  # vLLM batches decoding across the questions in flight
+        return settings.vllm_max_num_seqs
     if settings.topology == "multi":
         return len([d for d in (settings.answer_device or settings.device).split(",") if d.strip()]) or 1
     return 1

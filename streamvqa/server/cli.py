@@ -20,6 +20,7 @@ def _settings(args: argparse.Namespace):
         device=args.device,
         dtype=args.dtype,
         topology=getattr(args, "topology", None),
+        answer_engine=getattr(args, "answer_engine", None),
         auth="off" if getattr(args, "insecure", False) else None,
         api_keys_file=getattr(args, "api_keys_file", None),
         media_root=getattr(args, "media_root", None),
@@ -114,6 +115,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     p.add_argument("--topology", default=None, choices=["embedded", "multi"],
                    help="embedded (one process; default) or multi (kvstore, encoder, answer worker processes)")
+    p.add_argument("--answer-engine", default=None, choices=["transformers", "vllm"],
+                   help="who decodes answers: this process's model (default) or a vLLM process "
+                        "(`bash tools/setup.sh --vllm`; docs/vllm.md; env STREAMVQA_ANSWER_ENGINE)")
     p.add_argument("--api-keys-file", default=None,
                    help="API key hashes, name:hash per line or JSON (env STREAMVQA_API_KEYS_FILE)")
     p.add_argument("--media-root", default=None, metavar="DIR",

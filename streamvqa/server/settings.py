@@ -260,6 +260,26 @@ class ServerSettings(_Settings):
         store = store.model_dump(exclude_unset=True) if isinstance(store, StoreSettings) else dict(store)
         store.update({name: data[k] for k, name in flat.items()})
         return {**{k: v for k, v in data.items() if k not in flat}, "store": store}
+    # -- answer engine (docs/vllm.md) ----------------------------------------------------------
+    answer_engine: Literal["transformers", "vllm"] = Field(
+        "transformers", description="who decodes answers: the model in this process, or a vLLM process "
+        "(`bash tools/setup.sh --vllm`; embedded topology)")
+    vllm_python: str | None = Field(None, description="vLLM's interpreter (None: .venv-vllm/bin/python)")
+    vllm_max_num_seqs: int = Field(32, ge=1, description="questions vLLM decodes at once (continuous batching)")
+    vllm_kv_cache_gib: int = Field(2, ge=1, description="vLLM's paged KV cache on CPU (VLLM_CPU_KVCACHE_SPACE)")
+    vllm_max_model_len: int = Field(8192, ge=256, description="memory + question + answer tokens per question")
+
+    def vllm_options(self) -> dict[str, Any]:
+        """`VLLMOptions` fields (streamvqa/answering/vllm_process.py) from the vllm_* settings."""
+        return {"max_num_seqs": self.vllm_max_num_seqs, "kv_cache_gib": self.vllm_kv_cache_gib,
+                "max_model_len": self.vllm_max_model_len, "start_timeout_s": self.worker_start_timeout_s,
+                **({"python": self.vllm_python} if self.vllm_python else {})}
+
+    @model_validator(mode="after")
+    def _check_answer_engine(self) -> ServerSettings:
+        if self.answer_engine == "vllm" and self.topology != "embedded":
+            raise ValueError("answer_engine=vllm runs in the embedded topology only (docs/vllm.md)")
+        return self
 
     @model_validator(mode="after")
     def _check_store(self) -> ServerSettings:

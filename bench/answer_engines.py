@@ -1,0 +1,97 @@
+"""`streamvqa bench answer-engines`: the transformers and vllm answer engines in one run.
+
+    streamvqa bench answer-engines [--streams 4] [--concurrency 1,16] [--minutes 0.3] [--json OUT]
+
+One engine (the default model) with a vLLM answer process (`.venv-vllm`); `--streams` needle
+streams (rekv) are encoded once. Then, for each answer engine and each concurrency c, c questions
+are put at once (threads, like the server's question slots) over the streams, `--rounds` times
+(after one warm-up question per engine):
+questions/s and tokens/s over the wall time, p50/p99 time to first token (from the question to
+its first token, queueing on the model lock included). Nothing is asserted; figures are printed
+and written as JSON (docs/benchmarks.md, "Answer engines").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
+
+
+def measure(engine, sessions: list, questions: list[list[str]], concurrency: int, rounds: int,
+            max_tokens: int, answer_engine: str) -> dict:
+    for s in sessions:
+        s.answerer = engine.answerer if answer_engine == "vllm" else None
+    asked = [(sessions[i % len(sessions)], questions[i % len(sessions)][(i // len(sessions)) % len(questions[0])])
+             for i in range(concurrency)]
+    ttft, tokens, n = [], 0, 0
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for _ in range(rounds):
+            for a in pool.map(lambda sq: sq[0].answer(sq[1], max_tokens=max_tokens), asked):
+                ttft.append(a.timings["first_token_s"])
+                tokens += len(a.token_ids)
+                n += 1
+    wall = time.perf_counter() - t0
+    return {"engine": answer_engine, "concurrency": concurrency, "questions": n, "tokens": tokens,
+            "wall_s": wall, "questions_per_s": n / wall, "tokens_per_s": tokens / wall,
+            "ttft_p50_s": _percentile(ttft, 50), "ttft_p99_s": _percentile(ttft, 99)}
+
+
+def run(args: argparse.Namespace) -> dict:
+    from streamvqa.engine import Engine, EngineConfig
+    from streamvqa.synth.streams import needle_questions, random_stream, render_stream_frame
+
+    t0 = time.perf_counter()
+    engine = Engine(EngineConfig(model=args.model, answer_engine="vllm", threads=args.threads,
+                                 vllm={"max_num_seqs": max(args.concurrency)}))
+    start_s = time.perf_counter() - t0  # the model and the vLLM process (the engine waits for it)
+    try:
+        sessions, questions = [], []
+        for k in range(args.streams):
+            stream = random_stream(8000 + k, minutes=args.minutes)
+            s = engine.open_stream(f"bench-{k}", method="rekv", options={"n_local": 48, "topk": 4})
+            for i in range(stream.n_frames):
+                s.push_frame(render_stream_frame(stream, i), i / stream.fps)
+            sessions.append(s)
+            questions.append([q["question"] for q in needle_questions(stream)][:4] or ["What colour was shown?"])
+        rows = []
+        for name in ("transformers", "vllm"):
+            measure(engine, sessions, questions, 1, 1, args.max_tokens, name)  # warm-up
+            for c in args.concurrency:
+                rows.append(measure(engine, sessions, questions, c, args.rounds, args.max_tokens, name))
+                r = rows[-1]
+                print(f"{name:12s} c={c:3d}  {r['questions_per_s']:6.2f} q/s  {r['tokens_per_s']:7.1f} tok/s  "
+                      f"TTFT p50 {r['ttft_p50_s']:.3f} s  p99 {r['ttft_p99_s']:.3f} s", flush=True)
+        return {"bench": "answer-engines", "model": args.model, "streams": args.streams, "minutes": args.minutes,
+                "max_tokens": args.max_tokens, "rounds": args.rounds, "engine_start_s": start_s, "rows": rows}
+    finally:
+        engine.close()
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("answer-engines", help="transformers vs vllm answer engines: questions/s, tokens/s, TTFT")
+    p.add_argument("--model", default="default")
+    p.add_argument("--streams", type=int, default=4)
+    p.add_argument("--minutes", type=float, default=0.3, help="length of each needle stream")
+    p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16])
+    p.add_argument("--rounds", type=int, default=2, help="batches of `concurrency` questions measured")
+    p.add_argument("--max-tokens", type=int, default=16)
+    p.add_argument("--threads", type=int, default=None, help="torch threads of this process")
+    p.add_argument("--json", dest="engines_json", metavar="OUT", help="write the result JSON here")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    result = run(args)
+    if args.engines_json:
+        Path(args.engines_json).write_text(json.dumps(result, indent=1))
+    return 0
