@@ -40,6 +40,10 @@ class Assembled:
 
 
 class StreamSession:
+    # stage 9 elsewhere (streamvqa/answering: the vllm engine), set by the engine; None: this
+    # process's model
+    answerer = None
+
     def __init__(
         self,
         stream_id: str,
@@ -79,8 +83,6 @@ class StreamSession:
         self._answer_caches: weakref.WeakSet[Assembled] = weakref.WeakSet()
         self._answer_caches_lock = threading.Lock()
         self.closed = False
-        # stage 9 elsewhere (streamvqa/answering: the vllm engine); None: this process's model
-        self.answerer = None
         self.nonce = uuid.uuid4().hex  # tells this session's memories from a reopened stream's
         with self.lock, torch.inference_mode():
             self._encode_prefix()
