@@ -11,6 +11,7 @@ from streamvqa.policies.registry import (
     RETENTIONS,
     build_reduction,
     build_retention,
+    build_units,
     canonical,
     reduction_options,
     retention_options,
@@ -80,6 +81,10 @@ class MethodConfig(BaseModel):
 
     def reducer(self):
         return build_reduction(self.reduction, self.reduction_options)
+
+    def unit_builder(self, vision):
+        """The stage-1 unit builder, given the model's vision (frames, t_start -> piece)."""
+        return build_units(self, vision)
 
     def retriever(self) -> Retriever:
         return build_retriever(self)

@@ -79,7 +79,7 @@ def test_a_session_keeps_each_layers_own_number_of_blocks():
     real = session.retriever.select
     session.retriever.select = lambda ctx: Selection([[0, 2, 7], [7]], {0: 0.5, 2: 0.5, 7: 1.0})
     answer = session.answer("What happened?", max_tokens=3)
-    lengths = [layer.keys.shape[-2] for layer in session._assembled.cache.layers]
+    lengths = [layer.keys.shape[-2] for layer in session.answer_cache.cache.layers]
     per_block, sink = session.store.get_many("s", [0])[0].n_tokens, session.window.sink.n_tokens
     assert answer.blocks_per_layer == [[0, 2, 7], [7]]
     assert lengths == [sink + 3 * per_block, sink + per_block] and answer.token_ids

@@ -59,6 +59,8 @@ class Selection:
     layer_share: dict[int, float] = field(default_factory=dict)
     score: dict[int, float] = field(default_factory=dict)
     captions: list[Caption] = field(default_factory=list)  # text to prefill after the blocks, time order
+    # units whose original block (from the store) replaces the retained memory's copy (demotion)
+    originals: list[int] = field(default_factory=list)
 
     @property
     def size(self) -> int:

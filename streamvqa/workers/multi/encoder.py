@@ -44,17 +44,9 @@ log = logging.getLogger(__name__)
 
 
 def replicable(session) -> bool:
-    """Whether the store holds all of `session`'s state, so a replica rebuilt from stored blocks
-    answers exactly as the session would. Not so for a method with a retained memory, semantic
-    units, reduction or byte budgets (policies/stages.py), nor for a retriever with its own
-    index of the frames (rekv-external): such a stream's questions are answered by the encoder
-    that owns its session (`enc.ask`)."""
-    from streamvqa.policies.retrieval.base import Retriever
-
-    stages = getattr(session, "stages", None)
-    observe = getattr(type(getattr(session, "retriever", None)), "observe", Retriever.observe)
-    stateful_retriever = observe is not Retriever.observe  # indexes blocks as written (rekv-external)
-    return not (stateful_retriever or (stages is not None and getattr(stages, "active", False)))
+    """Whether a replica rebuilt from stored blocks answers exactly as `session` would
+    (`StreamSession.replicable`); otherwise the encoder that owns it answers (`enc.ask`)."""
+    return session.replicable
 
 
 class _UnitTimer:
