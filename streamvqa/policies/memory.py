@@ -251,6 +251,7 @@ class Retention:
 
     name = "base"
     Options = Options
+    unit_queries = False  # whether `score()` reads the newest unit's own queries (ctx.unit_queries)
 
     def __init__(self, options: Options | None = None) -> None:
         self.options = options or self.Options()

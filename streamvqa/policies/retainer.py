@@ -57,7 +57,7 @@ class Retainer:
 
     @property
     def wants_unit_queries(self) -> bool:
-        return bool(getattr(self.policy, "unit_queries", False))
+        return self.policy.unit_queries
 
     def append(self, block: Block, info: UnitInfo, meta: TokenMeta,
                queries: list[torch.Tensor] | None = None) -> None:
