@@ -52,8 +52,14 @@ from streamvqa.models.base import ModelAdapter, Piece
 from streamvqa.policies.memory import TokenMeta, UnitInfo
 from streamvqa.policies.presets import MethodConfig
 from streamvqa.policies.retainer import Retainer
-from streamvqa.policies.retrieval.base import Caption, RetrievalContext, Retriever, Selection, WindowOnly
-from streamvqa.policies.retrieval.rlivs import caption_text
+from streamvqa.policies.retrieval.base import (
+    Caption,
+    RetrievalContext,
+    Retriever,
+    Selection,
+    WindowOnly,
+    caption_text,
+)
 from streamvqa.policies.units import Unit, UnitBatch
 from streamvqa.store.base import BlockStore, MemoryStore, StreamIndex
 from streamvqa.store.block import Block

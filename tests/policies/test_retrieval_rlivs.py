@@ -6,7 +6,8 @@ import torch.nn.functional as F
 
 from streamvqa.engine import Engine
 from streamvqa.policies.retrieval import Caption, CaptionRetriever, RetrievalContext
-from streamvqa.policies.retrieval.rlivs import caption_text, mmr
+from streamvqa.policies.retrieval.base import caption_text
+from streamvqa.policies.retrieval.rlivs import mmr
 from tests.engine.conftest import get_adapter, make_frames
 
 WORDS = {"red": 0, "car": 1, "dog": 2, "park": 3, "rain": 4, "kitchen": 5}

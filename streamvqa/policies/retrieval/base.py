@@ -52,6 +52,17 @@ class Caption:
     text: str
 
 
+def _hms(t: float) -> str:
+    s = int(t)
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def caption_text(captions: list[Caption]) -> str:
+    """The text an answer cache prefills after its blocks: one dated line per caption, in the
+    order given."""
+    return "".join(f"[{_hms(c.t_start)}-{_hms(c.t_end)}] {c.text.strip()}\n" for c in captions)
+
+
 @dataclass
 class RetrievalContext:
     """What a policy may look at: the question's mean pre-RoPE query per layer, the stream's

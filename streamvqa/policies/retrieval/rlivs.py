@@ -35,16 +35,6 @@ from streamvqa.policies.retrieval.base import (
 from streamvqa.policies.retrieval.rekv import ReKVOptions, ReKVRetriever
 
 
-def _hms(t: float) -> str:
-    s = int(t)
-    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
-def caption_text(captions: list[Caption]) -> str:
-    """The text the session prefills: one dated line per caption, in the order given."""
-    return "".join(f"[{_hms(c.t_start)}-{_hms(c.t_end)}] {c.text.strip()}\n" for c in captions)
-
-
 def mmr(relevance: torch.Tensor, similarity: torch.Tensor, costs: list[int], budget: int, lam: float) -> list[int]:
     """Greedy MMR order under a budget: indices picked (in pick order) until the next pick would
     not fit. relevance [n], similarity [n, n] (cosine), costs [n]."""
