@@ -98,6 +98,11 @@ class Encoded:
 
 
 class StreamSession:
+    """One stream through the one pipeline (module docstring). Public interface: `push_frame`,
+    `flush`, `answer` / `ask` / `answer_events`, `stats`, `block_index`, `get_blocks`, `close`;
+    the encode phases `prepare` -> `forward_unit` -> `commit` (-> `retain`), run by `encode`;
+    `next_index`, `replicable` and `restore` for processes that rebuild a stream from the store."""
+
     def __init__(
         self,
         stream_id: str,
