@@ -36,6 +36,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -145,7 +146,8 @@ class StreamSession:
             self._encode_prefix()
         # the strategies (policies/): stage 1 units, 2 reduction, 3 target, 5 retention
         self.reducer = config.reducer()
-        self.units = config.unit_builder(self.vision_piece)
+        # the builder's vision holds the adapter and lock, not the session: no reference cycle
+        self.units = config.unit_builder(partial(vision_piece, adapter, lock))
         es = torch.empty(0, dtype=adapter.dtype).element_size()
         self.token_bytes = 2 * adapter.n_kv_heads * adapter.head_dim * es * adapter.n_layers  # K+V, all layers
         budgets = config.budget_bytes
@@ -159,8 +161,8 @@ class StreamSession:
             if mem_bytes is not None:
                 cap = mem_bytes // self.token_bytes
                 mem_tokens = cap if mem_tokens is None else min(mem_tokens, cap)
-            self.retainer = Retainer(policy, mem_tokens, mem_bytes, self.probe, self.generate, adapter.rotate,
-                                     adapter.n_heads, keep_memory=config.keep_memory)
+            self.retainer = Retainer(policy, mem_tokens, mem_bytes, adapter.rotate, adapter.n_heads,
+                                     keep_memory=config.keep_memory)
         on_memory = self.retainer is not None and config.encode_on == "memory"
         self.target = MemoryTarget(self.window) if on_memory else WindowTarget(self.window)
         # the retained memory is laid out at original or contiguous positions (time-aware: contiguous)
@@ -201,11 +203,6 @@ class StreamSession:
         keys = torch.stack([Capture.heads(k, d) for k in cap.k])
         values = torch.stack([Capture.heads(v, d) for v in cap.v])
         self.window.set_sink(Sink(keys, values, positions, self.tracker.next))
-
-    def vision_piece(self, frames: list[np.ndarray], t0: float) -> Piece:
-        """The model's tokens for frames starting at t0 (the unit builder's vision)."""
-        with self.lock, torch.inference_mode():
-            return self.adapter.unit_piece(frames, t0)
 
     def push_frame(self, image: np.ndarray, t: float) -> None:
         """Accept one decoded frame (HxWx3 uint8 RGB) at presentation time t (seconds)."""
@@ -306,7 +303,7 @@ class StreamSession:
         """Phase 5: the retention policy and budgets over the memory; a memory target reloads
         its cache when the memory changed."""
         assert self.retainer is not None
-        changed, evicted = self.retainer.retain(new, now, self.captions, budget)
+        changed, evicted = self.retainer.retain(new, now, self.captions, self.probe, self.generate, budget)
         self._stats.tokens_evicted += evicted
         if changed and self.target.memory_changed(self.retainer.memory, self.memory_layout, self.tracker.next):
             self._peak("device", self.window.nbytes)
@@ -651,6 +648,12 @@ class StreamSession:
     def close(self) -> None:
         self.closed = True
         self.store.drop_stream(self.stream_id)
+
+
+def vision_piece(adapter: ModelAdapter, lock: threading.Lock, frames: list[np.ndarray], t0: float) -> Piece:
+    """The model's tokens for frames starting at t0 (a unit builder's vision), under the model lock."""
+    with lock, torch.inference_mode():
+        return adapter.unit_piece(frames, t0)
 
 
 def merge_ranges(ranges: list[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -11,7 +11,8 @@ retrieval can bring back what retention dropped: such originals travel in
 `Selection.originals` and replace the memory's copy of their unit.
 
 The model runs the policy may ask for (a probe text, a generated caption) are callables the
-session provides; nothing here touches the model or the session.
+session passes per call; nothing here touches the model or keeps a reference to the session
+(a cycle would keep a closed stream's tensors alive until the cycle collector ran).
 """
 
 from __future__ import annotations
@@ -45,13 +46,13 @@ Retrieve = Callable[[list[int], torch.Tensor, list[tuple[float, float]]], Select
 
 class Retainer:
     def __init__(self, policy: Retention, memory_tokens: int | None, memory_bytes: int | None,
-                 probe: Probe, generate: Generate, rotate: Rotate, n_heads: int, keep_memory: bool = False) -> None:
+                 rotate: Rotate, n_heads: int, keep_memory: bool = False) -> None:
         self.policy = policy
         self.keep_memory = keep_memory  # answer from the whole memory plus what retrieval adds
         self.memory = TokenMemory()
         self.max_tokens = memory_tokens  # per layer (already capped by the byte budget)
         self.max_bytes = memory_bytes
-        self.probe, self.generate, self.rotate, self.n_heads = probe, generate, rotate, n_heads
+        self.rotate, self.n_heads = rotate, n_heads
         # pre-RoPE queries of the newest unit (policies that score with them), until retained
         self.unit_queries: tuple[list[torch.Tensor], torch.Tensor, torch.Tensor] | None = None
 
@@ -66,9 +67,12 @@ class Retainer:
         if queries is not None:
             self.unit_queries = (queries, block.positions, meta.visual)
 
-    def retain(self, new: list[int], now: float, captions: list[Caption], budget: int | None = None) -> tuple[bool, int]:
-        """Run the policy, then the budgets. `budget` lowers the token cap for this call (room
-        for the encoder's next unit). Returns (whether the memory changed, tokens evicted)."""
+    def retain(self, new: list[int], now: float, captions: list[Caption], probe: Probe, generate: Generate,
+               budget: int | None = None) -> tuple[bool, int]:
+        """Run the policy, then the budgets. `probe` / `generate` run text after the stream (the
+        session's, passed per call: the retainer keeps no reference back to its session).
+        `budget` lowers the token cap for this call (room for the encoder's next unit). Returns
+        (whether the memory changed, tokens evicted)."""
         memory = self.memory
         cap = self.max_tokens if budget is None else (budget if self.max_tokens is None else min(budget, self.max_tokens))
         queries = self.unit_queries if new else None
@@ -76,7 +80,7 @@ class Retainer:
             budget=cap, new_units=new, now=now, n_heads=self.n_heads,
             unit_queries=queries[0] if queries else None, unit_positions=queries[1] if queries else None,
             unit_visual=queries[2] if queries else None,
-            probe=self.probe, generate=self.generate, rotate=self.rotate,
+            probe=probe, generate=generate, rotate=self.rotate,
             add_caption=lambda t0, t1, text: captions.append(Caption(t0, t1, text)),
         )
         before = memory.version

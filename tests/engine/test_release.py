@@ -30,7 +30,7 @@ def _tensors(session) -> list[weakref.ref]:
     refs += [weakref.ref(b.keys) for b in session.store.get_many(session.stream_id, index.indices)]
     if session.answer_cache is not None:
         refs += [weakref.ref(layer.keys) for layer in session.answer_cache.cache.layers]
-    if session.retainer.memory is not None:
+    if session.retainer is not None:
         refs += [weakref.ref(layer.keys) for layer in session.retainer.memory.layers]
     return refs
 
