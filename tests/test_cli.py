@@ -60,7 +60,7 @@ def test_methods_lists_presets_with_policies():
     assert r.returncode == 0
     names = {m["name"]: m for m in json.loads(r.stdout)}
     assert {"full", "rekv", "sliding-window"} <= set(names)
-    assert names["rekv"]["policies"]["topk"] == 64 and names["full"]["policies"]["n_local"] is None
+    assert names["rekv"]["policies"]["retrieval_options"]["topk"] == 64 and names["full"]["policies"]["n_local"] is None
 
 
 @pytest.mark.slow

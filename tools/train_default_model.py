@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamvqa.models.grounded import template  # noqa: E402
+from streamvqa.models import template  # noqa: E402
 from streamvqa.models.grounded.lora import LoRA  # noqa: E402
 from streamvqa.models.grounded.samples import SIZES, event_sample, scene_sample, snippet_sample  # noqa: E402
 from streamvqa.models.grounded.sequences import IGNORE, Sample, Tokens, collate, embed  # noqa: E402

@@ -28,9 +28,7 @@ def index_stream(store: Any, stream_id: str) -> int:
 
 def retaining(session: Any) -> bool:
     """Whether the stream keeps state beyond its stored blocks, which adoption cannot restore."""
-    from streamvqa.workers.multi.encoder import replicable
-
-    return not replicable(session)
+    return not session.replicable
 
 
 def prepare(engine: Any, created_at: float, report: dict[str, Any] | None = None) -> Any:

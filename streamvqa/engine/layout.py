@@ -13,7 +13,7 @@ so its internal structure (M-RoPE grids included) is unchanged and only its offs
   position distance stays monotone in elapsed time while the span stays bounded (at most
   ``max_gap`` per gap), which keeps the re-laid cache inside the position range the model knows.
   ``gap_scale=0`` is *contiguous*; ``gap_scale=1, max_gap=None`` is *original*. Every unit also
-  carries its timestamp text (``[hh:mm:ss]``, `models/grounded/template.py`), so retrieved moments
+  carries its timestamp text (``[hh:mm:ss]``, `models/template.py`), so retrieved moments
   are dated in words as well as in positions.
 
 A layout is called as ``layout(blocks, start, now)``: `start` is the first position after the

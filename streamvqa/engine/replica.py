@@ -8,20 +8,17 @@ Two users:
 What a `StreamSession` needs besides the store is derived state, and all of it can be rebuilt:
 - the sink: the prompt prefix, recomputed by `StreamSession.__init__` (same model, same tokens);
 - the hot window: the longest suffix of blocks whose tokens fit `n_local` (at least one) —
-  exactly what `HotWindow.push` keeps — laid out contiguously after the sink, as
-  `HotWindow._rebuild` does once units have left the window;
+  exactly what `HotWindow.push` keeps — laid out contiguously after the sink
+  (`HotWindow.replace`), as the window does itself once units have left it;
 - the position counter: the last block's `pos_end`; the next block index: last index + 1.
 
-Composition over the session: this module sets those fields and leaves the session's code
-alone (engine/session.py has no hook for it).
+The session is changed only through `StreamSession.restore`, which keeps the window's layout
+and the counters consistent.
 """
 
 from __future__ import annotations
 
-from collections import deque
-
 from streamvqa.engine.session import StreamSession
-from streamvqa.engine.window import HotWindow
 from streamvqa.store.block import Block
 
 FETCH = 8  # blocks leased per round trip while walking back from the newest
@@ -36,11 +33,11 @@ def sync(session: StreamSession) -> int:
     store = session.store
     idx = store.index(session.stream_id)
     if not idx.indices:
-        session._next_index = 0
+        session.restore([], 0)
         return 0
     last = idx.indices[-1]
     window = session.window
-    if session._next_index == last + 1 and window.blocks and window.blocks[-1].index == last:
+    if session.next_index == last + 1 and window.blocks and window.blocks[-1].index == last:
         return len(idx.indices)  # nothing new
     times = dict(zip(idx.indices, idx.times, strict=True))
     # reuse only blocks the store still describes the same way (a store that lost a stream and
@@ -63,12 +60,5 @@ def sync(session: StreamSession) -> int:
             chosen.append(b)
             tokens += b.n_tokens
     chosen.reverse()
-    fresh = HotWindow(session.adapter, n_local)
-    fresh.set_sink(window.sink)
-    fresh.blocks = deque(chosen)
-    fresh.tokens = tokens
-    fresh._rebuild()
-    session.window = fresh
-    session.tracker.next = chosen[-1].pos_end
-    session._next_index = last + 1
+    session.restore(chosen, last + 1)
     return len(idx.indices)

@@ -46,6 +46,12 @@ class HotWindow:
         self.tokens = 0
         self.limit: int | None = None  # tokens the cache may hold, spare room included (a device byte budget)
 
+    def set_limit(self, limit: int | None) -> None:
+        """Cap the cache's room at `limit` tokens (a device byte budget); empties the window."""
+        assert self.sink is not None
+        self.limit = limit
+        self.set_sink(self.sink)
+
     def set_sink(self, sink: Sink) -> None:
         self.sink = sink
         self.next = sink.end
@@ -63,6 +69,19 @@ class HotWindow:
             self.tokens -= self.blocks.popleft().n_tokens
         self._rebuild()
         return True
+
+    def advance(self, block: Block) -> None:
+        """Account for a unit the last forward appended on top of a loaded memory (encode on the
+        memory): it stays in the cache until the next `load_memory`, no block is kept."""
+        self.next += block.extent
+        self.tokens += block.n_tokens
+
+    def replace(self, blocks: list[Block]) -> None:
+        """Hold exactly `blocks` (oldest first), laid out contiguously after the sink: a window
+        rebuilt from stored blocks (`engine/replica.py`)."""
+        self.blocks = deque(blocks)
+        self.tokens = sum(b.n_tokens for b in blocks)
+        self._rebuild()
 
     def make_room(self, n_new: int, cap: int) -> bool:
         """Before encoding `n_new` tokens: drop oldest units so the window plus the new unit
@@ -163,6 +182,13 @@ class GrowingLayer(DynamicLayer):
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         super().batch_select_indices(indices)
         self._kbuf = self._vbuf = None
+
+    @property
+    def capacity(self) -> int:
+        """Tokens the layer's buffers hold room for (its length plus the spare room)."""
+        if self._kbuf is None:
+            return 0 if self.keys is None else int(self.keys.shape[-2])
+        return int(self._kbuf.shape[-2])
 
     @property
     def capacity_bytes(self) -> int:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from streamvqa.models.grounded import template as chat
+from streamvqa.models import template as chat
 
 
 @dataclass

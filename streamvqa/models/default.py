@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from streamvqa.models import template
 from streamvqa.models.base import LinearPositions, ModelAdapter, Piece, Segment
-from streamvqa.models.grounded import template
 from streamvqa.models.grounded.lora import MERGED
 
 

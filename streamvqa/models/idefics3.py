@@ -13,8 +13,8 @@ from typing import Self
 import numpy as np
 import torch
 
+from streamvqa.models import template as tpl
 from streamvqa.models.base import LinearPositions, ModelAdapter, Piece, PositionTracker, Segment
-from streamvqa.models.grounded import template as tpl
 from streamvqa.models.preprocess import HALF, eos_ids_of, group_units, load_local, norm_stats, to_pixels
 
 
@@ -58,7 +58,7 @@ class Idefics3Adapter(ModelAdapter):
             [to_pixels(f, self.image_size, self.image_size, self.mean, self.std) for f in frames]
         )
 
-    def _layout(self, t_start: float, visuals: list[Segment]) -> Piece:
+    def layout_unit(self, t_start: float, visuals: list[Segment]) -> Piece:
         """The unit's segments around per-frame visual segments (embeddings or placeholder ids)."""
         piece = [self.text_segment(tpl.frame_open(t_start))]
         for v in visuals:
@@ -81,13 +81,13 @@ class Idefics3Adapter(ModelAdapter):
         return list(feats.reshape(len(frames), self.image_seq_len, -1))
 
     def unit_piece(self, frames: list[np.ndarray], t_start: float) -> Piece:
-        return self._layout(t_start, [Segment(embeds=e) for e in self.image_embeds(frames)])
+        return self.layout_unit(t_start, [Segment(embeds=e) for e in self.image_embeds(frames)])
 
     def unit_tokens(self, n_frames: int = 1) -> int:
         """Tokens per unit of `n_frames` frames (the same for every timestamp)."""
         return sum(
             s.n
-            for s in self._layout(
+            for s in self.layout_unit(
                 0.0, [Segment(ids=torch.zeros(self.image_seq_len, dtype=torch.long))] * n_frames
             )
         )
@@ -99,7 +99,7 @@ class Idefics3Adapter(ModelAdapter):
         pix = []
         ph = Segment(ids=torch.full((self.image_seq_len,), self.image_id, dtype=torch.long))
         for unit, t in group_units(frames, unit_frames):
-            ids += [s.ids for s in self._layout(t, [ph] * len(unit))]
+            ids += [s.ids for s in self.layout_unit(t, [ph] * len(unit))]
             pix.append(self.pixels(unit))
         ids += [s.ids for s in self.question_piece(question)]
         input_ids = torch.cat(ids).unsqueeze(0).to(self.device)

@@ -15,8 +15,8 @@ from typing import Self
 import numpy as np
 import torch
 
+from streamvqa.models import template as tpl
 from streamvqa.models.base import LinearPositions, ModelAdapter, Piece, PositionTracker, Segment
-from streamvqa.models.grounded import template as tpl
 from streamvqa.models.preprocess import HALF, eos_ids_of, group_units, load_local, norm_stats, to_pixels
 
 
@@ -50,13 +50,13 @@ class LlavaOnevisionAdapter(ModelAdapter):
     def new_positions(self) -> PositionTracker:
         return LinearPositions()
 
-    def _layout(self, t_start: float, visual: Segment) -> Piece:
+    def layout_unit(self, t_start: float, visual: Segment) -> Piece:
         return [self.text_segment(tpl.frame_open(t_start)), visual, self.text_segment(tpl.FRAME_CLOSE)]
 
     def unit_tokens(self, n_frames: int = 1) -> int:
         """Tokens per unit: wrapper text + n_frames * frame_tokens + 1 newline embedding."""
         ph = Segment(ids=torch.zeros(n_frames * self.frame_tokens + 1, dtype=torch.long))
-        return sum(s.n for s in self._layout(0.0, ph))
+        return sum(s.n for s in self.layout_unit(0.0, ph))
 
     def pixels(self, frames: list[np.ndarray]) -> torch.Tensor:
         """[n, 3, S, S] normalised pixels of one unit's frames."""
@@ -80,7 +80,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
     def unit_piece(self, frames: list[np.ndarray], t_start: float) -> Piece:
         if not frames:
             raise ValueError("a unit needs at least one frame")
-        return self._layout(t_start, Segment(embeds=self.video_embeds(frames)))
+        return self.layout_unit(t_start, Segment(embeds=self.video_embeds(frames)))
 
     def reference_inputs(
         self, frames: list[tuple[np.ndarray, float]], question: str, unit_frames: int = 1
@@ -94,7 +94,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
             raise ValueError("LLaVA-OneVision reference needs every unit to have unit_frames frames")
         for unit, t in units:
             n = len(unit) * self.frame_tokens + 1
-            ids += [s.ids for s in self._layout(t, Segment(ids=torch.full((n,), self.video_id)))]
+            ids += [s.ids for s in self.layout_unit(t, Segment(ids=torch.full((n,), self.video_id)))]
             pix.append(self.pixels(unit))
         ids += [s.ids for s in self.question_piece(question)]
         input_ids = torch.cat(ids).unsqueeze(0).to(self.device)

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from streamvqa.models import template as chat
 from streamvqa.models.base import ModelAdapter, MRopePositions, Piece, PositionTracker, Segment
-from streamvqa.models.grounded import template as chat
 from streamvqa.models.preprocess import (
     HALF,
     eos_ids_of,
@@ -142,7 +142,7 @@ class Qwen3VLAdapter(ModelAdapter):
         """Tokens of a unit (its timestamps' text length varies with the time, as in the processor)."""
         t, h, w = self.unit_grid(n_frames)
         ph = [Segment(ids=torch.zeros(h * w, dtype=torch.long))] * t
-        return sum(s.n for s in self._layout(t_start, ph))
+        return sum(s.n for s in self.layout_unit(t_start, ph))
 
     # -- template -------------------------------------------------------------------------
     def new_positions(self) -> PositionTracker:
@@ -156,7 +156,7 @@ class Qwen3VLAdapter(ModelAdapter):
         """The video's outer <|vision_end|>, the question, the assistant turn's opening."""
         return [Segment(ids=torch.tensor([self.vend_id])), self.text_segment(chat.question(question))]
 
-    def _layout(self, t_start: float, patches: list[Segment]) -> Piece:
+    def layout_unit(self, t_start: float, patches: list[Segment]) -> Piece:
         piece: Piece = []
         for v in patches:
             piece += [
@@ -188,7 +188,7 @@ class Qwen3VLAdapter(ModelAdapter):
     def unit_piece(self, frames: list[np.ndarray], t_start: float) -> Piece:
         if not frames:
             raise ValueError("a unit needs at least one frame")
-        return self._layout(t_start, self.video_embeds(frames))
+        return self.layout_unit(t_start, self.video_embeds(frames))
 
     # -- compute --------------------------------------------------------------------------
     @property
@@ -231,7 +231,7 @@ class Qwen3VLAdapter(ModelAdapter):
             px, (gt, gh, gw) = self.pixels(unit)
             n = (gh // self.merge) * (gw // self.merge)
             ph = [Segment(ids=torch.full((n,), self.video_id))] * gt
-            ids += [s.ids for s in self._layout(t, ph)]
+            ids += [s.ids for s in self.layout_unit(t, ph)]
             pix.append(px)
             grids.append([gt, gh, gw])
         ids += [s.ids for s in self.question_piece(question)]

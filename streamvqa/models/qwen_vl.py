@@ -16,8 +16,8 @@ from typing import Self
 import numpy as np
 import torch
 
+from streamvqa.models import template as tpl
 from streamvqa.models.base import ModelAdapter, MRopePositions, Piece, PositionTracker, Segment
-from streamvqa.models.grounded import template as tpl
 from streamvqa.models.preprocess import (
     CLIP_MEAN,
     CLIP_STD,
@@ -107,13 +107,13 @@ class QwenVLAdapter(ModelAdapter):
         """Tokens per unit (wrapper text + vision block), the same for every timestamp."""
         t, h, w = self.unit_grid(n_frames)
         ph = Segment(ids=torch.zeros(t * h * w, dtype=torch.long))
-        return sum(s.n for s in self._layout(0.0, ph))
+        return sum(s.n for s in self.layout_unit(0.0, ph))
 
     # -- template -------------------------------------------------------------------------
     def new_positions(self) -> PositionTracker:
         return MRopePositions(interval=self.interval)
 
-    def _layout(self, t_start: float, visual: Segment) -> Piece:
+    def layout_unit(self, t_start: float, visual: Segment) -> Piece:
         return [
             self.text_segment(tpl.frame_open(t_start)),
             Segment(ids=torch.tensor([self.vstart_id])),
@@ -143,7 +143,7 @@ class QwenVLAdapter(ModelAdapter):
         if not frames:
             raise ValueError("a unit needs at least one frame")
         feats, grid = self.video_embeds(frames)
-        return self._layout(t_start, Segment(embeds=feats, grid=grid))
+        return self.layout_unit(t_start, Segment(embeds=feats, grid=grid))
 
     def reference_inputs(
         self, frames: list[tuple[np.ndarray, float]], question: str, unit_frames: int = 1
@@ -156,7 +156,7 @@ class QwenVLAdapter(ModelAdapter):
         for unit, t in group_units(frames, unit_frames):
             px, (gt, gh, gw) = self.pixels(unit)
             n = gt * (gh // self.merge) * (gw // self.merge)
-            ids += [s.ids for s in self._layout(t, Segment(ids=torch.full((n,), self.video_id)))]
+            ids += [s.ids for s in self.layout_unit(t, Segment(ids=torch.full((n,), self.video_id)))]
             pix.append(px)
             grids.append([gt, gh, gw])
         ids += [s.ids for s in self.question_piece(question)]

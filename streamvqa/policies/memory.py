@@ -116,6 +116,7 @@ class Packed:
     """A unit held in a compressed form (e.g. 4-bit groups); expands to per-layer memory."""
 
     unit: int
+    rep: torch.Tensor | None = None  # its exact representative key [L, H, d], if it keeps one
 
     def nbytes(self) -> int:
         raise NotImplementedError
@@ -143,6 +144,41 @@ class TokenMemory:
         self.layers = [layer.gather(i.sort(dim=1).values) for layer, i in zip(self.layers, idx, strict=True)]
         self.version += 1
         self.forget_empty()
+
+    def set_layers(self, layers: list[LayerMemory]) -> None:
+        """Replace every layer's tokens (a policy's merges or additions); units are kept."""
+        self.layers = layers
+        self.version += 1
+
+    def pack(self, packed: Packed, rest: list[LayerMemory]) -> None:
+        """Hold unit `packed.unit` in its compressed form; `rest`: the float layers without it."""
+        self.packed[packed.unit] = packed
+        self.layers = rest
+        self.version += 1
+
+    def drop_packed(self, unit: int) -> None:
+        """Forget a packed unit (a byte budget evicting it)."""
+        del self.packed[unit]
+        self.forget_empty()
+        self.version += 1
+
+    def rep_keys(self, units: list[int]) -> dict[int, torch.Tensor]:
+        """Mean retained pre-RoPE key of each unit, per layer and head: [L, H, d]. A packed unit
+        may keep its exact representative (`Packed.rep`, e.g. StreamingTOM's group key)."""
+        layers = self.view()
+        out = {}
+        for u in units:
+            packed = self.packed.get(u)
+            rep = packed.rep if packed is not None else None
+            if rep is not None:
+                out[u] = rep
+                continue
+            rows = []
+            for layer in layers:
+                m = (layer.unit == u).unsqueeze(-1).float()  # [H, n, 1]
+                rows.append((layer.keys.float() * m).sum(1) / m.sum(1).clamp_min(1))
+            out[u] = torch.stack(rows)
+        return out
 
     def forget_empty(self) -> None:
         present = set(self.packed)
@@ -215,6 +251,7 @@ class Retention:
 
     name = "base"
     Options = Options
+    unit_queries = False  # whether `score()` reads the newest unit's own queries (ctx.unit_queries)
 
     def __init__(self, options: Options | None = None) -> None:
         self.options = options or self.Options()
@@ -282,10 +319,7 @@ def enforce_fifo(memory: TokenMemory, max_tokens: int | None, max_bytes: int | N
     `max_bytes`; packed units go first, oldest first. Returns how many tokens left (all layers)."""
     gone = 0
     while max_bytes is not None and memory.packed and memory.nbytes() > max_bytes:
-        u = min(memory.packed)
-        del memory.packed[u]
-        memory.forget_empty()
-        memory.version += 1
+        memory.drop_packed(min(memory.packed))
         gone += 1
     if not memory.layers:
         return gone

@@ -11,11 +11,19 @@ from streamvqa.policies.registry import (
     RETENTIONS,
     build_reduction,
     build_retention,
+    build_units,
     canonical,
     reduction_options,
     retention_options,
 )
-from streamvqa.policies.retrieval import RETRIEVERS, Retriever, RetrieverUnavailable, build_retriever
+from streamvqa.policies.retrieval import (
+    FLAT_OPTIONS,
+    RETRIEVERS,
+    Retriever,
+    RetrieverUnavailable,
+    build_retriever,
+    retrieval_options,
+)
 
 
 class MethodConfig(BaseModel):
@@ -26,23 +34,10 @@ class MethodConfig(BaseModel):
     unit_frames: int = Field(1, ge=1, le=64, description="frames per stream unit (stage 1)")
     n_local: int | None = Field(15000, ge=1, description="local window in tokens (stage 3); None: unbounded")
     retrieval: Literal[tuple(RETRIEVERS)] = "rekv"  # type: ignore[valid-type]  # policies/retrieval/__init__.py
-    topk: int | None = Field(64, ge=1, description="blocks retrieved per layer (stage 7)")
-    # cosine: evidence recall 0.767 vs 0.433 for dot on the needle eval (docs/architecture.md)
-    similarity: Literal["dot", "cosine"] = "cosine"
-    score_mass: float | None = Field(None, gt=0, le=1, description="adaptive k: blocks covering this score mass")
-    min_blocks: int = Field(1, ge=1, description="floor of the adaptive k (topk is its ceiling)")
+    # the retrieval policy's own options (its pydantic `Options`: defaults there, unknown refused);
+    # a request may still give them at the top level (topk, similarity, ...), see `_flat_retrieval`
+    retrieval_options: dict = Field(default_factory=dict, description="options of the retrieval policy")
     positions: Literal["contiguous", "original", "time-aware"] = "contiguous"
-    # retrieval-policy knobs (stage 7); each policy's docstring gives its paper's defaults
-    local_blocks: int = Field(8, ge=0, description="StreamKV: most recent blocks always retrieved")
-    size_temp: float = Field(0.5, ge=0, lt=1, description="StreamKV: per-layer size range topk*(1 +- size_temp)")
-    max_blocks: int = Field(128, ge=1, description="StreamKV: ceiling of a layer's retrieval size")
-    page_size: int = Field(16, ge=1, description="LiveVLM PaR: tokens per page")
-    page_ratio: float = Field(0.4, gt=0, le=1, description="LiveVLM PaR: fraction of pages retrieved")
-    retrieve_tokens: int = Field(12544, ge=1, description="StreamingTOM: tokens retrieved per layer (groups)")
-    caption_tokens: int = Field(20000, ge=1, description="rLiVS: caption token budget")
-    mmr_lambda: float = Field(0.5, ge=0, le=1, description="rLiVS: MMR relevance weight")
-    caption_blocks: bool = Field(False, description="rLiVS: add ReKV top-k blocks to the captions")
-    encoder_dir: str | None = Field(None, description="ReKV external: local CLIP/SigLIP directory")
     time_gap_scale: float = Field(0.1, ge=0, le=1, description="time-aware positions: kept share of a gap")
     time_max_gap: int | None = Field(256, ge=0, description="time-aware positions: longest gap kept")
 
@@ -64,11 +59,20 @@ class MethodConfig(BaseModel):
     demote: bool = Field(False, description="evicted units stay retrievable in the store (demote, don't delete)")
     keep_memory: bool = Field(False, description="answer from the whole retained memory plus retrieved demoted units")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_retrieval(cls, data):
+        if isinstance(data, dict):
+            return fold_flat(data, data.get("retrieval", cls.model_fields["retrieval"].default))
+        return data
+
     @model_validator(mode="after")
     def _memory_policies(self) -> MethodConfig:
         if self.retention == "none" and (self.encode_on == "memory" or self.keep_memory):
             raise ValueError("encode_on='memory' and keep_memory need a retention policy")
         retention_options(self.retention, self.retention_options)
+        # stored with the policy's defaults filled in: `streamvqa methods --json` shows them all
+        self.retrieval_options = retrieval_options(self.retrieval, self.retrieval_options).model_dump()
         reduction_options(self.reduction, self.reduction_options)
         if any(v <= 0 for v in self.budget_bytes.values()):
             raise ValueError("budget_bytes must be positive")
@@ -81,14 +85,34 @@ class MethodConfig(BaseModel):
     def reducer(self):
         return build_reduction(self.reduction, self.reduction_options)
 
+    def unit_builder(self, vision):
+        """The stage-1 unit builder, given the model's vision (frames, t_start -> piece)."""
+        return build_units(self, vision)
+
     def retriever(self) -> Retriever:
-        return build_retriever(self)
+        return build_retriever(self.retrieval, self.retrieval_options)
+
+
+def fold_flat(options: dict, retrieval: str) -> dict:
+    """Top-level retrieval option names (topk, similarity, ...: the request and CLI form before
+    `retrieval_options`) moved into `retrieval_options` when policy `retrieval` takes them;
+    the others are dropped, as they were always ignored (e.g. `topk` with a policy that sizes
+    its own retrieval). Names given in `retrieval_options` itself win."""
+    flat = FLAT_OPTIONS & options.keys()
+    if not flat:
+        return options
+    out = {k: v for k, v in options.items() if k not in flat}
+    takes = RETRIEVERS[retrieval].policy.Options.model_fields if retrieval in RETRIEVERS else {}
+    given = options.get("retrieval_options", {})
+    if isinstance(given, dict):  # anything else is refused by the field's own validation
+        out["retrieval_options"] = {**{k: options[k] for k in flat if k in takes}, **given}
+    return out
 
 
 PRESETS: dict[str, tuple[str, MethodConfig]] = {
     "full": (
         "Exact mode: every unit kept in the window and retrieved; equals offline full-context inference",
-        MethodConfig(n_local=None, retrieval="all", topk=None),
+        MethodConfig(n_local=None, retrieval="all"),
     ),
     "rekv": (
         "ReKV (arXiv 2503.00540): sliding-window encoding with sink tokens, all blocks offloaded, "
@@ -98,29 +122,29 @@ PRESETS: dict[str, tuple[str, MethodConfig]] = {
     "rekv-external": (
         "ReKV with external retrieval (arXiv 2503.00540): frames and question embedded by a local "
         "CLIP/SigLIP (option encoder_dir or STREAMVQA_ENCODER_DIR), the same blocks for every layer",
-        MethodConfig(retrieval="rekv-external", topk=64),
+        MethodConfig(retrieval="rekv-external"),
     ),
     "sliding-window": (
         "Baseline: sink tokens plus the most recent n_local tokens, no retrieval",
-        MethodConfig(n_local=2048, retrieval="window", topk=None),
+        MethodConfig(n_local=2048, retrieval="window"),
     ),
     # -- memory policies (docs/methods.md has the table: stage by stage, defaults, paper) ----------
     "streamkv": (
         "StreamKV (arXiv 2511.07278): semantic segments (cos 0.99, 4-64 frames) + summary unit, ReKV "
         "window, guidance-prompt scores with layer-adaptive budgets keeping 60% of each segment's frames",
-        MethodConfig(units="semantic", summary=True, retention="streamkv", retrieval="streamkv", topk=64),
+        MethodConfig(units="semantic", summary=True, retention="streamkv", retrieval="streamkv"),
     ),
     "infinipot-v": (
         "InfiniPot-V (arXiv 2506.15745): encode on the memory; at |M| tokens compress to 75% by TaR "
         "(key redundancy with recent frames) and VaN (value norm), per head, original positions",
         MethodConfig(n_local=None, encode_on="memory", retention="infinipot-v", memory_tokens=5462,
-                     retrieval="all", topk=None, positions="original"),
+                     retrieval="all", positions="original"),
     ),
     "streammem": (
         "StreamMem (arXiv 2508.15717): redundant frames merged (cos 0.95), 8-frame clips encoded on the "
         "memory, chat-template proxy attention top-k per head + per-frame prototypes, 6K tokens",
         MethodConfig(n_local=None, unit_frames=8, frame_filter=0.95, encode_on="memory", retention="streammem",
-                     memory_tokens=6144, retrieval="all", topk=None, positions="original"),
+                     memory_tokens=6144, retrieval="all", positions="original"),
     ),
     "livevlm": (
         "LiveVLM (arXiv 2505.15269): short-term FIFO window of exact KV, long-term memory by Vision Sink "
@@ -135,12 +159,12 @@ PRESETS: dict[str, tuple[str, MethodConfig]] = {
     "streamingvlm": (
         "StreamingVLM (arXiv 2510.09608): attention sinks + 16 s vision window + text sink/window "
         "(512/512), encoded on the memory at contiguous positions",
-        MethodConfig(n_local=None, encode_on="memory", retention="streamingvlm", retrieval="all", topk=None),
+        MethodConfig(n_local=None, encode_on="memory", retention="streamingvlm", retrieval="all"),
     ),
     "resv": (
         "V-Rex ReSV (arXiv 2512.12284, abstract only; our reading): temporal/spatial key-similarity "
         "clustering per head, per-layer adaptive counts, 6K tokens",
-        MethodConfig(retention="resv", memory_tokens=6144, retrieval="all", topk=None),
+        MethodConfig(retention="resv", memory_tokens=6144, retrieval="all"),
     ),
     "rlivs": (
         "rLiVS (arXiv 2510.17364): 16-frame clips encoded on 6.25% attention-selected tokens of the "
@@ -152,13 +176,13 @@ PRESETS: dict[str, tuple[str, MethodConfig]] = {
         "Ours: ReKV window; InfiniPot-V TaR+VaN compaction of a 4K-token hot memory always answered from; "
         "evicted units demoted to the store and brought back by ReKV top-k (adaptive, 2-8 units)",
         MethodConfig(n_local=2048, retention="infinipot-v", memory_tokens=4096, demote=True, keep_memory=True,
-                     retrieval="rekv", topk=8, score_mass=0.9, min_blocks=2),
+                     retrieval="rekv", retrieval_options={"topk": 8, "score_mass": 0.9, "min_blocks": 2}),
     ),
 }
 
 DEFAULT_METHOD = "rekv"  # the server's and `ask-file`'s method when none is named
 
-_MERGED = ("retention_options", "reduction_options", "budget_bytes")  # options add to a preset's dicts
+_MERGED = ("retention_options", "reduction_options", "retrieval_options", "budget_bytes")  # options add to a preset's dicts
 
 
 class MethodError(ValueError):
@@ -173,17 +197,25 @@ def resolve(method: str, options: dict | None = None) -> MethodConfig:
         raise MethodError("unknown_method", f"unknown method {method!r}; known: {', '.join(PRESETS)}")
     base = PRESETS[method][1]
     try:
-        fields = {**base.model_dump(), **(options or {})}
-        for name in _MERGED:
-            if isinstance((options or {}).get(name), dict):
-                fields[name] = {**getattr(base, name), **options[name]}
+        name = (options or {}).get("retrieval", base.retrieval)
+        options = fold_flat(dict(options or {}), name)
+        fields = {**base.model_dump(), **options}
+        carried = {merged: getattr(base, merged) for merged in _MERGED}
+        if name != base.retrieval and name in RETRIEVERS:  # another policy: the preset's options it takes
+            takes = RETRIEVERS[name].policy.Options.model_fields
+            carried["retrieval_options"] = {k: v for k, v in base.retrieval_options.items() if k in takes}
+            fields["retrieval_options"] = options.get("retrieval_options", carried["retrieval_options"])
+        for merged in _MERGED:
+            if isinstance(options.get(merged), dict):
+                fields[merged] = {**carried[merged], **options[merged]}
         config = MethodConfig.model_validate(fields)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
         raise MethodError("invalid_options", f"invalid option {where}: {first['msg']}") from None
     try:
-        RETRIEVERS[config.retrieval].check(config)  # e.g. an external encoder must be configured
+        # e.g. an external encoder must be configured
+        RETRIEVERS[config.retrieval].check(retrieval_options(config.retrieval, config.retrieval_options))
     except RetrieverUnavailable as e:
         raise MethodError(e.code, str(e)) from None
     return config

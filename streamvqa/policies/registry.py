@@ -29,6 +29,13 @@ def canonical(method: str) -> str:
     return ALIASES.get(method.lower(), method)
 
 
+# stage 1: how single frames are cut into units (`units`), and the redundant-frame filter
+SEGMENTERS: dict[str, str] = {
+    "fixed": "streamvqa.policies.units:Segmenter",
+    "semantic": "streamvqa.policies.streamkv:SemanticSegments",
+}
+FRAME_FILTER = "streamvqa.policies.streammem:RedundantFrames"
+
 REDUCTIONS: dict[str, str | None] = {
     "none": None,
     "ctr": "streamvqa.policies.streamingtom:CausalTemporalReduction",
@@ -66,3 +73,14 @@ def build_retention(name: str, options: dict):
 def build_reduction(name: str, options: dict):
     path = REDUCTIONS[name]
     return None if path is None else _load(path)(reduction_options(name, options))
+
+
+def build_units(config, vision):
+    """The unit builder of a MethodConfig: whole multi-frame pieces, or single frames when a
+    policy looks at frames before the LLM (segmentation, frame filter, reduction)."""
+    from streamvqa.policies.units import FixedUnits, FrameUnits
+
+    frame_filter = None if config.frame_filter is None else _load(FRAME_FILTER)(config.frame_filter)
+    if config.units == "fixed" and frame_filter is None and config.reduction == "none":
+        return FixedUnits(vision, config.unit_frames)
+    return FrameUnits(vision, _load(SEGMENTERS[config.units]).from_config(config), frame_filter)

@@ -78,8 +78,7 @@ class ReSV(Retention):
             merges = min([merges] + [int((t >= 0).sum()) for t, _ in plans])
             layers.append(self._merge(mem, plans, merges) if merges else mem)
         if any(a is not b for a, b in zip(layers, memory.layers, strict=True)):
-            memory.layers = layers
-            memory.version += 1
+            memory.set_layers(layers)
 
     @staticmethod
     def _merge(mem: LayerMemory, plans: list, merges: int) -> LayerMemory:

@@ -37,6 +37,7 @@ from streamvqa.policies.memory import (
     TokenMemory,
     TokenMeta,
 )
+from streamvqa.policies.units import Reducer
 
 
 class CTROptions(Options):
@@ -104,7 +105,7 @@ def reduce_frame(x: torch.Tensor, prev: torch.Tensor | None, o: CTROptions) -> t
     return xs_out[order].to(x.dtype), idx[order]
 
 
-class CausalTemporalReduction:
+class CausalTemporalReduction(Reducer):
     """Stage 2 hook: reduces each frame of a unit to G visual tokens (text tokens untouched)."""
 
     Options = CTROptions
@@ -209,6 +210,4 @@ class OnlineQuantizedMemory(Retention):
                 sel = m.unit[0] == u  # no per-head selection here: heads hold the same tokens
                 parts.append(m.gather(sel.nonzero().squeeze(1).unsqueeze(0).expand(m.heads, -1)))
                 rest.append(m.gather((~sel).nonzero().squeeze(1).unsqueeze(0).expand(m.heads, -1)))
-            memory.packed[u] = QuantizedUnit(u, parts, self.options.bits)
-            memory.layers = rest
-            memory.version += 1
+            memory.pack(QuantizedUnit(u, parts, self.options.bits), rest)

@@ -28,7 +28,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from streamvqa.models.base import Piece
 from streamvqa.policies.memory import Options, RetainContext, Retention, TokenMemory
+from streamvqa.policies.units import FrameItem, Segmenter, average_pieces
 
 GUIDANCE = (
     "Keep what matters in this video segment: the objects and people, their colours, positions "
@@ -53,6 +55,37 @@ def most_similar_pair(means: list[torch.Tensor]) -> int:
     """Index i of the adjacent pair (i, i+1) with the highest cosine (merged at the size cap)."""
     m = F.normalize(torch.stack(means).float(), dim=-1)
     return int((m[:-1] * m[1:]).sum(-1).argmax())
+
+
+class SemanticSegments(Segmenter):
+    """Stage 1: a segment closes where adjacent frames stop looking alike (`boundary`); at
+    `max_segment` frames the most similar adjacent pair is averaged; with `summary`, the segment's
+    per-token mean frame is one more unit after it. Defaults (code): 0.99, 4, 64, summary on."""
+
+    def __init__(self, theta: float = 0.99, min_segment: int = 4, max_segment: int = 64, summary: bool = True) -> None:
+        super().__init__()
+        self.theta, self.min_segment, self.max_segment, self.with_summary = theta, min_segment, max_segment, summary
+
+    @classmethod
+    def from_config(cls, config) -> SemanticSegments:
+        return cls(config.segment_theta, config.min_segment, config.max_segment, config.summary)
+
+    def starts_new(self, items: list[FrameItem], item: FrameItem) -> bool:
+        return boundary(items[-1].mean, item.mean, len(items), self.theta, self.min_segment)
+
+    def full(self, items: list[FrameItem]) -> bool:
+        return False
+
+    def merge_at(self, items: list[FrameItem]) -> int | None:
+        return most_similar_pair([x.mean for x in items]) if len(items) > self.max_segment else None
+
+    def summary(self, items: list[FrameItem]) -> Piece | None:
+        if not self.with_summary or len(items) < 2:
+            return None
+        out = items[0].piece
+        for k, it in enumerate(items[1:], start=1):
+            out = average_pieces(out, it.piece, k, 1)
+        return out
 
 
 def frame_scores(guide: torch.Tensor, frame_keys: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ Compaction only happens when the memory is over budget: below it, the memory is 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 
 from streamvqa.policies.memory import (
@@ -28,6 +29,7 @@ from streamvqa.policies.memory import (
     attention,
     top_k,
 )
+from streamvqa.policies.units import FrameFilter
 
 PROXY = "<|im_end|>\n<|im_start|>assistant\n"
 
@@ -35,6 +37,17 @@ PROXY = "<|im_end|>\n<|im_start|>assistant\n"
 class StreamMemOptions(Options):
     proxy: str = Field(PROXY, min_length=1, description="proxy query text (the chat template)")
     prototypes: bool = Field(True, description="add one attention-weighted prototype per new frame")
+
+
+class RedundantFrames(FrameFilter):
+    """Stage 1: a frame whose mean visual token has cosine above `delta` (0.95) with the previous
+    kept frame's is averaged into it instead of being encoded."""
+
+    def __init__(self, delta: float = 0.95) -> None:
+        self.delta = delta
+
+    def redundant(self, previous: torch.Tensor, mean: torch.Tensor) -> bool:
+        return float(F.cosine_similarity(previous, mean, dim=0)) > self.delta
 
 
 def prototypes(mem: LayerMemory, scores: torch.Tensor, frames: list[int]) -> LayerMemory | None:
@@ -88,6 +101,5 @@ class StreamMem(Retention):
             protos.append(proto)
         memory.keep(idx)
         if any(p is not None for p in protos):
-            memory.layers = [m if p is None else m.cat(p) for m, p in zip(memory.layers, protos, strict=True)]
-            memory.layers = [m.gather(m.unit.argsort(dim=1, stable=True)) for m in memory.layers]
-            memory.version += 1
+            joined = [m if p is None else m.cat(p) for m, p in zip(memory.layers, protos, strict=True)]
+            memory.set_layers([m.gather(m.unit.argsort(dim=1, stable=True)) for m in joined])

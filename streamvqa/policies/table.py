@@ -33,10 +33,10 @@ def stage_names(p: dict[str, Any]) -> tuple[str, ...]:
         retention += f" {p['memory_tokens']}"
     if p["demote"]:
         retention += " +demote"
-    retrieval = p["retrieval"]
-    if retrieval.startswith("rekv") and p["topk"] is not None:  # the others size their own retrieval
-        adaptive = p["score_mass"] is not None
-        retrieval += f" top-{p['min_blocks']}..{p['topk']}" if adaptive else f" top-{p['topk']}"
+    retrieval, r = p["retrieval"], p["retrieval_options"]
+    if retrieval.startswith("rekv") and r.get("topk") is not None:  # the others size their own retrieval
+        adaptive = r.get("score_mass") is not None
+        retrieval += f" top-{r['min_blocks']}..{r['topk']}" if adaptive else f" top-{r['topk']}"
     return unit, p["reduction"], encoding, retention, retrieval, p["positions"]
 
 

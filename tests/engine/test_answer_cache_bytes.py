@@ -28,12 +28,12 @@ def test_answer_cache_is_counted_and_bounded(method: str) -> None:
         if k % 4 == 0:
             session.answer(QUESTION, max_tokens=MAX_TOKENS)
             kv = session.stats().kv_bytes
-            cache = session._assembled.cache
+            cache = session.answer_cache.cache
             assert kv["answer"] == cache_bytes(cache) > 0
             # sink + at most topk blocks (+ the retained memory), the question and answer, spare room
             bound = (session.window.sink.n_tokens + TOPK * block_tokens + (MEMORY if method == "hybrid" else 0)
                      + piece_len(adapter.question_piece(QUESTION)) + MAX_TOKENS + RESERVE_TOKENS)
-            assert cache.layers[0]._kbuf.shape[-2] <= bound
+            assert cache.layers[0].capacity <= bound
 
 
 def test_an_answer_in_flight_counts_its_cache() -> None:
@@ -43,8 +43,8 @@ def test_an_answer_in_flight_counts_its_cache() -> None:
     session = Engine(adapter=get_adapter("tiny:smolvlm")).open_stream("s", method="rekv", options=OPTIONS["rekv"])
     for img, t in make_frames(8, seed=2, size=32):
         session.push_frame(img, t)
-    it = session._answer_iter(QUESTION, max_tokens=MAX_TOKENS)
+    it = session.answer_events(QUESTION, max_tokens=MAX_TOKENS)
     next(it)  # the first token: the answer holds its cache
-    assert session._assembled is None and session.stats().kv_bytes["answer"] > 0
+    assert session.answer_cache is None and session.stats().kv_bytes["answer"] > 0
     list(it)
-    assert session.stats().kv_bytes["answer"] == cache_bytes(session._assembled.cache)
+    assert session.stats().kv_bytes["answer"] == cache_bytes(session.answer_cache.cache)

@@ -45,7 +45,7 @@ def test_full_stream_with_empty_frames_answers_like_offline_generation(default_a
     stats = session.stats()
     assert stats.frames_received == stats.frames_encoded == len(frames)
     assert stats.last_frame_t == frames[-1][1]
-    assert session._next_index == len(EVENT) == stats.units_encoded  # one block per non-empty frame
+    assert session.next_index == len(EVENT) == stats.units_encoded  # one block per non-empty frame
     assert session.tracker.next == prefix + 12 * len(EVENT)  # empty frames cost no positions
     index = session.store.index("s")
     assert not any(math.isnan(x) for x in index.rep_keys.float().flatten().tolist())

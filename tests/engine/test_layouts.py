@@ -128,7 +128,7 @@ def test_sessions_answer_with_every_strategy_and_time_aware_spans_between_the_ot
         for image, t in frames:
             session.push_frame(image, t)
         answers[name] = session.answer(QUESTION, max_tokens=4)
-        ends[name] = session._assembled.end
+        ends[name] = session.answer_cache.end
     # time-aware with no gap kept is contiguous; with every gap kept it is original
     assert answers["tight"].token_ids == answers["contiguous"].token_ids and ends["tight"] == ends["contiguous"]
     assert answers["loose"].token_ids == answers["original"].token_ids

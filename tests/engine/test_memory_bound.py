@@ -71,9 +71,9 @@ def test_long_stream_never_exceeds_any_budget(cheap_frames, method):
         assert peak <= BUDGETS[tier], (tier, peak)
     assert stats.kv_peak_bytes["device"] > BUDGETS["device"] // 4  # the budget was actually in play
     answer = session.answer("What happened?", max_tokens=2)
-    if session.stages.memory is not None:  # answered from the retained memory
+    if session.retainer is not None:  # answered from the retained memory
         assert answer.evidence
-        assert max(u.t_end for u in session.stages.memory.units.values()) >= FRAMES - 32  # the recent past
+        assert max(u.t_end for u in session.retainer.memory.units.values()) >= FRAMES - 32  # the recent past
     elif session.stores_blocks:  # the store budget was spent long ago: later units were not written (docs/methods.md)
         assert stats.units_dropped > 0
     else:  # sliding-window never reads a stored block back: it stores none, so none is dropped

@@ -28,10 +28,10 @@ def _tensors(session) -> list[weakref.ref]:
     refs += [weakref.ref(layer.keys) for layer in session.window.cache.layers if getattr(layer, "keys", None) is not None]
     index = session.store.index(session.stream_id)
     refs += [weakref.ref(b.keys) for b in session.store.get_many(session.stream_id, index.indices)]
-    if session._assembled is not None:
-        refs += [weakref.ref(layer.keys) for layer in session._assembled.cache.layers]
-    if session.stages.memory is not None:
-        refs += [weakref.ref(layer.keys) for layer in session.stages.memory.layers]
+    if session.answer_cache is not None:
+        refs += [weakref.ref(layer.keys) for layer in session.answer_cache.cache.layers]
+    if session.retainer is not None:
+        refs += [weakref.ref(layer.keys) for layer in session.retainer.memory.layers]
     return refs
 
 

@@ -37,7 +37,7 @@ def test_adaptive_budget_takes_few_blocks_when_one_stands_out_and_many_when_none
     flat = torch.randn(n_blocks, layers, kv_heads, d) * 0.01  # no block is relevant
     peaked = flat.clone()
     peaked[7, :, 0] = query * 50  # one block matches in every layer
-    retriever = ReKVRetriever(topk=12, score_mass=0.5, min_blocks=2)
+    retriever = ReKVRetriever(topk=12, score_mass=0.5, min_blocks=2, similarity="dot")
     ids = list(range(n_blocks))
     sharp = retriever.select(RetrievalContext(query, peaked, ids, []))
     broad = retriever.select(RetrievalContext(query, flat, ids, []))

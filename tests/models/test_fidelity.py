@@ -13,8 +13,8 @@ import pytest
 import torch
 from transformers import DynamicCache
 
+from streamvqa.models import template as chat
 from streamvqa.models.base import Segment
-from streamvqa.models.grounded import template as chat
 from streamvqa.models.published import PUBLISHED, QWEN_SPECIALS, SMOLVLM_SPECIALS
 from tests.models.conftest import make_frames, stream_pieces
 
@@ -106,7 +106,7 @@ def test_smolvlm2_frame_blocks_are_the_processors(published):
     assert a.eos_ids >= {SMOLVLM_SPECIALS["<end_of_utterance>"]}
     frame, t = make_frames(1, seed=3)[0]
     placeholder = Segment(ids=torch.full((a.image_seq_len,), a.image_id))
-    block = a._layout(t, [placeholder])[1:-1]  # the frame block, without the time and "\n"
+    block = a.layout_unit(t, [placeholder])[1:-1]  # the frame block, without the time and "\n"
     size = {"longest_edge": 512}
     proc = Idefics3Processor(image_processor=Idefics3ImageProcessorPil(do_image_splitting=False, size=size,
                                                                        max_image_size=size),

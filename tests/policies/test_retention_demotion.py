@@ -16,7 +16,7 @@ def test_compacted_units_come_back_whole_from_the_store(tmp_path):
                                                                 "score_mass": None})
     for image, t in make_frames(12):
         session.push_frame(image, t)
-    memory = session.stages.memory
+    memory = session.retainer.memory
     assert max(memory.tokens) <= 40 and len(memory.whole_units()) < 12  # retention compacted
     assert sum(session.store.blocks_by_tier("s").values()) == 12  # every original still indexed
     block_bytes = session.store.get_many("s", [0])[0].nbytes  # readable from its tier
@@ -37,7 +37,7 @@ def test_without_demotion_nothing_is_written_to_the_store():
     for image, t in make_frames(8):
         session.push_frame(image, t)
     assert sum(session.store.blocks_by_tier("s").values()) == 0
-    assert session.answer(QUESTION, max_tokens=1).tiers == {"memory": len(session.stages.memory.units)}
+    assert session.answer(QUESTION, max_tokens=1).tiers == {"memory": len(session.retainer.memory.units)}
 
 
 def test_a_demoted_unit_served_from_disk_when_host_ram_is_small(tmp_path):

@@ -30,14 +30,14 @@ def test_a_block_with_one_relevant_page_is_found_where_its_mean_key_hides_it():
     k[:, 0, :16] = query[:, None] * 2
     k[:, 0, 16:] = -query[:, None] * 2
     blocks[2] = block(2, k)
-    r = PaRRetriever(page_size=16, ratio=0.1)
+    r = PaRRetriever(page_size=16, page_ratio=0.1, similarity="dot")
     for b in blocks:
         r.observe(b)
     ctx = RetrievalContext(query, torch.stack([b.rep_keys for b in blocks]), list(range(10)), window_ids=[9])
     chosen = r.select(ctx)
     assert all(2 in row and 9 in row for row in chosen.per_layer)  # the page's block + short-term memory
     assert len({len(row) for row in chosen.per_layer}) == 1  # equal lengths across layers
-    rekv = ReKVRetriever(topk=1).select(ctx)  # the mean key of block 2 is about zero
+    rekv = ReKVRetriever(topk=1, similarity="dot").select(ctx)  # the mean key of block 2 is about zero
     assert all(row != [2] for row in rekv.per_layer)
 
 
@@ -45,7 +45,7 @@ def test_the_ratio_sets_how_many_pages_and_short_term_memory_is_always_included(
     torch.manual_seed(1)
     query = torch.randn(LAYERS, D)
     blocks = [block(i, torch.randn(LAYERS, KV_HEADS, TOKENS, D)) for i in range(20)]
-    r_small, r_big = PaRRetriever(16, 0.05), PaRRetriever(16, 0.5)
+    r_small, r_big = PaRRetriever(16, 0.05, "dot"), PaRRetriever(16, 0.5, "dot")
     for b in blocks:
         r_small.observe(b)
         r_big.observe(b)

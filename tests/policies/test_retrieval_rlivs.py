@@ -6,7 +6,8 @@ import torch.nn.functional as F
 
 from streamvqa.engine import Engine
 from streamvqa.policies.retrieval import Caption, CaptionRetriever, RetrievalContext
-from streamvqa.policies.retrieval.rlivs import caption_text, mmr
+from streamvqa.policies.retrieval.base import caption_text
+from streamvqa.policies.retrieval.rlivs import mmr
 from tests.engine.conftest import get_adapter, make_frames
 
 WORDS = {"red": 0, "car": 1, "dog": 2, "park": 3, "rain": 4, "kitchen": 5}
@@ -65,9 +66,9 @@ def test_a_session_prefills_the_retrieved_captions_after_the_blocks():
         session.push_frame(image, t)
     plain = session.answer("What happened?", max_tokens=3)
     assert plain.blocks_per_layer[0] == session.window.block_ids  # short-term memory only
-    base_len = session._assembled.length
+    base_len = session.answer_cache.length
     session.captions = [Caption(0.0, 2.0, "A red car drove by."), Caption(2.0, 4.0, "A dog sat down.")]
     answer = session.answer("What happened?", max_tokens=3)
     n_text = adapter.text_segment(caption_text(session.captions)).n
-    assert session._assembled.length == base_len + n_text and not answer.reused_cache
+    assert session.answer_cache.length == base_len + n_text and not answer.reused_cache
     assert caption_text(session.captions).startswith("[00:00:00-00:00:02] A red car drove by.\n")

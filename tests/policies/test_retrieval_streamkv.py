@@ -35,7 +35,7 @@ def test_each_layer_picks_its_planted_block_plus_the_recent_ones():
     for layer, b in enumerate(targets):
         rep[b, layer, 0] = query[layer] * 10
     ids = list(range(100, 130))
-    r = StreamKVRetriever(topk=4, size_temp=0.5, local_blocks=2)
+    r = StreamKVRetriever(topk=4, size_temp=0.5, local_blocks=2, similarity="dot")
     chosen = r.select(RetrievalContext(query, rep, ids, window_ids=ids[-3:]))
     for layer, b in enumerate(targets):
         row = chosen.per_layer[layer]
@@ -47,21 +47,21 @@ def test_each_layer_picks_its_planted_block_plus_the_recent_ones():
 
 def test_summary_units_are_indexed_and_never_count_as_recent():
     query, rep = planted(n_blocks=10, layers=2)
-    r = StreamKVRetriever(topk=2, size_temp=0.0, local_blocks=1)
+    r = StreamKVRetriever(topk=2, size_temp=0.0, local_blocks=1, similarity="dot")
     r.observe(summary_block(9))  # the last block is a segment's summary unit
     rep[4, :, 0] = query * 10  # an old frame block is the most relevant
     rep[9, :, 0] = query * 5  # and the summary is relevant too
     chosen = r.select(RetrievalContext(query, rep, list(range(10)), window_ids=[8, 9]))
     # recent = the last *frame* block (8), then the best of the rest: 4 (the summary 9 competes)
     assert all(row == [4, 8] for row in chosen.per_layer)
-    r2 = StreamKVRetriever(topk=3, size_temp=0.0, local_blocks=1)
+    r2 = StreamKVRetriever(topk=3, size_temp=0.0, local_blocks=1, similarity="dot")
     r2.observe(summary_block(9))
     assert all(row == [4, 8, 9] for row in r2.select(RetrievalContext(query, rep, list(range(10)), [8, 9])).per_layer)
 
 
 def test_few_blocks_are_all_taken():
     query, rep = planted(n_blocks=3)
-    chosen = StreamKVRetriever(topk=64).select(RetrievalContext(query, rep, [0, 1, 2], [2]))
+    chosen = StreamKVRetriever(topk=64, similarity="dot").select(RetrievalContext(query, rep, [0, 1, 2], [2]))
     assert chosen.per_layer == [[0, 1, 2]] * 3
 
 
@@ -79,7 +79,7 @@ def test_a_session_keeps_each_layers_own_number_of_blocks():
     real = session.retriever.select
     session.retriever.select = lambda ctx: Selection([[0, 2, 7], [7]], {0: 0.5, 2: 0.5, 7: 1.0})
     answer = session.answer("What happened?", max_tokens=3)
-    lengths = [layer.keys.shape[-2] for layer in session._assembled.cache.layers]
+    lengths = [layer.keys.shape[-2] for layer in session.answer_cache.cache.layers]
     per_block, sink = session.store.get_many("s", [0])[0].n_tokens, session.window.sink.n_tokens
     assert answer.blocks_per_layer == [[0, 2, 7], [7]]
     assert lengths == [sink + 3 * per_block, sink + per_block] and answer.token_ids

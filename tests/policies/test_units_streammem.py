@@ -13,7 +13,7 @@ def test_redundant_frames_are_merged_before_encoding():
     stats = session.stats()
     assert stats.frames_merged == 3  # A, A after A; C after C
     # clips of two kept frames: [A(0-2), B], [C(4-5), D]
-    spans = [(u.t_start, u.t_end) for u in session.stages.memory.units.values()]
+    spans = [(u.t_start, u.t_end) for u in session.retainer.memory.units.values()]
     assert spans == [(0.0, 3.0), (4.0, 6.0)]
     assert stats.frames_encoded == 7
 
@@ -23,4 +23,4 @@ def test_without_the_filter_every_frame_is_encoded():
         "s", method="streammem", options={"unit_frames": 2, "frame_filter": None, "memory_tokens": 10000})
     for image, t in frames_of("AAAB"):
         session.push_frame(image, t)
-    assert session.stats().frames_merged == 0 and len(session.stages.memory.units) == 2
+    assert session.stats().frames_merged == 0 and len(session.retainer.memory.units) == 2

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from streamvqa.models.grounded import template
+from streamvqa.models import template
 
 END = "<|im_end|>"
 NEXT_TURN = "\n<|im_start|>user\n"

@@ -1,7 +1,9 @@
 """Stage 7: question-time retrieval policies, one file per method, and the registry of names.
 
-`RETRIEVERS` maps the `retrieval` name of a `MethodConfig` to a factory (and an optional check
-run when a method is resolved, so a misconfigured policy is refused before a stream opens).
+`RETRIEVERS` maps the `retrieval` name of a `MethodConfig` to its policy class, whose pydantic
+`Options` (defaults, unknown names refused) validate the method's `retrieval_options`, and an
+optional check run when a method is resolved, so a misconfigured policy is refused before a
+stream opens.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from streamvqa.policies.retrieval.base import (
     AllBlocks,
     Caption,
     RetrievalContext,
+    RetrievalOptions,
     Retriever,
     RetrieverUnavailable,
     Selection,
@@ -30,38 +33,39 @@ from streamvqa.policies.retrieval.streamkv import StreamKVRetriever
 
 @dataclass(frozen=True)
 class Entry:
-    build: Callable[[Any], Retriever]  # MethodConfig -> Retriever
-    check: Callable[[Any], None] = lambda config: None  # raises RetrieverUnavailable
+    policy: type[Retriever]  # its `Options` validate the method's `retrieval_options`
+    check: Callable[[Any], None] = lambda options: None  # raises RetrieverUnavailable
 
 
+# Adding a retrieval policy: its file here (a Retriever subclass with its Options), one line below.
 RETRIEVERS: dict[str, Entry] = {
-    "all": Entry(lambda c: AllBlocks()),
-    "window": Entry(lambda c: WindowOnly()),
-    "none": Entry(lambda c: NoRetrieval()),
-    "rekv": Entry(lambda c: ReKVRetriever(c.topk, c.similarity, c.score_mass, c.min_blocks)),
-    "rekv-external": Entry(
-        lambda c: ReKVExternalRetriever(c.encoder_dir, c.topk, c.score_mass, c.min_blocks), check_encoder
-    ),
-    "streamkv": Entry(
-        lambda c: StreamKVRetriever(c.topk or 64, c.size_temp, c.max_blocks, c.local_blocks, c.similarity)
-    ),
-    "livevlm": Entry(lambda c: PaRRetriever(c.page_size, c.page_ratio, c.similarity)),
-    "streamingtom": Entry(lambda c: GroupRetriever(c.retrieve_tokens)),
-    "rlivs": Entry(
-        lambda c: CaptionRetriever(
-            c.caption_tokens, c.mmr_lambda,
-            ReKVRetriever(c.topk, c.similarity, c.score_mass, c.min_blocks) if c.caption_blocks else None,
-        )
-    ),
+    "all": Entry(AllBlocks),
+    "window": Entry(WindowOnly),
+    "none": Entry(NoRetrieval),
+    "rekv": Entry(ReKVRetriever),
+    "rekv-external": Entry(ReKVExternalRetriever, check_encoder),
+    "streamkv": Entry(StreamKVRetriever),
+    "livevlm": Entry(PaRRetriever),
+    "streamingtom": Entry(GroupRetriever),
+    "rlivs": Entry(CaptionRetriever),
 }
 
+# option names a request may still give at the top level (before `retrieval_options` existed)
+FLAT_OPTIONS: frozenset[str] = frozenset(f for e in RETRIEVERS.values() for f in e.policy.Options.model_fields)
 
-def build_retriever(config: Any) -> Retriever:
-    """The retriever a MethodConfig names (validated: `retrieval` is a key of RETRIEVERS)."""
-    return RETRIEVERS[config.retrieval].build(config)
+
+def retrieval_options(name: str, options: dict) -> RetrievalOptions:
+    """`options` validated by policy `name`'s Options (defaults filled, unknown names refused)."""
+    return RETRIEVERS[name].policy.Options.model_validate(options)
+
+
+def build_retriever(name: str, options: dict) -> Retriever:
+    """The retriever called `name` (a key of RETRIEVERS) with its options."""
+    return RETRIEVERS[name].policy.from_options(retrieval_options(name, options))
 
 
 __all__ = [
+    "FLAT_OPTIONS",
     "RETRIEVERS",
     "AllBlocks",
     "Caption",
@@ -73,10 +77,12 @@ __all__ = [
     "ReKVExternalRetriever",
     "ReKVRetriever",
     "RetrievalContext",
+    "RetrievalOptions",
     "Retriever",
     "RetrieverUnavailable",
     "Selection",
     "StreamKVRetriever",
     "WindowOnly",
     "build_retriever",
+    "retrieval_options",
 ]

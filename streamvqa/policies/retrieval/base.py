@@ -8,11 +8,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from streamvqa.store.block import Block
+
+
+class RetrievalOptions(BaseModel):
+    """Base of every retrieval policy's options: the defaults live here (one place), unknown
+    options are refused. A policy's constructor takes the same names (`from_options`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TopKOptions(RetrievalOptions):
+    topk: int | None = Field(64, ge=1, description="blocks retrieved per layer; None: all")
+    score_mass: float | None = Field(None, gt=0, le=1, description="adaptive k: blocks covering this score mass")
+    min_blocks: int = Field(1, ge=1, description="floor of the adaptive k (topk is its ceiling)")
+
+
+# cosine: evidence recall 0.767 vs 0.433 for dot on the needle eval (docs/architecture.md)
+Similarity = Literal["dot", "cosine"]
+SIMILARITY: Similarity = "cosine"
 
 
 class RetrieverUnavailable(ValueError):
@@ -30,6 +50,17 @@ class Caption:
     t_start: float
     t_end: float
     text: str
+
+
+def _hms(t: float) -> str:
+    s = int(t)
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def caption_text(captions: list[Caption]) -> str:
+    """The text an answer cache prefills after its blocks: one dated line per caption, in the
+    order given."""
+    return "".join(f"[{_hms(c.t_start)}-{_hms(c.t_end)}] {c.text.strip()}\n" for c in captions)
 
 
 @dataclass
@@ -59,6 +90,8 @@ class Selection:
     layer_share: dict[int, float] = field(default_factory=dict)
     score: dict[int, float] = field(default_factory=dict)
     captions: list[Caption] = field(default_factory=list)  # text to prefill after the blocks, time order
+    # units whose original block (from the store) replaces the retained memory's copy (demotion)
+    originals: list[int] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -75,6 +108,12 @@ class Retriever:
     """
 
     per_layer = True
+    Options: type[RetrievalOptions] = RetrievalOptions
+
+    @classmethod
+    def from_options(cls, options: RetrievalOptions) -> Retriever:
+        """The policy configured by its validated options (constructor arguments of the same names)."""
+        return cls(**options.model_dump())
 
     def __init__(self, topk: int | None = None, score_mass: float | None = None, min_blocks: int = 1) -> None:
         if score_mass is not None and not 0 < score_mass <= 1:

@@ -12,7 +12,8 @@ The engine assembles whole blocks, so pages select blocks: a block's score in a 
 best page's, and each layer takes as many blocks as the top-ratio pages touch on average over
 layers (equal across layers: one attention mask serves them all).
 
-Defaults (paper): C = 16 tokens, ratio = 0.4.
+Defaults (paper): C = 16 tokens, ratio = 0.4; pages scored by cosine (ours; `similarity="dot"`
+is the pooled logit).
 """
 
 from __future__ import annotations
@@ -21,9 +22,17 @@ import math
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from streamvqa.policies.retrieval._similarity import query_key_scores
-from streamvqa.policies.retrieval.base import RetrievalContext, Retriever, Selection
+from streamvqa.policies.retrieval.base import (
+    SIMILARITY,
+    RetrievalContext,
+    RetrievalOptions,
+    Retriever,
+    Selection,
+    Similarity,
+)
 from streamvqa.store.block import Block
 
 
@@ -34,13 +43,21 @@ def page_keys(keys: torch.Tensor, page_size: int) -> torch.Tensor:
     return torch.stack(pages)
 
 
+class PaROptions(RetrievalOptions):
+    page_size: int = Field(16, ge=1, description="tokens per page")
+    page_ratio: float = Field(0.4, gt=0, le=1, description="fraction of pages retrieved")
+    similarity: Similarity = SIMILARITY
+
+
 class PaRRetriever(Retriever):
-    def __init__(self, page_size: int = 16, ratio: float = 0.4, similarity: str = "dot") -> None:
+    Options = PaROptions
+
+    def __init__(self, page_size: int = 16, page_ratio: float = 0.4, similarity: str = SIMILARITY) -> None:
         super().__init__(topk=1)  # sizes come from the page ratio
-        if page_size < 1 or not 0 < ratio <= 1:
-            raise ValueError("page_size must be >= 1 and ratio in (0, 1]")
+        if page_size < 1 or not 0 < page_ratio <= 1:
+            raise ValueError("page_size must be >= 1 and page_ratio in (0, 1]")
         self.page_size = page_size
-        self.ratio = ratio
+        self.ratio = page_ratio
         self.similarity = similarity
         self.pages: dict[int, torch.Tensor] = {}  # block index -> [pages, layers, kv_heads, d]
 

@@ -4,9 +4,10 @@ Each block (one frame / unit) is represented per layer by the mean of its pre-Ro
 heads expanded and concatenated; at question time every layer independently takes the top-k
 blocks by similarity to the mean pre-RoPE query of the question tokens, in time order.
 
-Defaults from the authors' code: topk (`retrieve_size`) = 64 blocks, similarity = raw dot
-product (`get_cosine_similarity` does not normalise, although the paper says cosine; both are
-offered, `similarity="cosine"` normalises).
+Defaults: topk (`retrieve_size`) = 64 blocks, as the authors' code. Similarity: the code uses a
+raw dot product (`get_cosine_similarity` does not normalise, although the paper says cosine);
+ours defaults to cosine, which recalls the evidence better on the needle eval
+(docs/architecture.md); `similarity="dot"` is the code's.
 """
 
 from __future__ import annotations
@@ -14,12 +15,18 @@ from __future__ import annotations
 import torch
 
 from streamvqa.policies.retrieval._similarity import query_key_scores
-from streamvqa.policies.retrieval.base import RetrievalContext, Retriever
+from streamvqa.policies.retrieval.base import SIMILARITY, RetrievalContext, Retriever, Similarity, TopKOptions
+
+
+class ReKVOptions(TopKOptions):
+    similarity: Similarity = SIMILARITY
 
 
 class ReKVRetriever(Retriever):
+    Options = ReKVOptions
+
     def __init__(
-        self, topk: int | None = 64, similarity: str = "dot", score_mass: float | None = None, min_blocks: int = 1
+        self, topk: int | None = 64, similarity: str = SIMILARITY, score_mass: float | None = None, min_blocks: int = 1
     ) -> None:
         super().__init__(topk, score_mass, min_blocks)
         if similarity not in ("dot", "cosine"):

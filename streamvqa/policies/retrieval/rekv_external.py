@@ -18,13 +18,12 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from streamvqa.policies.retrieval.base import RetrievalContext, Retriever, RetrieverUnavailable
+from streamvqa.policies.retrieval.base import RetrievalContext, Retriever, RetrieverUnavailable, TopKOptions
 from streamvqa.store.block import Block
 
 ENV = "STREAMVQA_ENCODER_DIR"
@@ -50,8 +49,12 @@ def encoder_path(encoder_dir: str | None) -> Path:
     return path
 
 
-def check_encoder(config: Any) -> None:
-    encoder_path(config.encoder_dir)
+class ExternalOptions(TopKOptions):
+    encoder_dir: str | None = None  # local CLIP/SigLIP directory (or STREAMVQA_ENCODER_DIR)
+
+
+def check_encoder(options: ExternalOptions) -> None:
+    encoder_path(options.encoder_dir)
 
 
 class ImageTextEncoder:
@@ -104,6 +107,7 @@ def load_encoder(path: Path) -> ImageTextEncoder:
 
 class ReKVExternalRetriever(Retriever):
     per_layer = False  # one ranking for every layer
+    Options = ExternalOptions
 
     def __init__(
         self, encoder_dir: str | None = None, topk: int | None = 64, score_mass: float | None = None,

@@ -22,18 +22,17 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
-from streamvqa.policies.retrieval.base import Caption, RetrievalContext, Retriever, Selection
-
-
-def _hms(t: float) -> str:
-    s = int(t)
-    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
-def caption_text(captions: list[Caption]) -> str:
-    """The text the session prefills: one dated line per caption, in the order given."""
-    return "".join(f"[{_hms(c.t_start)}-{_hms(c.t_end)}] {c.text.strip()}\n" for c in captions)
+from streamvqa.policies.retrieval.base import (
+    SIMILARITY,
+    Caption,
+    RetrievalContext,
+    Retriever,
+    Selection,
+    Similarity,
+)
+from streamvqa.policies.retrieval.rekv import ReKVOptions, ReKVRetriever
 
 
 def mmr(relevance: torch.Tensor, similarity: torch.Tensor, costs: list[int], budget: int, lam: float) -> list[int]:
@@ -57,7 +56,23 @@ def mmr(relevance: torch.Tensor, similarity: torch.Tensor, costs: list[int], bud
     return picked
 
 
+class CaptionOptions(ReKVOptions):
+    caption_tokens: int = Field(20000, ge=1, description="caption token budget")
+    mmr_lambda: float = Field(0.5, ge=0, le=1, description="MMR relevance weight")
+    caption_blocks: bool = Field(False, description="add ReKV top-k blocks (topk, similarity, ...) to the captions")
+    similarity: Similarity = SIMILARITY
+
+
 class CaptionRetriever(Retriever):
+    Options = CaptionOptions
+
+    @classmethod
+    def from_options(cls, options: CaptionOptions) -> CaptionRetriever:
+        blocks = None
+        if options.caption_blocks:
+            blocks = ReKVRetriever(options.topk, options.similarity, options.score_mass, options.min_blocks)
+        return cls(options.caption_tokens, options.mmr_lambda, blocks)
+
     def __init__(self, caption_tokens: int = 20000, mmr_lambda: float = 0.5, blocks: Retriever | None = None) -> None:
         super().__init__(topk=None)
         if not 0 <= mmr_lambda <= 1:

@@ -25,15 +25,21 @@ import math
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from streamvqa.policies.retrieval._similarity import query_key_scores
-from streamvqa.policies.retrieval.base import RetrievalContext, Retriever, Selection
+from streamvqa.policies.retrieval.base import RetrievalContext, RetrievalOptions, Retriever, Selection
 from streamvqa.store.block import Block
 
 GROUP_TOKENS = 50  # OQM_GROUP_SIZE, used for blocks this retriever has not seen written
 
 
+class GroupOptions(RetrievalOptions):
+    retrieve_tokens: int = Field(12544, ge=1, description="tokens retrieved per layer (groups)")
+
+
 class GroupRetriever(Retriever):
+    Options = GroupOptions
     def __init__(self, retrieve_tokens: int = 12544) -> None:
         super().__init__(topk=1)
         self.retrieve_tokens = retrieve_tokens

@@ -1,7 +1,7 @@
 """StreamKV retrieval (Chen et al., AAAI 2026, arXiv 2511.07278): layer-adaptive sizes.
 
-Blocks are scored per layer like ReKV (mean pre-RoPE key against the question's mean query, raw
-dot product as in the code). Each layer then gets its own retrieval size (two passes in the
+Blocks are scored per layer like ReKV (mean pre-RoPE key against the question's mean query; the
+code's raw dot product is `similarity="dot"`, ours defaults to cosine like ReKV's). Each layer then gets its own retrieval size (two passes in the
 authors' `_calc_block_topk`):
 
 1. per layer: z-score, softmax, sort descending, cumulative sum; a global mass p is bisected
@@ -27,9 +27,17 @@ import math
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from streamvqa.policies.retrieval._similarity import query_key_scores
-from streamvqa.policies.retrieval.base import RetrievalContext, Retriever, Selection
+from streamvqa.policies.retrieval.base import (
+    SIMILARITY,
+    RetrievalContext,
+    RetrievalOptions,
+    Retriever,
+    Selection,
+    Similarity,
+)
 from streamvqa.store.block import Block
 
 
@@ -51,10 +59,20 @@ def adaptive_sizes(z: torch.Tensor, total: int, lo: int, hi: int, iters: int = 4
     return sizes(b).tolist()
 
 
+class StreamKVRetrievalOptions(RetrievalOptions):
+    topk: int = Field(64, ge=1, description="mean blocks retrieved per layer (retrieve_size)")
+    size_temp: float = Field(0.5, ge=0, lt=1, description="per-layer size range topk*(1 +- size_temp)")
+    max_blocks: int = Field(128, ge=1, description="ceiling of a layer's retrieval size")
+    local_blocks: int = Field(8, ge=0, description="most recent blocks always retrieved")
+    similarity: Similarity = SIMILARITY
+
+
 class StreamKVRetriever(Retriever):
+    Options = StreamKVRetrievalOptions
+
     def __init__(
         self, topk: int = 64, size_temp: float = 0.5, max_blocks: int = 128, local_blocks: int = 8,
-        similarity: str = "dot",
+        similarity: str = SIMILARITY,
     ) -> None:
         super().__init__(topk)
         if not 0 <= size_temp < 1:

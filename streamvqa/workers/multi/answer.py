@@ -67,7 +67,7 @@ class AnswerService:
 
     def ask(self, body: ipc.Ask, atts, emit) -> ipc.AnswerMsg:
         session = self.replica(body.stream_id, body.method, body.options)
-        if not session.replicable():  # the server routes these to the encoder (enc.ask)
+        if not session.replicable:  # the server routes these to the encoder (enc.ask)
             raise EngineError("invalid_options", f"method {body.method!r} keeps state in the encoder; "
                               "its questions are answered there")
         for attempt in range(_TRIES):

@@ -125,7 +125,7 @@ class EncoderService:
                         n = sync(session)
                     log.info("stream %s resumed after %d stored blocks", body.stream_id, n)
             return ipc.StreamOpened(stream_id=body.stream_id, next_index=session.next_index,
-                                    answers_here=not session.replicable())
+                                    answers_here=not session.replicable)
 
     def _session(self, stream_id: str) -> StreamSession:
         session = self.engine.sessions.get(stream_id)

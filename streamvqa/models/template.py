@@ -1,4 +1,4 @@
-"""The chat layout the grounded default model is trained on and served with.
+"""The chat layout every family is served with, and the grounded default model is trained on.
 
 Training and serving must build the very same token sequence, so both import these strings.
 ChatML, as SmolLM2-Instruct expects, with a short system prompt (a long one costs every step).
