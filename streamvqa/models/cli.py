@@ -48,6 +48,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--frames", type=int, default=4, help="with --measure: frames streamed per checkpoint")
     p.add_argument("--max-gb", type=float, default=8.0,
                    help="with --measure: larger models are measured as their attention geometry (KV only)")
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.add_argument("--dtype", default="float32", choices=["bfloat16", "float32"],
+                   help="with --measure: the dtype timed (KV per hour is reported at 16 bits)")
     p.add_argument("--out", help="with --measure: write the rows as JSON here")
     p.set_defaults(func=_models)

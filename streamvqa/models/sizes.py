@@ -89,7 +89,7 @@ class SizeReport:
     tokens_per_frame: float
     kv_bytes_per_frame: float  # keys and values
     stored_bytes_per_frame: float  # a stored block: keys, values, positions, its index key
-    kv_gib_per_hour: dict[str, float]  # {"0.5": ..., "1": ...}
+    kv_gib_per_hour: dict[str, float]  # at 16-bit (as served in bf16): {"0.5": ..., "1": ...}
     encode_s_per_frame: float | None
     first_token_s: float | None
     frames: int
@@ -104,6 +104,8 @@ def published_size_config(checkpoint: str, geometry: bool = False):
     for k, v in text.items():
         setattr(tc, k, v)
     tc.head_dim = text["hidden_size"] // text["num_attention_heads"]
+    if getattr(tc, "layer_types", None):  # one entry per layer (all full attention in these families)
+        tc.layer_types = [tc.layer_types[0]] * tc.num_hidden_layers
     for k, v in vision.items():
         setattr(vc, k, v)
     if hasattr(vc, "num_heads") and "num_heads" not in vision:
@@ -150,8 +152,9 @@ def camera_frame(i: int, h: int = 360, w: int = 640) -> np.ndarray:
     return img
 
 
-def measure(checkpoint: str, frames: int = 4, max_gb: float = 8.0, dtype: str = "bfloat16") -> SizeReport:
-    """Stream `frames` frames at 1 fps through a `rekv` session and ask one question."""
+def measure(checkpoint: str, frames: int = 4, max_gb: float = 8.0, dtype: str = "float32") -> SizeReport:
+    """Stream `frames` frames at 1 fps through a `rekv` session and ask one question. Times are
+    in `dtype` (float32: a CPU's fast path); KV per hour is given at 16 bits, as served on a GPU."""
     from streamvqa.engine import Engine
 
     torch_dtype = getattr(torch, dtype)
@@ -179,7 +182,7 @@ def measure(checkpoint: str, frames: int = 4, max_gb: float = 8.0, dtype: str = 
     return SizeReport(
         checkpoint=checkpoint, family=SIZES[checkpoint][0], mode="geometry" if geometry else "full",
         params=params, tokens_per_frame=round(tokens, 1), kv_bytes_per_frame=kv, stored_bytes_per_frame=stored,
-        kv_gib_per_hour={str(fps): round(kv * fps * 3600 / 2**30, 2) for fps in (0.5, 1)},
+        kv_gib_per_hour={str(fps): round(kv * 2 / nbytes * fps * 3600 / 2**30, 2) for fps in (0.5, 1)},
         encode_s_per_frame=None if geometry else round(statistics.median(times[1:]), 3),
         first_token_s=None if first_token is None else round(first_token, 3), frames=n, dtype=dtype,
     )

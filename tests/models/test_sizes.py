@@ -23,7 +23,7 @@ def test_published_sizes_keep_the_family_facts(name):
 @pytest.mark.slow
 def test_measured_kv_is_the_analytic_kv():
     """SmolVLM2-256M as its attention geometry (max_gb=0): 30 layers x 3 KV heads x 64, bf16."""
-    r = measure("SmolVLM2-256M-Video-Instruct", frames=2, max_gb=0.0)
+    r = measure("SmolVLM2-256M-Video-Instruct", frames=2, max_gb=0.0, dtype="bfloat16")
     assert r.mode == "geometry" and r.encode_s_per_frame is None and r.frames == 3
     assert r.tokens_per_frame >= 64 + 3  # 64 image tokens, <fake><global-img> ... <fake>, the stamp
     assert r.kv_bytes_per_frame == r.tokens_per_frame * 30 * 2 * 3 * 64 * 2
