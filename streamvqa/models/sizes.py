@@ -115,8 +115,8 @@ def published_size_config(checkpoint: str, geometry: bool = False):
         for depth in ("depth", "num_hidden_layers"):
             if hasattr(vc, depth) and depth in vision:
                 setattr(vc, depth, 1)
-        if hasattr(vc, "deepstack_visual_indexes"):
-            vc.deepstack_visual_indexes = [0] * len(vision.get("deepstack_visual_indexes", []))
+        if hasattr(vc, "deepstack_visual_indexes"):  # added into hidden states: no KV of its own
+            vc.deepstack_visual_indexes = [0]
         if hasattr(vc, "fullatt_block_indexes"):
             vc.fullatt_block_indexes = [0]
     if hasattr(cfg, "streamvqa_frame_size"):
