@@ -11,6 +11,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from streamvqa.models import batching
+
 
 class Capture:
     """Per-layer outputs of q_proj / k_proj / v_proj during one forward call."""
@@ -40,6 +42,10 @@ def to_host(t: torch.Tensor) -> torch.Tensor:
 def capture(layers: list[nn.Module], q: bool = False, kv: bool = True):
     """Yield a Capture filled by the next forward over `layers` (attention modules)."""
     cap = Capture(len(layers))
+    if batching.current() is not None:  # the batched forward fills it with this stream's slice
+        with batching.capturing(cap):
+            yield cap
+        return
     handles = []
 
     def hook(store: list, i: int):

@@ -7,6 +7,8 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from streamvqa.engine.encode_scheduler import SchedulerConfig
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -22,6 +24,8 @@ class EngineConfig(BaseModel):
         None, description="TieredStoreConfig fields (tiers, durable, ...) without the fingerprint; None: host RAM only"
     )
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None leaves torch's default")
+    encode: SchedulerConfig = Field(default_factory=SchedulerConfig,
+                                    description="the encode scheduler: batching across streams, load shedding")
 
     @property
     def torch_dtype(self) -> torch.dtype:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-
 import torch
 
 from streamvqa.engine import spill
 from streamvqa.engine.config import EngineConfig
+from streamvqa.engine.encode_scheduler import EncodeScheduler
 from streamvqa.engine.errors import EngineError
+from streamvqa.engine.model_lock import ModelLock
 from streamvqa.engine.session import StreamSession
 from streamvqa.models.base import ModelAdapter
 from streamvqa.models.loading import load_adapter
@@ -27,9 +27,11 @@ class Engine:
         # sessions write every block there; a store of our own gets only blocks a preset reads back
         self.shared_store = store is not None
         self.store = store or self._make_store()
-        self.lock = threading.Lock()  # one forward at a time on the model
+        self.lock = ModelLock()  # one turn at the model at a time, first come first served
         self.sessions: dict[str, StreamSession] = {}
         self.observers: list = []
+        # live streams' frames go through it: batched across streams, shed fairly when behind
+        self.scheduler = EncodeScheduler(self.lock, self.config.encode, self.observers)
 
     def _make_store(self) -> BlockStore:
         if self.config.store is None:
