@@ -13,7 +13,9 @@ and in order (so a stream's order is kept by construction). The scheduler:
   calls as one ragged forward (`engine/batch_forward.py`), exact per stream;
 - **sheds** load when the device cannot keep up: when an admission slot frees and the oldest
   waiting frame is older than `max_lag_s`, that frame (its stream is the one furthest behind)
-  is dropped, and so on down the line until the oldest is within the bound. Dropped frames are
+  is dropped, and so on down the line until the oldest is within the bound. Shedding happens
+  only under overload: more frames waiting than free admission slots (a lone late frame on an
+  idle device is encoded). Dropped frames are
   counted by reason `encode_overload` (`vqa_frames_dropped_total{reason}`). A stream that falls
   behind loses its stale frames instead of holding every other stream back.
 
@@ -144,12 +146,13 @@ class EncodeScheduler:
         now = time.monotonic()
         changed = False
         for w in list(self._waiting):
-            if self._active >= c.max_batch:
+            free = c.max_batch - self._active
+            if free <= 0:
                 break
             if w.stream_id in self._inflight:
                 continue  # never two frames of one stream at once: its order is kept
-            busy = self._active > 0  # a slot frees while others encode: the device is loaded
-            if c.shed != "none" and c.max_lag_s is not None and busy and now - w.arrival > c.max_lag_s:
+            overloaded = len(self._waiting) > free  # more frames wait than the device can take now
+            if c.shed != "none" and c.max_lag_s is not None and overloaded and now - w.arrival > c.max_lag_s:
                 w.shed = True  # the furthest behind loses its frame first
             else:
                 w.admitted = True

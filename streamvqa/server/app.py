@@ -64,6 +64,7 @@ def load_engine(settings: ServerSettings) -> Any:
             max_new_tokens=settings.max_tokens,
             threads=settings.threads,
             store=settings.store_config(),
+            encode=settings.encode_config(),
         )
     )
 
@@ -132,7 +133,7 @@ class ServerState:
         observers = getattr(engine, "observers", None)
         if isinstance(observers, list):
             observers.append(self.metrics)
-        self.registry.register(StreamCollector(self.streams, lambda: self.device))
+        self.registry.register(StreamCollector(self.streams, lambda: self.device, self.metrics.encode_drops))
         for collector in getattr(engine, "collectors", lambda: [])():  # topology-specific (multi: workers)
             self.registry.register(collector)
         self.loaded.set()

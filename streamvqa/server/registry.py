@@ -244,10 +244,14 @@ class StreamRegistry:
         except Exception as e:
             raise engine_error(e) from e
 
-    @staticmethod
-    def _sink(session: Any):
+    def _sink(self, session: Any):
+        scheduler = getattr(self.engine, "scheduler", None)  # batches streams, sheds fairly
+
         def push(frame: Frame) -> None:
-            session.push_frame(frame.image, frame.t)
+            if scheduler is None:
+                session.push_frame(frame.image, frame.t)
+            else:
+                scheduler.encode(session, frame.image, frame.t, frame.arrival)
 
         return push
 
