@@ -80,9 +80,8 @@ def ragged(module, query, key, value, attention_mask, dropout: float = 0.0, scal
     outs = []
     for (a, b), (k, v) in zip(batch.cache.spans, batch.cache.kv[module.layer_idx], strict=True):
         n, total = b - a, k.shape[-2]
-        # causal with the stream's past: new token j sees every cached key and new tokens <= j
-        mask = torch.ones(n, total, dtype=torch.bool, device=query.device).tril(total - n)
-        out, _ = inner(module, query[:, :, a:b], k, v, mask[None, None], dropout=dropout, scaling=scaling, **kwargs)
+        out, _ = inner(module, query[:, :, a:b], k, v, batch.mask(n, total, query.device), dropout=dropout,
+                       scaling=scaling, **kwargs)
         outs.append(out)
     return torch.cat(outs, dim=1), None
 
@@ -94,6 +93,15 @@ AttentionInterface.register(RAGGED, ragged)
 class _Batch:
     cache: RaggedCache
     inner: str
+    masks: dict = field(default_factory=dict)
+
+    def mask(self, n: int, total: int, device) -> torch.Tensor:
+        """Causal with the stream's past: new token j sees every cached key and new tokens
+        <= j (made once per shape per forward, not per layer)."""
+        m = self.masks.get((n, total))
+        if m is None:
+            m = self.masks[(n, total)] = torch.ones(n, total, dtype=torch.bool, device=device).tril(total - n)[None, None]
+        return m
 
 
 def batchable(cache) -> bool:
@@ -105,9 +113,11 @@ def forward_batch(adapter, requests: list[ForwardRequest]) -> list[torch.Tensor]
     """Run every request's tokens through the decoder in one forward; returns per request what
     `adapter.forward` would have (hidden states, all logits or the last one) and fills its
     captures. Call with the model lock held."""
+    want_q = any(c.wants[0] for r in requests for c in r.captures)
+    want_kv = any(c.wants[1] for r in requests for c in r.captures)
     if len(requests) == 1:  # nothing to share: the stock path, bit for bit
         r = requests[0]
-        with capture(adapter.attention_layers(), q=True) if r.captures else _nothing() as cap:
+        with capture(adapter.attention_layers(), q=want_q, kv=want_kv) if r.captures else _nothing() as cap:
             out = adapter.forward(r.embeds, r.positions, r.cache, logits=r.logits)
         _fill(r, cap, 0, r.n)
         return [out]
@@ -126,11 +136,10 @@ def forward_batch(adapter, requests: list[ForwardRequest]) -> list[torch.Tensor]
     if inner not in ALL_ATTENTION_FUNCTIONS:
         inner = "sdpa"
     x, extra = adapter.decoder_inputs(embeds)
-    want = any(r.captures for r in requests)
     _active.batch = _Batch(cache, inner)
     config._attn_implementation = RAGGED
     try:
-        with capture(adapter.attention_layers(), q=True) if want else _nothing() as cap:
+        with capture(adapter.attention_layers(), q=want_q, kv=want_kv) if want_q or want_kv else _nothing() as cap:
             h = adapter.backbone(inputs_embeds=x, position_ids=adapter.position_ids(positions),
                                  past_key_values=cache, use_cache=True, **extra).last_hidden_state
     finally:
@@ -158,12 +167,14 @@ class _nothing:
 
 
 def _fill(r: ForwardRequest, cap: Capture | None, a: int, b: int) -> None:
-    """Copy this request's token slice of every captured projection into its captures (a copy:
-    a block must not keep the whole batch's tensor alive)."""
+    """This request's token slice of the captured projections, into each of its captures. Keys
+    and values are views (every reader stacks them into a block: a copy); queries are copied,
+    as policies may keep them for a while and must not keep the whole batch's tensor alive."""
     if cap is None:
         return
     for c in r.captures:
-        for src, dst in ((cap.q, c.q), (cap.k, c.k), (cap.v, c.v)):
-            for i, t in enumerate(src):
-                if t is not None:
-                    dst[i] = t[:, a:b].clone()
+        q, kv = c.wants
+        for want, src, dst, copy in ((q, cap.q, c.q, True), (kv, cap.k, c.k, False), (kv, cap.v, c.v, False)):
+            if want:
+                for i, t in enumerate(src):
+                    dst[i] = t[:, a:b].clone() if copy else t[:, a:b]

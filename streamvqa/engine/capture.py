@@ -21,6 +21,7 @@ class Capture:
         self.q: list[torch.Tensor | None] = [None] * n_layers
         self.k: list[torch.Tensor | None] = [None] * n_layers
         self.v: list[torch.Tensor | None] = [None] * n_layers
+        self.wants = (False, True)  # (queries, keys and values): what a batched forward fills
 
     @staticmethod
     def heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
@@ -42,6 +43,7 @@ def to_host(t: torch.Tensor) -> torch.Tensor:
 def capture(layers: list[nn.Module], q: bool = False, kv: bool = True):
     """Yield a Capture filled by the next forward over `layers` (attention modules)."""
     cap = Capture(len(layers))
+    cap.wants = (q, kv)
     if batching.current() is not None:  # the batched forward fills it with this stream's slice
         with batching.capturing(cap):
             yield cap

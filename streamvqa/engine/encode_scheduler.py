@@ -7,9 +7,9 @@ and in order (so a stream's order is kept by construction). The scheduler:
   behind is served first;
 - **batches**: an admitted frame runs the session's ordinary encode code; its model calls
   (the vision tower in `unit_piece`, the decoder in `forward`) are handed to the batcher
-  (`streamvqa/models/batching.py`). A batch starts when every admitted encode is waiting on
-  the model, when it holds `max_batch` calls or `max_tokens` decoder tokens, or when its oldest
-  call has waited `wait_s`. The vision calls run as one `unit_pieces` batch and the decoder
+  (`streamvqa/models/batching.py`). A batch is calls of one kind; it starts when every admitted encode is waiting on
+  the model, when it holds `max_batch` calls or `max_tokens` decoder tokens, or when no encode
+  has reached the model for `wait_s` (a straggler busy elsewhere does not hold the rest up). The vision calls run as one `unit_pieces` batch and the decoder
   calls as one ragged forward (`engine/batch_forward.py`), exact per stream;
 - **sheds** load when the device cannot keep up: when an admission slot frees and the oldest
   waiting frame is older than `max_lag_s`, that frame (its stream is the one furthest behind)
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -64,9 +64,9 @@ class _Call:
     kind: str  # "vision" | "forward"
     adapter: object
     args: tuple
-    since: float = field(default_factory=time.monotonic)
     tokens: int = 0
     held: bool = False  # the caller held the model lock: it gets a promised turn back
+    skipped: int = 0  # batches run without it
     done: bool = False
     result: object = None
     error: BaseException | None = None
@@ -100,6 +100,7 @@ class EncodeScheduler:
         self._active = 0
         self._calls: list[_Call] = []
         self._running = False
+        self._last_event = time.monotonic()  # a call arrived or a batch ended: encodes are moving
         self._max_lags = 10_000
 
     # -- frames in ---------------------------------------------------------------------------
@@ -193,6 +194,7 @@ class EncodeScheduler:
         try:
             with self._cond:
                 self._calls.append(call)
+                self._last_event = time.monotonic()
                 self._cond.notify_all()
                 while not call.done:
                     batch = self._ready()
@@ -206,6 +208,7 @@ class EncodeScheduler:
                     finally:
                         self._cond.acquire()
                         self._running = False
+                        self._last_event = time.monotonic()
                         for c in batch:
                             c.done = True
                         self._grant()
@@ -222,19 +225,23 @@ class EncodeScheduler:
         if self._running or not self._calls:
             return None
         c = self.config
-        oldest = min(x.since for x in self._calls)
         tokens = sum(x.tokens for x in self._calls)
         if (len(self._calls) >= self._active or len(self._calls) >= c.max_batch or tokens >= c.max_tokens
-                or time.monotonic() - oldest >= c.wait_s):
-            batch, self._calls = self._calls, []
+                or time.monotonic() - self._last_event >= c.wait_s):
+            # one kind per batch, the most common (vision or decoder): streams that drifted a
+            # phase apart fall back in step; a call passed over twice goes next
+            kinds = [x.kind for x in self._calls]
+            late = [x.kind for x in self._calls if x.skipped >= 2]
+            kind = late[0] if late else max(("forward", "vision"), key=kinds.count)
+            batch = [x for x in self._calls if x.kind == kind]
+            self._calls = [x for x in self._calls if x.kind != kind]
+            for x in self._calls:
+                x.skipped += 1
             return batch
         return None
 
     def _timeout(self) -> float:
-        if not self._calls:
-            return self.config.wait_s or 0.001
-        oldest = min(x.since for x in self._calls)
-        return max(0.0005, self.config.wait_s - (time.monotonic() - oldest))
+        return max(0.0005, self.config.wait_s - (time.monotonic() - self._last_event))
 
     def _run(self, batch: list[_Call]) -> None:
         """Run the calls: vision as one `unit_pieces` per adapter, decoder calls in forwards of

@@ -18,39 +18,39 @@ class ModelLock:
     """A FIFO, non-reentrant lock with the `threading.Lock` interface the engine uses."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
         self._owner: int | None = None
-        self._queue: deque[object] = deque()
-        self._front: deque[object] = deque()  # hand-offs promised by `expect_front`
+        # one condition per waiter: a release wakes the next in line only, not every waiter
+        self._queue: deque[threading.Condition] = deque()
+        self._front: deque[threading.Condition] = deque()  # hand-offs promised by `expect_front`
         self._expected = 0
 
     def acquire(self, blocking: bool = True, timeout: float = -1, front: bool = False) -> bool:
         """`front`: a turn promised by `expect_front` (goes before every ordinary waiter)."""
-        me = object()
         queue = self._front if front else self._queue
-        with self._cond:
-            if self._free(me, front, first=True):
+        with self._mutex:
+            if self._free(None, front):
                 return self._take(front)
             if not blocking:
                 return False
+            me = threading.Condition(self._mutex)
             queue.append(me)
-            ok = self._cond.wait_for(lambda: self._free(me, front),
-                                     None if timeout is None or timeout < 0 else timeout)
+            ok = me.wait_for(lambda: self._free(me, front), None if timeout is None or timeout < 0 else timeout)
+            queue.remove(me)
             if not ok:
-                queue.remove(me)
-                self._cond.notify_all()  # the next in line may be free to go now
+                self._wake()  # the next in line may be free to go now
                 return False
-            queue.popleft()
             return self._take(front)
 
-    def _free(self, me: object, front: bool, first: bool = False) -> bool:
+    def _free(self, me: threading.Condition | None, front: bool) -> bool:
+        """Whether `me` (None: a newcomer) may take the lock now."""
         if self._owner is not None:
             return False
         if front:
-            return not self._front if first else self._front[0] is me
+            return (self._front[0] is me) if self._front else me is None
         if self._front or self._expected:
             return False
-        return not self._queue if first else self._queue[0] is me
+        return (self._queue[0] is me) if self._queue else me is None
 
     def _take(self, front: bool) -> bool:
         self._owner = threading.get_ident()
@@ -58,18 +58,26 @@ class ModelLock:
             self._expected = max(0, self._expected - 1)
         return True
 
+    def _wake(self) -> None:
+        if self._owner is not None:
+            return
+        if self._front:
+            self._front[0].notify()
+        elif self._queue and not self._expected:
+            self._queue[0].notify()
+
     def expect_front(self, n: int) -> None:
         """Promise the next `n` turns to `acquire(front=True)` callers (the holder calls this):
         the encodes of a batch commit their results before anyone else sees their caches."""
-        with self._cond:
+        with self._mutex:
             self._expected += n
 
     def release(self) -> None:
-        with self._cond:
+        with self._mutex:
             if self._owner is None:
                 raise RuntimeError("release of an unlocked ModelLock")
             self._owner = None
-            self._cond.notify_all()
+            self._wake()
 
     def owned(self) -> bool:
         """Whether the calling thread holds the lock."""
