@@ -31,6 +31,7 @@ def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+@pytest.mark.slow
 def test_ask_file_prints_answer_evidence_and_timings(clip):
     r = run("ask-file", str(clip), "What colour is on the left?", "--model", "tiny:smolvlm", "--fps", "2",
             "--max-tokens", "4", "--json")
@@ -41,6 +42,7 @@ def test_ask_file_prints_answer_evidence_and_timings(clip):
     assert {"prefill_s", "first_token_s", "total_s", "encode_s"} <= set(out["timings"])
 
 
+@pytest.mark.slow
 def test_ask_file_bad_inputs_exit_non_zero_with_one_line(clip, tmp_path):
     r = run("ask-file", str(tmp_path / "missing.mp4"), "q?", "--model", "tiny:smolvlm")
     assert r.returncode != 0 and "no such video file" in r.stderr and len(r.stderr.strip().splitlines()) == 1
@@ -52,6 +54,7 @@ def test_ask_file_bad_inputs_exit_non_zero_with_one_line(clip, tmp_path):
     assert r.returncode == 2 and "unknown_method" in r.stderr
 
 
+@pytest.mark.slow
 def test_methods_lists_presets_with_policies():
     r = run("methods", "--json")
     assert r.returncode == 0

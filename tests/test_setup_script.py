@@ -9,6 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 LOGGER = '#!/bin/sh\necho "$(basename "$0") $*" >> "$SETUP_LOG"\n'
 
@@ -37,6 +39,7 @@ def setup(repo: Path, *args: str) -> list[str]:
     return [ln for ln in log.read_text().splitlines() if ln.startswith("pip install") and " -e " in ln]
 
 
+@pytest.mark.slow
 def test_setup_then_test_setup_installs_the_test_extras(tmp_path: Path) -> None:
     repo = make_repo(tmp_path)
     stamp = repo / ".venv" / ".streamvqa-installed"

@@ -40,6 +40,8 @@ fi
 if [[ $want_test == 1 ]]; then
   need=()
   command -v redis-server >/dev/null || need+=(redis-server)
+  # the console's browser test drives Debian's Chromium (Playwright is pointed at it; nothing downloaded)
+  command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)
   docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || need+=(docker-compose)
   [[ -e /usr/lib/x86_64-linux-gnu/girepository-1.0/GstRtspServer-1.0.typelib || -e /usr/lib/aarch64-linux-gnu/girepository-1.0/GstRtspServer-1.0.typelib ]] \
     || need+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-tools)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from streamvqa.engine import spill
@@ -9,6 +11,7 @@ from streamvqa.engine.config import EngineConfig
 from streamvqa.engine.encode_scheduler import EncodeScheduler
 from streamvqa.engine.errors import EngineError
 from streamvqa.engine.model_lock import ModelLock
+from streamvqa.engine.protocols import EngineObserver
 from streamvqa.engine.session import StreamSession
 from streamvqa.models.base import ModelAdapter
 from streamvqa.models.loading import load_adapter
@@ -29,7 +32,7 @@ class Engine:
         self.store = store or self._make_store()
         self.lock = ModelLock()  # one turn at the model at a time, first come first served
         self.sessions: dict[str, StreamSession] = {}
-        self.observers: list = []
+        self.observers: list[EngineObserver] = []
         # live streams' frames go through it: batched across streams, shed fairly when behind
         self.scheduler = EncodeScheduler(self.lock, self.config.encode, self.observers)
 
@@ -65,6 +68,21 @@ class Engine:
 
     def methods(self) -> list[str]:
         return list(PRESETS)
+
+    # -- capabilities of the Engine protocol (engine/protocols.py) ------------------------------
+    def health(self) -> dict[str, Any]:
+        """The store's tiers for `/ready`. A host-RAM store (no `health`, it is not part of
+        `BlockStore`) lives and dies with this process: nothing to report."""
+        probe = getattr(self.store, "health", None)
+        if probe is None:
+            return {"ok": True, "degraded": [], "note": "in-process store"}
+        return dict(probe())
+
+    def collectors(self) -> list[Any]:
+        return []  # the server's own collectors see everything in this process
+
+    def tokenizer(self) -> Any | None:
+        return self.adapter.tokenizer
 
     def open_stream(self, stream_id: str, method: str = "rekv", options: dict | None = None) -> StreamSession:
         if stream_id in self.sessions:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Generator, Iterator
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -16,13 +15,14 @@ from transformers import DynamicCache
 from streamvqa.engine.capture import Capture, capture, to_host
 from streamvqa.engine.errors import EngineError
 from streamvqa.engine.layout import layout_for
+from streamvqa.engine.protocols import final_answer, stream_in_thread
 from streamvqa.engine.sampling import TextStream, next_token
 from streamvqa.engine.types import Answer, SessionStats, TokenEvent
 from streamvqa.engine.window import HotWindow, Sink, cache_bytes, new_cache, place, prefill
 from streamvqa.models.base import ModelAdapter, Piece, piece_len
 from streamvqa.policies import stages  # module import: stages imports engine modules too
 from streamvqa.policies.presets import MethodConfig
-from streamvqa.policies.retrieval.base import Caption, RetrievalContext, Selection, WindowOnly
+from streamvqa.policies.retrieval.base import Caption, RetrievalContext, Retriever, Selection, WindowOnly
 from streamvqa.policies.retrieval.rlivs import caption_text
 from streamvqa.store.base import BlockStore, MemoryStore, StreamIndex
 from streamvqa.store.block import Block
@@ -387,20 +387,42 @@ class StreamSession:
             out[name] = out.get(name, 0) + 1
         return out
 
-    def answer(self, question: str, **kwargs) -> Answer:
-        """Answer synchronously (blocking)."""
-        *_, answer = self._answer_iter(question, **kwargs)
-        return answer
+    # -- the Session protocol (engine/protocols.py) -------------------------------------------
+    def events(self, question: str, *, max_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
+               at: float | None = None, seed: int | None = None) -> Generator[TokenEvent | Answer, None, None]:
+        """Tokens, then the Answer (blocking); closing it early abandons the question."""
+        return self._answer_iter(question, max_tokens=max_tokens, temperature=temperature, top_p=top_p, at=at,
+                                 seed=seed)
 
-    async def ask(self, question: str, **kwargs) -> AsyncIterator[TokenEvent | Answer]:
+    def answer(self, question: str, *, max_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
+               at: float | None = None, seed: int | None = None) -> Answer:
+        """Answer synchronously (blocking)."""
+        return final_answer(self.events(question, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                        at=at, seed=seed))
+
+    def ask(self, question: str, *, max_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
+            at: float | None = None, seed: int | None = None) -> AsyncIterator[TokenEvent | Answer]:
         """Stream tokens, then the Answer. Model work runs in a thread: the loop never blocks."""
-        it = self._answer_iter(question, **kwargs)
-        done = object()
-        while True:
-            ev = await asyncio.to_thread(next, it, done)
-            if ev is done:
-                return
-            yield ev
+        return stream_in_thread(self.events(question, max_tokens=max_tokens, temperature=temperature,
+                                            top_p=top_p, at=at, seed=seed))
+
+    @property
+    def next_index(self) -> int:
+        """Blocks written so far (the next block's index)."""
+        return self._next_index
+
+    def replicable(self) -> bool:
+        """Whether the store holds all of this session's state, so a replica rebuilt from stored
+        blocks (engine/replica.py) answers exactly as this session would. Not so with a retained
+        memory, semantic units, reduction or byte budgets (the stages), nor with a retriever
+        that keeps its own index of the frames (`observe`, rekv-external)."""
+        stateful_retriever = type(self.retriever).observe is not Retriever.observe
+        return not (stateful_retriever or self.stages.active)
+
+    def counters(self) -> SessionStats:
+        """A copy of the frame and unit counters, without `stats()`'s byte accounting (which asks
+        the store)."""
+        return replace(self._stats)
 
     def close(self) -> None:
         self.closed = True

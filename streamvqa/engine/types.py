@@ -25,6 +25,7 @@ class Answer:
     evidence_scores: list[dict] = field(default_factory=list)
     retrieved_blocks: int = 0  # blocks per layer (adaptive with score_mass)
     reused_cache: bool = False  # a follow-up that found the same blocks reused the previous answer cache
+    degraded: list[str] = field(default_factory=list)  # store tiers that were down (multi topology)
 
     def to_dict(self) -> dict:
         d = asdict(self)

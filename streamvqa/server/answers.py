@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeGuard
 
+from streamvqa.engine.protocols import AnswerEvent
+from streamvqa.engine.types import Answer
 from streamvqa.proto import AnswerResponse, ApiError, QuestionRequest, Timings
 
 from .evidence import evidence_ranges
@@ -18,22 +20,26 @@ from .registry import StreamEntry, engine_error, session_stats
 from .settings import ServerSettings
 
 
-def is_answer(event: Any) -> bool:
+def is_answer(event: object) -> TypeGuard[Answer]:
     """The engine's final ``Answer`` (vs a ``TokenEvent``)."""
-    return hasattr(event, "finish_reason")
+    return isinstance(event, Answer)
 
 
-def to_response(answer: Any, entry: StreamEntry | None = None, at: float | None = None) -> AnswerResponse:
-    """Engine ``Answer`` -> :class:`AnswerResponse` (evidence spans and clocks from ``entry``: evidence.py)."""
+def to_response(answer: Answer, entry: StreamEntry | None = None, at: float | None = None) -> AnswerResponse:
+    """Engine ``Answer`` -> :class:`AnswerResponse`, the one conversion to the HTTP wire (REST,
+    WebSocket, OpenAI-compatible; evidence spans and clocks from ``entry``: evidence.py)."""
     fps, time_base = (entry.fps, entry.ingest_stats().time_base) if entry is not None else (None, None)
-    timings = {k: float(v) for k, v in (answer.timings or {}).items() if k in Timings.model_fields}
+    timings = {k: float(v) for k, v in answer.timings.items() if k in Timings.model_fields}
+    evidence = evidence_ranges(answer.evidence, fps, time_base, at)
+    if entry is not None and entry.thumbnails is not None:  # keep the evidence's pictures longest
+        entry.thumbnails.cite(entry.id, [e.t_start for e in evidence])
     return AnswerResponse(
         answer=answer.text,
-        evidence=evidence_ranges(answer.evidence or [], fps, time_base, at),
+        evidence=evidence,
         timings=Timings(**timings),
-        tokens=len(answer.token_ids or []),
+        tokens=len(answer.token_ids),
         finish_reason=answer.finish_reason or "stop",
-        tiers={str(k): int(v) for k, v in (getattr(answer, "tiers", None) or {}).items()},
+        tiers={str(k): int(v) for k, v in answer.tiers.items()},
     )
 
 
@@ -99,7 +105,7 @@ class AnswerService:
                 return
             await asyncio.sleep(0.05)
 
-    async def events(self, entry: StreamEntry, req: QuestionRequest) -> AsyncIterator[Any]:
+    async def events(self, entry: StreamEntry, req: QuestionRequest) -> AsyncIterator[AnswerEvent]:
         """Token events, then the final answer; errors as :class:`ApiError`. Counts the outcome."""
         limit = self.settings.max_questions_per_stream
         if entry.active_questions >= limit:
@@ -111,13 +117,13 @@ class AnswerService:
             if req.at is not None:
                 await self.wait_for_time(entry, req.at)
             cap = self.in_flight_cap(entry.owner) if entry.owner is not None else None
-            final = None
+            final: Answer | None = None
             queued = time.perf_counter()
             async with self.queue.turn(queue_key(entry), cap):
                 waited = time.perf_counter() - queued
                 try:
                     async for ev in entry.session.ask(req.question, **kwargs):
-                        if is_answer(ev):  # yielded after the turn ends: a slow reader holds no turn
+                        if isinstance(ev, Answer):  # yielded after the turn ends: a slow reader holds no turn
                             final = ev
                         else:
                             yield ev
@@ -127,10 +133,8 @@ class AnswerService:
                     raise engine_error(e) from e
             if final is not None:
                 ok = True
-                timings = getattr(final, "timings", None)
-                if isinstance(timings, dict):  # the fair queue's wait is queueing too
-                    for k in ("queue_s", "total_s"):
-                        timings[k] = float(timings.get(k, 0.0)) + waited
+                for k in ("queue_s", "total_s"):  # the fair queue's wait is queueing too
+                    final.timings[k] = float(final.timings.get(k, 0.0)) + waited
                 yield final
         finally:
             entry.active_questions -= 1
@@ -138,9 +142,9 @@ class AnswerService:
 
     async def answer(self, entry: StreamEntry, req: QuestionRequest) -> AnswerResponse:
         """The whole answer (REST)."""
-        final = None
+        final: Answer | None = None
         async for ev in self.events(entry, req):
-            if is_answer(ev):
+            if isinstance(ev, Answer):
                 final = ev
         if final is None:
             raise ApiError("internal_error", "the engine finished without an answer")

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
+from streamvqa.engine.protocols import Engine
 from streamvqa.proto import (
     AnswerResponse,
     ApiError,
@@ -25,6 +26,7 @@ from streamvqa.proto import (
 
 from .answers import AnswerService
 from .auth import ANONYMOUS, PUBLIC_PATHS, READY_PATH, Authenticator, AuthMiddleware, Principal, ws_token
+from .console_routes import console_router
 from .cors import CorsMiddleware
 from .errors import BodyLimitMiddleware, Redactor, install_error_handlers
 from .limits import KeyedLimiter
@@ -32,7 +34,7 @@ from .mcp_tools import McpTools
 from .metrics import ServerMetrics, StreamCollector, render
 from .openai_compat import OpenAIErrorShape, install_routes
 from .openapi import declare_bearer_security
-from .question_tokens import question_counter
+from .question_tokens import Counter, question_counter
 from .registry import StreamEntry, StreamRegistry, failed_stream_error
 from .settings import ServerSettings
 from .sources import precheck_source
@@ -46,16 +48,17 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def load_engine(settings: ServerSettings) -> Any:
+def load_engine(settings: ServerSettings) -> Engine:
     """Build the engine the settings name: in-process (embedded), or the worker processes behind
     an engine-shaped facade (multi; see docs/processes.md). The API code is the same for both."""
     if settings.topology == "multi":
         from streamvqa.workers.multi.facade import MultiEngine
 
         return MultiEngine(multi_config(settings))
-    from streamvqa.engine import Engine, EngineConfig
+    from streamvqa.engine import EngineConfig
+    from streamvqa.engine.engine import Engine as EmbeddedEngine
 
-    return Engine(
+    return EmbeddedEngine(
         EngineConfig(
             model=settings.model,
             device=settings.device,
@@ -115,26 +118,24 @@ class ServerState:
     auth: Authenticator
     policy: UrlPolicy
     question_limiter: KeyedLimiter = field(default_factory=KeyedLimiter)
-    engine: Any = None
+    engine: Engine | None = None
     streams: StreamRegistry | None = None
     load_error: str | None = None
     owns_engine: bool = False
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def token_counter(self, engine: Any) -> Any:
+    def token_counter(self, engine: Engine) -> Counter:
         """The question token counter (multi: loads the tokenizer; call off the event loop)."""
-        return question_counter(engine, self.settings.model, self.settings.topology == "multi")
+        return question_counter(engine.tokenizer(), self.settings.model, self.settings.topology == "multi")
 
-    def attach(self, engine: Any, count_tokens: Any = None) -> None:
+    def attach(self, engine: Engine, count_tokens: Counter | None = None) -> None:
         self.engine = engine
         self.streams = StreamRegistry(engine, self.settings, self.policy)
         self.streams.start_reaper()
         self.answers.count_tokens = count_tokens or self.token_counter(engine)
-        observers = getattr(engine, "observers", None)
-        if isinstance(observers, list):
-            observers.append(self.metrics)
+        engine.observers.append(self.metrics)
         self.registry.register(StreamCollector(self.streams, lambda: self.device, self.metrics.encode_drops))
-        for collector in getattr(engine, "collectors", lambda: [])():  # topology-specific (multi: workers)
+        for collector in engine.collectors():  # topology-specific (multi: workers)
             self.registry.register(collector)
         self.loaded.set()
 
@@ -173,7 +174,7 @@ def principal_of(request: Request) -> Principal:
     return p if isinstance(p, Principal) else ANONYMOUS
 
 
-def create_app(settings: ServerSettings | None = None, engine: Any = None) -> FastAPI:
+def create_app(settings: ServerSettings | None = None, engine: Engine | None = None) -> FastAPI:
     """The streamvqa API. With ``engine=None`` the engine is built from ``settings`` in the
     background at startup (``/health`` answers meanwhile, ``/ready`` says 503 until loaded);
     a given engine is used as is and not closed on shutdown."""
@@ -215,12 +216,10 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
             if state.streams is not None:
                 await state.streams.close_all()
             if state.engine is not None:
-                observers = getattr(state.engine, "observers", None)
-                if isinstance(observers, list) and metrics in observers:
-                    observers.remove(metrics)
-                close = getattr(state.engine, "close", None)
-                if state.owns_engine and callable(close):
-                    await asyncio.to_thread(close)
+                if metrics in state.engine.observers:
+                    state.engine.observers.remove(metrics)
+                if state.owns_engine:
+                    await asyncio.to_thread(state.engine.close)
 
     app = FastAPI(
         title="streamvqa",
@@ -252,6 +251,7 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
         app.add_middleware(CorsMiddleware, allow_origins=settings.cors_allow_origins,
                            allow_headers=settings.cors_allow_headers, max_age_s=settings.cors_max_age_s)
     install_routes(app, state, redact)  # /v1/chat/completions, /v1/models (OpenAI-compatible)
+    app.include_router(console_router(state))  # /console and the frame thumbnails it shows
 
     # -- streams --------------------------------------------------------------------------------
 
@@ -362,12 +362,9 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
 
     @app.delete("/v1/whip/{stream_id}", responses=ERRORS, tags=["whip"])
     async def whip_delete(request: Request, stream_id: str) -> Response:
-        """End a WHIP session (the stream is deleted)."""
-        streams = state.require()
-        owner = principal_of(request).owner
-        if streams.get(stream_id, owner).kind != "whip":
-            raise ApiError("unknown_stream", f"{stream_id!r} is not a WHIP session")
-        await streams.delete(stream_id, owner)
+        """End a WHIP session: the stream stays, ``ended`` and answerable, until its owner deletes it
+        (``DELETE /v1/streams/{id}``) or it is reaped; again on an ended session: 200."""
+        await state.require().end_whip(stream_id, principal_of(request).owner)
         return Response(status_code=200)
 
     @app.patch("/v1/whip/{stream_id}", status_code=405, responses={405: {"model": ErrorBody}}, tags=["whip"])
@@ -397,7 +394,7 @@ def create_app(settings: ServerSettings | None = None, engine: Any = None) -> Fa
         ok = state.engine is not None
         checks["model"] = {"ok": ok, **state.model_info()} if ok else {
             "ok": False, "error": state.load_error or "loading"}
-        if ok:
+        if state.engine is not None:
             store = _store_health(state.engine)
             checks["store"] = store
             if not store.get("ok", True):
@@ -419,16 +416,12 @@ def _collector(state: ServerState) -> StreamCollector:
     return StreamCollector(state.streams, lambda: state.device)
 
 
-def _store_health(engine: Any) -> dict[str, Any]:
-    """The engine's store health (``engine.health()`` or ``engine.store.health()``), if it has one."""
-    for target in (engine, getattr(engine, "store", None)):
-        fn = getattr(target, "health", None) if target is not None else None
-        if callable(fn):
-            try:
-                h = dict(fn())
-            except Exception as e:
-                return {"ok": False, "error": f"{type(e).__name__}: {e}"}
-            h.setdefault("ok", True)
-            h.setdefault("degraded", [])
-            return h
-    return {"ok": True, "degraded": [], "note": "in-process store"}
+def _store_health(engine: Engine) -> dict[str, Any]:
+    """The engine's store health (``engine.health()``); a failing probe is not ready."""
+    try:
+        h = dict(engine.health())
+    except Exception as e:
+        return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+    h.setdefault("ok", True)
+    h.setdefault("degraded", [])
+    return h

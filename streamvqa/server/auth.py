@@ -41,6 +41,8 @@ PBKDF2_ITERATIONS = 200_000
 DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 PUBLIC_PATHS = frozenset({"/health"}) | DOCS_PATHS
 READY_PATH = "/ready"
+#: the web console's static files (no data in them; every call they make needs a key)
+CONSOLE_PATH = "/console"
 METRICS_PATH = "/metrics"
 #: WebSocket subprotocol carrying the key for browsers: ``Sec-WebSocket-Protocol: bearer.<key>``
 WS_TOKEN_PREFIX = "bearer."
@@ -308,8 +310,9 @@ def ws_token(scope: Scope) -> tuple[str | None, str | None]:
 
 
 class AuthMiddleware:
-    """Requires an API key on every HTTP request but ``/health`` and the API docs (``/ready`` answers a bare
-    ``{"ready": ...}`` without one; ``/metrics`` follows :meth:`Authenticator.check_metrics`).
+    """Requires an API key on every HTTP request but ``/health``, the API docs and the console's
+    files (``/ready`` answers a bare ``{"ready": ...}`` without one; ``/metrics`` follows
+    :meth:`Authenticator.check_metrics`).
     Sets ``scope["state"]["principal"]``. WebSockets are checked by their endpoint (so the
     client gets a JSON error before the close)."""
 
@@ -336,7 +339,7 @@ class AuthMiddleware:
         path = scope.get("path", "")
         token = bearer_token(scope.get("headers", []))
         state = scope.setdefault("state", {})
-        if path in PUBLIC_PATHS:
+        if path in PUBLIC_PATHS or path == CONSOLE_PATH or path.startswith(CONSOLE_PATH + "/"):
             state["principal"] = None
         elif path == METRICS_PATH:
             if not self.auth.check_metrics(token):

@@ -61,6 +61,19 @@ def check_serve_security(settings: ServerSettings) -> None:
         )
 
 
+def configure_logging(level: str) -> None:
+    """The app's loggers (``streamvqa.*``) at the server's log level, like uvicorn's own: the CLI
+    sets the root to warnings, which hid every INFO line (streams added and reaped, WHIP
+    connection states). A handler is added only where none would print them."""
+    app_log = logging.getLogger("streamvqa")
+    numeric = logging.getLevelName(level.upper())
+    app_log.setLevel(numeric if isinstance(numeric, int) else logging.DEBUG)  # uvicorn's "trace": all
+    if not logging.getLogger().handlers and not app_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        app_log.addHandler(handler)
+
+
 def serve(settings: ServerSettings) -> int:
     """Run the server in the foreground until SIGINT/SIGTERM. Returns the exit code
     (2 with a one-line reason when :func:`check_serve_security` refuses)."""
@@ -69,6 +82,7 @@ def serve(settings: ServerSettings) -> int:
     except ValueError as e:
         print(f"streamvqa serve: {e}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_level)
     if settings.auth == "off":
         log.warning("=" * 72)
         log.warning("AUTHENTICATION IS OFF (--insecure / STREAMVQA_AUTH=off): anyone who can reach %s:%s "

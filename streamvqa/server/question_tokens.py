@@ -43,11 +43,11 @@ def _load_tokenizer(model: str) -> Any:
     return AutoTokenizer.from_pretrained(str(path))
 
 
-def question_counter(engine: Any, model: str, multi: bool = False) -> Counter:
-    """Token counter for ``engine``'s model: its adapter's tokenizer (embedded), else the
-    tokenizer loaded from ``model`` (``multi``: the model is in worker processes). Falls back to UTF-8 bytes, an upper bound for
-    byte-level BPE, when there is none (an engine double, an unreadable model directory)."""
-    tokenizer = getattr(getattr(engine, "adapter", None), "tokenizer", None)
+def question_counter(tokenizer: Any | None, model: str, multi: bool = False) -> Counter:
+    """Token counter for the model: the engine's own tokenizer (`Engine.tokenizer()`, embedded),
+    else the tokenizer loaded from ``model`` (``multi``: the model is in worker processes). Falls
+    back to UTF-8 bytes, an upper bound for byte-level BPE, when there is none (an engine
+    double, an unreadable model directory)."""
     if tokenizer is None and multi:
         try:
             tokenizer = _load_tokenizer(model)

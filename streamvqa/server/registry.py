@@ -23,6 +23,7 @@ from streamvqa.workers.ingest import Frame, IngestConfig, IngestError, IngestSta
 
 from .probe_pool import SourcePool
 from .settings import ServerSettings
+from .thumbnails import ThumbnailStore
 from .urlpolicy import UrlPolicy
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,21 @@ def failed_stream_error(entry: StreamEntry, e: ApiError) -> ApiError:
         return e
     ing = entry.ingest_stats()
     if ing.state != "failed":
-        return e
+        return _seen_nothing_error(entry, e)
     err = ing.last_error or {}
     return ApiError("stream_failed", f"the stream's source failed ({err.get('code', 'unknown')}): "
                                      f"{err.get('message', '')}")
+
+
+def _seen_nothing_error(entry: StreamEntry, e: ApiError) -> ApiError:
+    """``empty_stream`` on a stream whose frames were all encoded into nothing (the model found
+    nothing to see in them: no tokens, no memory) says so, instead of "no encoded frames yet"."""
+    ses = session_stats(entry.session)
+    encoded = int(ses.get("frames_encoded", 0) or 0)
+    if encoded == 0 or int(ses.get("units_encoded", 0) or 0) > 0 or "no encoded frames" not in e.message:
+        return e
+    return ApiError("empty_stream", f"the model saw nothing in this stream's {encoded} encoded frame(s): "
+                                    "they gave it no tokens, so there is nothing to answer from yet")
 
 
 def session_stats(session: Any) -> dict[str, Any]:
@@ -84,6 +96,7 @@ class StreamEntry:
     owner: str | None = None  # the API key name that created it (None: auth off)
     active_questions: int = 0  # questions in flight (REST + WebSocket), on the event loop
     final_at: float | None = None  # monotonic time the reaper first saw the ingest final
+    thumbnails: ThumbnailStore | None = None  # the registry's frame pictures (evidence cites them)
 
     def is_live(self) -> bool:
         """Ingest not failed, ended or stopped: the stream holds a slot."""
@@ -161,6 +174,7 @@ class StreamRegistry:
         self.sources = SourcePool(settings.probe_workers, settings.probe_timeout_s,
                                   lifecycle_workers=min(32, settings.max_streams + 4))
         self._reaper: asyncio.Task[None] | None = None
+        self.thumbnails = ThumbnailStore(settings.thumbnail_budget_bytes, settings.thumbnail_max_side)
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -244,7 +258,8 @@ class StreamRegistry:
         except Exception as e:
             raise engine_error(e) from e
 
-    def _sink(self, session: Any):
+    def _sink(self, session: Any, stream_id: str):
+        thumbnails = self.thumbnails
         scheduler = getattr(self.engine, "scheduler", None)  # batches streams, sheds fairly
 
         def push(frame: Frame) -> None:
@@ -252,6 +267,10 @@ class StreamRegistry:
                 session.push_frame(frame.image, frame.t)
             else:
                 scheduler.encode(session, frame.image, frame.t, frame.arrival)
+            try:  # a picture for the console; never at the cost of ingest
+                thumbnails.add(stream_id, frame.t, frame.image)
+            except Exception as e:
+                log.debug("thumbnail %s: %s", stream_id, e)
 
         return push
 
@@ -286,9 +305,9 @@ class StreamRegistry:
         if remote is not None:
             worker = remote(config, stream_id)
         else:
-            worker = IngestWorker(config, self._sink(session), name=stream_id)
+            worker = IngestWorker(config, self._sink(session, stream_id), name=stream_id)
         entry = StreamEntry(stream_id, req.url.strip(), method, fps, req.name, session, worker, options=options,
-                            owner=getattr(principal, "owner", None))
+                            owner=getattr(principal, "owner", None), thumbnails=self.thumbnails)
         self._add(entry)
         worker.start()
         log.info("stream %s: %s (method %s, fps %g)", stream_id, config.url, method, fps)
@@ -308,10 +327,11 @@ class StreamRegistry:
         try:
             whip, answer = await WhipSession.create(
                 offer_sdp,
-                self._sink(session),
+                self._sink(session, stream_id),
                 fps=fps,
                 connect_timeout_s=self.settings.whip_connect_timeout_s,
                 session_id=stream_id,
+                ice_addresses=self.settings.whip_ice_addresses or None,
             )
         except IngestError as e:
             self._close_session(stream_id)
@@ -326,7 +346,7 @@ class StreamRegistry:
             self._close_session(stream_id)
             raise
         entry = StreamEntry(stream_id, f"whip://{stream_id}", method, fps, name, session, whip,
-                            owner=getattr(principal, "owner", None))
+                            owner=getattr(principal, "owner", None), thumbnails=self.thumbnails)
         self._add(entry)
         return entry, answer
 
@@ -349,7 +369,18 @@ class StreamRegistry:
         with self._lock:
             self.retired.add(entry)
         await self.sources.run(self._close_session, stream_id)
+        self.thumbnails.drop(stream_id)
         log.info("stream %s deleted", stream_id)
+
+    async def end_whip(self, stream_id: str, owner: str | None = None) -> StreamEntry:
+        """The publisher's WHIP ``DELETE``: stop receiving; the stream stays (``ended``, its memory
+        answerable, like a file that ended) until its owner deletes it or the reaper does."""
+        entry = self.get(stream_id, owner)
+        if entry.kind != "whip":
+            raise ApiError("unknown_stream", f"{stream_id!r} is not a WHIP session")
+        await entry.source.end()
+        log.info("stream %s: the WHIP publisher ended the session", stream_id)
+        return entry
 
     # -- reaping ------------------------------------------------------------------------------
 

@@ -1,17 +1,95 @@
-"""Server settings: one pydantic model, filled from ``STREAMVQA_*`` environment variables or flags."""
+"""Server settings: pydantic-settings models, filled from ``STREAMVQA_*`` environment variables
+(`ServerSettings.from_env`) or flags.
+
+The variable for field ``x`` is ``STREAMVQA_X``; for field ``x`` of the nested `StoreSettings` it
+is ``STREAMVQA_STORE_X`` (the names operators have always used). A new setting is one field
+declaration here (``name: type = Field(default, description=...)``); a new store setting goes into
+`StoreSettings` (its field ``x`` is read from ``STREAMVQA_STORE_X``). Empty variables count as
+unset. Constructing a model directly (``ServerSettings(port=1)``) reads no environment: only
+`from_env` does, so tests and embedders are not changed by the shell they run in.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
+
+ENV_PREFIX = "STREAMVQA_"
 
 
-class ServerSettings(BaseModel):
+class _Settings(BaseSettings):
+    """Init values only: the environment is read by `ServerSettings.from_env`, explicitly."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        return (init_settings,)
+
+
+class StoreSettings(_Settings):
+    """The KV store's tiers (docs/store.md "Server settings", streamvqa/store/config.py):
+    ``STREAMVQA_STORE_<FIELD>``. `tiered_config` turns them into `TieredStoreConfig` fields."""
+
+    # extra="ignore": an unknown STREAMVQA_STORE_* variable is ignored, as any other unknown one
+    model_config = SettingsConfigDict(extra="ignore")
+
+    host_bytes: int | None = Field(
+        None, ge=1 << 20,
+        description="host-RAM (shared memory) tier budget; None: embedded min(2 GiB, RAM/4, /dev/shm/2), multi 2 GiB",
+    )
+    disk_path: str | None = Field(
+        None, description="disk tier directory (None: multi none; embedded spills to $STREAMVQA_CACHE/kv-spill/<pid>)")
+    disk_bytes: int = Field(16 << 30, ge=1 << 20, description="disk tier budget")
+    redis_url: str | None = Field(None, description="Redis cold tier, redis://host:port/db (None: none)")
+    redis_bytes: int = Field(64 << 30, ge=1 << 20, description="Redis tier budget")
+    redis_ttl_s: int | None = Field(None, ge=1, description="expiry of blocks in Redis (None: none)")
+    redis_timeout_s: float = Field(2.0, gt=0, description="Redis socket timeout; slower is 'down'")
+    durable: bool = Field(False, description="acknowledge a block only once it is in disk/Redis")
+    write_behind_bytes: int = Field(256 << 20, ge=1 << 20, description="writes queued for a cold tier")
+    shm_prefix: str = Field("streamvqa", pattern=r"^[A-Za-z0-9_]{1,24}$",
+                            description="name prefix of shared-memory segments (one per deployment)")
+    spill_path: str | None = Field(None, description="durable: blocks go here while the durable tier is "
+                                   "down (None: multi uses <run_dir>/spill, embedded has none)")
+    spill_bytes: int = Field(1 << 30, ge=1 << 20, description="bound of the spill area")
+
+    def tiered_config(self, topology: str) -> dict[str, Any]:
+        """`TieredStoreConfig` fields (no fingerprint); with nothing configured, embedded gets a
+        bounded host tier and a scratch disk spill."""
+        if self.host_bytes is None and not self.disk_path and not self.redis_url and not self.durable:
+            if topology == "embedded":  # bounded by default: host RAM, then a scratch spill to disk
+                from streamvqa.engine.spill import default_host_bytes, spill_dir
+
+                return {"tiers": [{"kind": "host", "budget_bytes": default_host_bytes(), "shm_prefix": self.shm_prefix},
+                                  {"kind": "disk", "path": str(spill_dir()), "budget_bytes": self.disk_bytes}],
+                        "recover": False, "persist_on_close": False,
+                        "write_behind": {"max_bytes": self.write_behind_bytes}}
+        tiers: list[dict[str, Any]] = [
+            {"kind": "host", "budget_bytes": self.host_bytes or (2 << 30), "shm_prefix": self.shm_prefix}
+        ]
+        if self.disk_path:
+            tiers.append({"kind": "disk", "path": self.disk_path, "budget_bytes": self.disk_bytes})
+        if self.redis_url:
+            tiers.append({"kind": "redis", "url": self.redis_url, "budget_bytes": self.redis_bytes,
+                          "ttl_s": self.redis_ttl_s, "socket_timeout_s": self.redis_timeout_s})
+        return {
+            "tiers": tiers,
+            "durable": self.durable,
+            "write_behind": {"max_bytes": self.write_behind_bytes},
+            **({"spill": {"path": self.spill_path, "budget_bytes": self.spill_bytes}}
+               if self.durable and self.spill_path else {}),
+        }
+
+
+class ServerSettings(_Settings):
     """Everything ``streamvqa serve`` can be told. Env var for field ``x`` is ``STREAMVQA_X``."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = SettingsConfigDict(extra="forbid", protected_namespaces=(), env_prefix=ENV_PREFIX,
+                                      env_ignore_empty=True, env_nested_delimiter="_", env_nested_max_split=1)
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -42,6 +120,28 @@ class ServerSettings(BaseModel):
     ingest_queue_size: int = Field(8, ge=1, description="sampled frames buffered per stream before dropping")
     at_wait_timeout_s: float = Field(60.0, gt=0, description="longest a question waits for ``at``")
     whip_connect_timeout_s: float = Field(30.0, gt=0)
+    whip_ice_addresses: list[str] = Field(
+        default_factory=list, description="addresses the WHIP answer offers as ICE candidates (comma-separated "
+        "IPs; `host`: this machine's own, loopback excluded); empty: `host`",
+    )
+    thumbnail_budget_bytes: int = Field(
+        32 << 20, ge=0, description="JPEG bytes of frame thumbnails kept for all streams (console, evidence); 0: none"
+    )
+    thumbnail_max_side: int = Field(192, ge=16, le=1024, description="longer side of a frame thumbnail, pixels")
+
+    @field_validator("whip_ice_addresses", mode="before")
+    @classmethod
+    def _ice_addresses(cls, v: Any) -> list[str]:
+        from ipaddress import ip_address
+
+        items = [a.strip() for a in v.split(",") if a.strip()] if isinstance(v, str) else list(v or [])
+        for a in items:
+            if a != "host":
+                try:
+                    ip_address(a)
+                except ValueError:
+                    raise ValueError(f"{a!r} is not an IP address (or `host`)") from None
+        return items
     threads: int | None = Field(None, ge=1, description="torch CPU threads")
     # the encode scheduler (engine/encode_scheduler.py; docs/architecture.md, "Many streams")
     encode_batch: int = Field(8, ge=1, description="frames of different streams encoded in one batch; 1: one at a time")
@@ -79,11 +179,11 @@ class ServerSettings(BaseModel):
     max_decode_width: int = Field(3840, ge=16, le=65536, description="wider sources fail resolution_too_large")
     max_decode_height: int = Field(2160, ge=16, le=65536, description="taller sources fail resolution_too_large")
     # -- CORS (docs/api.md "CORS") ------------------------------------------------------------
-    cors_allow_origins: list[str] = Field(
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="origins browsers may call from (comma-separated or JSON; "
         "`*`: any); empty: no CORS headers",
     )
-    cors_allow_headers: list[str] = Field(
+    cors_allow_headers: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["Authorization", "Content-Type"], description="request headers a preflight allows",
     )
     cors_max_age_s: int = Field(600, ge=0, description="how long browsers may cache a preflight")
@@ -119,25 +219,8 @@ class ServerSettings(BaseModel):
         600.0, gt=0, description="failed/ended streams (and their memory) are deleted this long after"
     )
 
-    # -- KV store tiers (docs/processes.md, streamvqa/store/config.py) ---------------------------
-    store_host_bytes: int | None = Field(
-        None, ge=1 << 20,
-        description="host-RAM (shared memory) tier budget; None: embedded min(2 GiB, RAM/4, /dev/shm/2), multi 2 GiB",
-    )
-    store_disk_path: str | None = Field(
-        None, description="disk tier directory (None: multi none; embedded spills to $STREAMVQA_CACHE/kv-spill/<pid>)")
-    store_disk_bytes: int = Field(16 << 30, ge=1 << 20, description="disk tier budget")
-    store_redis_url: str | None = Field(None, description="Redis cold tier, redis://host:port/db (None: none)")
-    store_redis_bytes: int = Field(64 << 30, ge=1 << 20, description="Redis tier budget")
-    store_redis_ttl_s: int | None = Field(None, ge=1, description="expiry of blocks in Redis (None: none)")
-    store_redis_timeout_s: float = Field(2.0, gt=0, description="Redis socket timeout; slower is 'down'")
-    store_durable: bool = Field(False, description="acknowledge a block only once it is in disk/Redis")
-    store_write_behind_bytes: int = Field(256 << 20, ge=1 << 20, description="writes queued for a cold tier")
-    store_shm_prefix: str = Field("streamvqa", pattern=r"^[A-Za-z0-9_]{1,24}$",
-                                  description="name prefix of shared-memory segments (one per deployment)")
-    store_spill_path: str | None = Field(None, description="durable: blocks go here while the durable tier is "
-                                         "down (None: multi uses <run_dir>/spill, embedded has none)")
-    store_spill_bytes: int = Field(1 << 30, ge=1 << 20, description="bound of the spill area")
+    # -- KV store tiers: STREAMVQA_STORE_<NAME> (StoreSettings below) -------------------------
+    store: StoreSettings = Field(default_factory=StoreSettings)
     # -- multi topology ------------------------------------------------------------------------
     run_dir: str | None = Field(None, description="multi: worker sockets, config and logs (None: a temp dir)")
     encoder_device: str | None = Field(
@@ -150,6 +233,21 @@ class ServerSettings(BaseModel):
     worker_base_port: int = Field(7650, ge=1024, le=65000, description="multi tcp: kvstore/encoder/answer ports")
     worker_spawn: bool = Field(True, description="multi: start the workers (False: containers run them)")
     worker_start_timeout_s: float = Field(300.0, gt=0, description="multi: a worker must serve by then")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_store_fields(cls, data: Any) -> Any:
+        """``store_<name>=...`` (flags, older callers) is ``store=StoreSettings(<name>=...)``."""
+        if not isinstance(data, dict):
+            return data
+        flat = {k: k.removeprefix("store_") for k in data
+                if k.startswith("store_") and k.removeprefix("store_") in StoreSettings.model_fields}
+        if not flat:
+            return data
+        store = data.get("store") or {}
+        store = store.model_dump(exclude_unset=True) if isinstance(store, StoreSettings) else dict(store)
+        store.update({name: data[k] for k, name in flat.items()})
+        return {**{k: v for k, v in data.items() if k not in flat}, "store": store}
 
     @model_validator(mode="after")
     def _check_store(self) -> ServerSettings:
@@ -172,50 +270,44 @@ class ServerSettings(BaseModel):
                 "wait_s": self.encode_batch_wait_s, "max_lag_s": self.encode_max_lag_s, "shed": self.encode_shed}
 
     def store_config(self) -> dict[str, Any] | None:
-        """`EngineConfig.store` / `TieredStoreConfig` fields (no fingerprint) from the store_*
+        """`EngineConfig.store` / `TieredStoreConfig` fields (no fingerprint) from the store
         settings; with nothing configured, embedded gets a bounded host tier and a disk spill."""
-        host = self.store_host_bytes
-        if host is None and not self.store_disk_path and not self.store_redis_url and not self.store_durable:
-            if self.topology == "embedded":  # bounded by default: host RAM, then a scratch spill to disk
-                from streamvqa.engine.spill import default_host_bytes, spill_dir
-
-                return {"tiers": [{"kind": "host", "budget_bytes": default_host_bytes(), "shm_prefix": self.store_shm_prefix},
-                                  {"kind": "disk", "path": str(spill_dir()), "budget_bytes": self.store_disk_bytes}],
-                        "recover": False, "persist_on_close": False,
-                        "write_behind": {"max_bytes": self.store_write_behind_bytes}}
-        tiers: list[dict[str, Any]] = [
-            {"kind": "host", "budget_bytes": host or (2 << 30), "shm_prefix": self.store_shm_prefix}
-        ]
-        if self.store_disk_path:
-            tiers.append({"kind": "disk", "path": self.store_disk_path, "budget_bytes": self.store_disk_bytes})
-        if self.store_redis_url:
-            tiers.append({"kind": "redis", "url": self.store_redis_url, "budget_bytes": self.store_redis_bytes,
-                          "ttl_s": self.store_redis_ttl_s, "socket_timeout_s": self.store_redis_timeout_s})
-        return {
-            "tiers": tiers,
-            "durable": self.store_durable,
-            "write_behind": {"max_bytes": self.store_write_behind_bytes},
-            **({"spill": {"path": self.store_spill_path, "budget_bytes": self.store_spill_bytes}}
-               if self.store_durable and self.store_spill_path else {}),
-        }
+        return self.store.tiered_config(self.topology)
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> ServerSettings:
+    def env_values(cls, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The raw values ``STREAMVQA_*`` variables give, by field (``store``: a dict)."""
+        source = EnvSettingsSource(cls)
+        source.env_vars = parse_env_vars(os.environ if env is None else env, source.case_sensitive,
+                                         source.env_ignore_empty, source.env_parse_none_str)
+        return source()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ServerSettings:
         """Settings from ``STREAMVQA_<FIELD>`` variables, then ``overrides`` (None values ignored).
 
         Raises ``ValueError`` with a one-line reason on a bad value.
         """
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for name in cls.model_fields:
-            raw = env.get(f"STREAMVQA_{name.upper()}")
-            if raw is not None and raw != "":
-                values[name] = raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
         try:
+            values = cls.env_values(env)
+            values.update({k: v for k, v in overrides.items() if v is not None})
             return cls.model_validate(values)
         except ValidationError as e:
             err = e.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
+            loc = "_".join(str(p) for p in err["loc"])  # store.host_bytes: as its variable, store_host_bytes
             msg = str(err["msg"]).removeprefix("Value error, ")
             raise ValueError(f"invalid setting {loc}: {msg}" if loc else f"invalid settings: {msg}") from None
+        except ValueError as e:  # a complex value that is not JSON (pydantic-settings' SettingsError)
+            raise ValueError(f"invalid settings: {e}") from None
+
+
+def env_names() -> dict[str, tuple[str, ...]]:
+    """Every variable the settings read, with the field it sets: ``STREAMVQA_PORT`` ->
+    ``("port",)``, ``STREAMVQA_STORE_HOST_BYTES`` -> ``("store", "host_bytes")``."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name in ServerSettings.model_fields:
+        if name == "store":
+            out.update({f"{ENV_PREFIX}STORE_{sub.upper()}": ("store", sub) for sub in StoreSettings.model_fields})
+        else:
+            out[f"{ENV_PREFIX}{name.upper()}"] = (name,)
+    return out

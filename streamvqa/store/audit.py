@@ -12,9 +12,11 @@ A mixin of `TieredStore` (it works on the store's index, LRU lists and locks).
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import ExitStack
 
 from streamvqa.store import format as fmt
+from streamvqa.store.budgets import NOBODY
 from streamvqa.store.errors import StoreError
 from streamvqa.store.keys import BlockKey
 
@@ -22,6 +24,25 @@ log = logging.getLogger("streamvqa.store.tiered")
 
 
 class AuditMixin:
+    def _init_audit(self) -> None:
+        self._resync_pending: dict[str, int] = {}  # tier -> blocks still to re-write after a loss
+        self._audit_now = threading.Event()
+        self._rewrite_later: dict[BlockKey, int] = {}  # read misses: durable copy gone, re-write
+        self._unscanned: set[int] = set()  # durable tiers that were down when we recovered
+        self._audit_lock = threading.Lock()  # one look at a tier's losses at a time
+        self._auditor: threading.Thread | None = None
+
+    def _start_auditor(self) -> None:
+        """Only where there is something to watch: a Redis tier, or a tier down at start."""
+        if self._unscanned or any(hasattr(t, "lost_data") for t in self.tiers):
+            self._auditor = threading.Thread(target=self._audit_loop, name="tiered-store-audit", daemon=True)
+            self._auditor.start()
+
+    def _stop_auditor(self, timeout: float | None) -> None:
+        self._audit_now.set()
+        if self._auditor is not None:
+            self._auditor.join(timeout)
+
     def _audit_loop(self) -> None:
         while True:
             self._audit_now.wait(self.config.audit_interval_s)
@@ -72,25 +93,22 @@ class AuditMixin:
         self._unscanned.discard(i)
         for key, size in found:
             with self._meta:
-                if key in self._entries:
+                if key in self._index:
                     continue
             entry = self._read_index_entry(i, key, size)
             if entry is None:
                 continue
             with self._meta:
-                if key in self._entries:
+                if key in self._index:
                     continue
                 entry.tiers.add(i)
-                self._entries[key] = entry
-                self._streams.setdefault(key.stream_id, set()).add(key.index)
-                self._index_cache.pop(key.stream_id, None)
-                self._lru[i][key] = size
-                self._lru[i].move_to_end(key, last=False)  # older than anything written since
+                self._index.add(key, entry)
+                self._lru.add(i, key, size, oldest=True)  # older than anything written since
                 self._stats.recovered += 1
         log.info("tier %s is back: %d blocks re-indexed", tier.name, len(found))
         if tier.nbytes() > tier.budget_bytes:
             with self._tier_locks[i]:
-                self._make_room(i, 0, sync=True, keep=BlockKey("", "", -1))
+                self._make_room(i, 0, sync=True, keep=NOBODY)
 
     def _resync(self, i: int, gone: list[BlockKey]) -> None:
         """Tier i lost these copies: drop them from the bookkeeping, re-write blocks that lost
@@ -105,7 +123,7 @@ class AuditMixin:
             with self._meta:
                 self._stats.bump("resyncs", name)
                 for key in gone:
-                    entry = self._entries.get(key)
+                    entry = self._index.get(key)
                     if entry is None or i not in entry.tiers:
                         continue  # deleted or re-written by us meanwhile
                     self._drop_copy(key, i)
@@ -134,7 +152,7 @@ class AuditMixin:
         name = self.names[i]
         with self._meta:
             self._resync_pending[name] -= len(keys)  # from queued to in progress (counted below)
-            rewrite = [(k, e) for k in keys if (e := self._entries.get(k)) is not None and self._needs_rewrite(k)]
+            rewrite = [(k, e) for k in keys if (e := self._index.get(k)) is not None and self._needs_rewrite(k)]
             self._resync_pending[name] += len(rewrite)
         try:
             for key, entry in rewrite:

@@ -42,8 +42,7 @@ def _ask_all(session: Any, questions: list[str], max_tokens: int) -> dict[str, A
         start = time.perf_counter()
         t_first = None
         answer = None
-        events = session._events(q, {"max_tokens": max_tokens}) if hasattr(session, "_events") \
-            else session._answer_iter(q, max_tokens=max_tokens)
+        events = session.events(q, max_tokens=max_tokens)  # the Session protocol, either topology
         for ev in events:
             if t_first is None:
                 t_first = time.perf_counter() - start

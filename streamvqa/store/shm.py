@@ -34,14 +34,16 @@ def new_segment_name(prefix: str) -> str:
     return f"{prefix}-{os.getpid()}-{_token}-{next(_counter)}"
 
 
+# SharedMemory hides its descriptor, mapping and tracked name; the workarounds below need them
+# (hence the SLF001 exemptions: stdlib internals, not another module of ours).
 def _untrack(seg: shared_memory.SharedMemory) -> None:
     if not _TRACK_KW:
-        resource_tracker.unregister(seg._name, "shared_memory")  # type: ignore[attr-defined]
+        resource_tracker.unregister(seg._name, "shared_memory")  # type: ignore[attr-defined]  # noqa: SLF001
     # The mapping stays valid without the descriptor; one fd per segment would exhaust ulimit -n.
     fd = getattr(seg, "_fd", -1)
     if fd >= 0:
         os.close(fd)
-        seg._fd = -1  # type: ignore[attr-defined]
+        seg._fd = -1  # type: ignore[attr-defined]  # noqa: SLF001
 
 
 def create_segment(name: str, size: int) -> shared_memory.SharedMemory:
@@ -52,7 +54,7 @@ def create_segment(name: str, size: int) -> shared_memory.SharedMemory:
         # Reserve the pages now: a full /dev/shm then fails here with ENOSPC instead of killing
         # the process with SIGBUS when the mapping is first written.
         if getattr(seg, "_fd", -1) >= 0 and hasattr(os, "posix_fallocate"):
-            os.posix_fallocate(seg._fd, 0, size)  # type: ignore[attr-defined]
+            os.posix_fallocate(seg._fd, 0, size)  # type: ignore[attr-defined]  # noqa: SLF001
     except OSError:
         _untrack(seg)
         release_segment(seg, unlink=True)
@@ -90,7 +92,7 @@ def release_segment(seg: shared_memory.SharedMemory, *, unlink: bool) -> None:
     except BufferError:  # a zero-copy view still exists; the mapping dies with its last view
         # drop our handle on it, or SharedMemory.__del__ tries to close it again later and
         # reports "BufferError: cannot close exported pointers exist" (the views keep it alive)
-        seg._mmap = None  # type: ignore[attr-defined]
+        seg._mmap = None  # type: ignore[attr-defined]  # noqa: SLF001
         seg.close()  # the rest (file descriptor) closes normally
     if unlink:
         unlink_segment(name)

@@ -25,6 +25,7 @@ def _compose_cmd() -> list[str] | None:
     return None
 
 
+@pytest.mark.slow
 def test_compose_config_validates():
     cmd = _compose_cmd()
     if cmd is None:

@@ -9,7 +9,7 @@ import shlex
 import pytest
 
 from streamvqa.cli import build_parser
-from streamvqa.server.settings import ServerSettings
+from streamvqa.server.settings import ServerSettings, env_names
 
 from .conftest import DEPLOY, ROOT, k8s_docs, load_yaml, pod_spec
 
@@ -20,7 +20,7 @@ FILES = [ROOT / "Dockerfile", ROOT / "docker-compose.yml",
 
 def _known_env() -> set[str]:
     """ServerSettings fields, plus STREAMVQA_* names the package itself reads (e.g. STREAMVQA_CACHE)."""
-    known = {f"STREAMVQA_{name.upper()}" for name in ServerSettings.model_fields}
+    known = set(env_names())
     for py in (ROOT / "streamvqa").rglob("*.py"):
         known.update(re.findall(r"""["'](STREAMVQA_[A-Z0-9_]+)["']""", py.read_text()))
     return known

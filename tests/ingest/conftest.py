@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port
+
 from .media import write_audio_only, write_index_mp4
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,12 +88,6 @@ def unknown_codec_avi(media_dir: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------------------- ports
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def closed_port() -> int:

@@ -1,12 +1,12 @@
-"""Small test helpers: a collecting sink and bounded polling."""
+"""Small test helpers: a collecting sink (bounded polling: `tests.helpers.wait_until`)."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 from streamvqa.workers.ingest import Frame
+from tests.helpers import wait_until  # noqa: F401 - shared polling helper, used by this package
 
 
 class CollectingSink:
@@ -30,13 +30,3 @@ class CollectingSink:
     def __len__(self) -> int:
         with self._lock:
             return len(self.frames)
-
-
-def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``pred`` until it is true or ``timeout`` seconds have passed (bounded loop)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return pred()

@@ -108,6 +108,7 @@ def test_stop_during_backoff_is_prompt(rtsp_server_ctl: RtspServer) -> None:
     assert worker.state_history[-2:] == ["reconnecting", "stopped"]
 
 
+@pytest.mark.slow
 def test_rtsp_looped_file_content_matches_time(gst_rtsp: None, media_dir) -> None:
     """A 4 s index clip served over RTSP in a loop: each sampled frame shows the frame for its t."""
     from .conftest import RtspServer, free_port

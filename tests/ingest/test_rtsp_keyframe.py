@@ -32,6 +32,7 @@ def long_gop_server(gst_rtsp: None, long_clip) -> RtspServer:
         ctl.close()
 
 
+@pytest.mark.slow
 def test_rtsp_decoding_starts_at_the_first_keyframe(long_gop_server: RtspServer) -> None:
     url = long_gop_server.start()
     sink = CollectingSink()

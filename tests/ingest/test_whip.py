@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
+import logging
 
 import av
 import pytest
 
 pytest.importorskip("aiortc", reason="pip install aiortc")
 
+import aioice.ice  # noqa: E402
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription  # noqa: E402
 from aiortc.mediastreams import VideoStreamTrack  # noqa: E402
 
 from streamvqa.workers.ingest import IngestError, IngestState  # noqa: E402
 from streamvqa.workers.ingest.whip import WhipSession, loopback_ice  # noqa: E402
+from tests.helpers import wait_until_async  # noqa: E402
 
 from .helpers import CollectingSink  # noqa: E402
 from .media import index_image, read_index  # noqa: E402
@@ -53,16 +55,6 @@ async def publish(codec: str | None = None) -> tuple[RTCPeerConnection, IndexTra
     return pc, track, pc.localDescription.sdp
 
 
-async def wait_for(pred, timeout: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if pred():
-            return True
-        await asyncio.sleep(0.05)
-    return pred()
-
-
 @pytest.mark.parametrize("codec", ["VP8", "H264"])
 async def test_whip_frames_reach_sink(loopback: None, codec: str) -> None:
     client, track, offer = await publish(codec)
@@ -73,7 +65,7 @@ async def test_whip_frames_reach_sink(loopback: None, codec: str) -> None:
         assert "a=candidate" in answer and "127.0.0.1" in answer
         assert session.state is IngestState.CONNECTING
         await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-        assert await wait_for(lambda: len(sink) >= 6, timeout=30), session.stats()
+        assert await wait_until_async(lambda: len(sink) >= 6, timeout=30), session.stats()
         assert session.state is IngestState.RUNNING
     finally:
         if session is not None:
@@ -134,7 +126,7 @@ async def test_whip_publisher_hangs_up_ends_session(loopback: None) -> None:
     session, answer = await WhipSession.create(offer, sink, fps=2.0)
     try:
         await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-        assert await wait_for(lambda: len(sink) >= 2, timeout=30), session.stats()
+        assert await wait_until_async(lambda: len(sink) >= 2, timeout=30), session.stats()
         await client.close()
         assert await session.wait(timeout=20), session.stats()
         assert session.state in (IngestState.ENDED, IngestState.FAILED)
@@ -143,3 +135,74 @@ async def test_whip_publisher_hangs_up_ends_session(loopback: None) -> None:
     finally:
         await session.close()
         await client.close()
+
+
+def _candidate_addresses(sdp: str) -> set[str]:
+    return {line.split()[4] for line in sdp.splitlines() if line.startswith("a=candidate:")}
+
+
+async def test_whip_ice_addresses_per_session() -> None:
+    """The answer offers the addresses asked for (loopback included), only for that session."""
+    client, _track, offer = await publish()
+    sessions = []
+    try:
+        s1, answer = await WhipSession.create(offer, CollectingSink(), ice_addresses=["127.0.0.1"])
+        sessions.append(s1)
+        assert _candidate_addresses(answer) == {"127.0.0.1"}
+        s2, answer = await WhipSession.create(offer, CollectingSink(), ice_addresses=["host", "127.0.0.1"])
+        sessions.append(s2)
+        host = set(aioice.ice.get_host_addresses(True, True))  # this machine's, loopback excluded
+        assert _candidate_addresses(answer) == host | {"127.0.0.1"}
+        s3, answer = await WhipSession.create(offer, CollectingSink())  # none given: aioice's own choice
+        sessions.append(s3)
+        assert "127.0.0.1" not in _candidate_addresses(answer)
+    finally:
+        for s in sessions:
+            await s.close()
+        await client.close()
+
+
+async def test_whip_end_keeps_ended_and_logs_states(loopback: None, caplog: pytest.LogCaptureFixture) -> None:
+    """The publisher's DELETE (``end``) leaves the session ``ended``, not ``stopped``; connection
+    and ICE states are logged."""
+    caplog.set_level(logging.INFO, logger="streamvqa.workers.ingest.whip")
+    client, _track, offer = await publish()
+    sink = CollectingSink()
+    session, answer = await WhipSession.create(offer, sink, fps=2.0)
+    try:
+        await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        assert await wait_until_async(lambda: len(sink) >= 2, timeout=30), session.stats()
+        await session.end()
+        assert session.state is IngestState.ENDED and session.last_error is None
+        await session.close()  # the owner's delete later: the final state stays
+        assert session.state is IngestState.ENDED
+    finally:
+        await session.close()
+        await client.close()
+    text = caplog.text
+    assert f"whip {session.id[:8]}: connection connected" in text and f"whip {session.id[:8]}: ICE completed" in text
+
+
+async def test_whip_dtls_failure_is_logged_and_kept(loopback: None, caplog: pytest.LogCaptureFixture) -> None:
+    """A DTLS failure (here: the offer's fingerprint is not the publisher's certificate) is a
+    warning in the log and the reason in the session's last error (aiortc says it only at debug)."""
+    caplog.set_level(logging.INFO, logger="streamvqa.workers.ingest.whip")
+    client, _track, offer = await publish()
+    lines = offer.splitlines()
+    forged = [
+        "a=fingerprint:sha-256 " + ":".join(["AB"] * 32) if line.startswith("a=fingerprint:sha-256") else line
+        for line in lines
+    ]
+    assert forged != lines
+    session, answer = await WhipSession.create("\r\n".join(forged) + "\r\n", CollectingSink())
+    try:
+        await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        assert await session.wait(timeout=30), session.stats()
+        assert session.state is IngestState.FAILED
+        assert session.last_error.code == "source_unreachable"
+        assert "DTLS handshake failed (fingerprint mismatch)" in session.last_error.message
+    finally:
+        await session.close()
+        await client.close()
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "streamvqa.workers.ingest.whip"]
+    assert any("DTLS handshake failed (fingerprint mismatch)" in r.getMessage() for r in warned), caplog.text

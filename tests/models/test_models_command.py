@@ -4,9 +4,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from streamvqa.models.loading import FAMILIES
 
 
+@pytest.mark.slow
 def test_models_command_lists_every_family_as_json():
     out = subprocess.run([sys.executable, "-m", "streamvqa.cli", "models", "--json"], capture_output=True, text=True,
                          check=True, timeout=120)

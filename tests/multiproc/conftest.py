@@ -10,8 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ import pytest
 from streamvqa.store import shm
 from streamvqa.workers.multi.config import MultiConfig
 from streamvqa.workers.multi.facade import MultiEngine
+from tests.helpers import wait_until  # noqa: F401 - shared polling helper, used by this package
 from tests.store.conftest import start_redis  # noqa: F401 - same redis-server helper
 
 TINY = "tiny:smolvlm"
@@ -40,16 +40,6 @@ def digest(block: Any) -> str:
         h.update(t.contiguous().view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes())
     h.update(repr((block.t_start, block.t_end, block.pos_start, block.pos_end)).encode())
     return h.hexdigest()
-
-
-def wait_until(pred: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(interval)
-    return pred()
 
 
 def make_config(store: dict, **kw: Any) -> MultiConfig:

@@ -19,7 +19,6 @@ from streamvqa.workers.multi.config import ROLES
 from streamvqa.workers.multi.facade import MultiEngine
 from tests.ingest.media import write_index_mp4
 from tests.multiproc.conftest import frames, make_config, prefix, wait_until
-from tests.server.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "streamvqa.server.cli"]
@@ -31,36 +30,16 @@ def clip(tmp_path_factory) -> Path:
                            height=120)
 
 
-def _stop(proc: subprocess.Popen) -> str:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-    try:
-        out, _ = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=10)
-    return out or ""
-
-
-def test_serve_topology_multi_over_http(clip: Path) -> None:
-    port, pre = free_port(), prefix("c")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "STREAMVQA_AUTH": "off", "STREAMVQA_MEDIA_ROOT": str(clip.parent),
+def test_serve_topology_multi_over_http(clip: Path, serve_process) -> None:
+    pre = prefix("c")
+    env = {"STREAMVQA_AUTH": "off", "STREAMVQA_MEDIA_ROOT": str(clip.parent),
            "STREAMVQA_REALTIME_FILES": "false", "STREAMVQA_THREADS": "1", "STREAMVQA_STORE_SHM_PREFIX": pre,
            "STREAMVQA_RUN_DIR": tempfile.mkdtemp(prefix="svq-")}
-    proc = subprocess.Popen([*CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--model", "tiny:smolvlm",
-                             "--topology", "multi"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    server = serve_process(["--model", "tiny:smolvlm", "--topology", "multi"], env)
     pids: list[int] = []
     try:
-        base = f"http://127.0.0.1:{port}"
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{base}/ready", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return proc.poll() is not None
-
-        assert wait_until(ready, 240, 0.3) and proc.poll() is None
+        base = server.base
+        assert server.wait_ready(240, 0.3)
         body = httpx.get(f"{base}/ready").json()
         workers = body["checks"]["store"]["workers"]
         pids = [w["pid"] for w in workers.values()]
@@ -79,12 +58,13 @@ def test_serve_topology_multi_over_http(clip: Path) -> None:
         assert "vqa_questions_total" in metrics
         assert 'vqa_worker_up{role="encoder"} 1.0' in metrics and 'vqa_kv_tier_up{tier="host"} 1.0' in metrics
     finally:
-        out = _stop(proc)
+        out = server.stop(60)
     assert "Application shutdown complete" in out, out[-3000:]
     assert wait_until(lambda: not any(pid_alive(p) for p in pids), 30), "workers outlived the server"
     assert not shm.list_segments(pre)
 
 
+@pytest.mark.slow
 def test_workers_started_individually() -> None:
     """Containers: each role is its own `streamvqa worker` process; the server only attaches."""
     config = make_config({"tiers": [{"kind": "host", "budget_bytes": 32 << 20, "shm_prefix": prefix("w")}]})
@@ -115,6 +95,7 @@ def test_workers_started_individually() -> None:
     assert wait_until(lambda: not shm.list_segments(config.shm_prefix), 10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, words", [
     (["worker", "bogus"], "role must be"),
     (["worker", "kvstore"], "STREAMVQA_RUN_DIR"),

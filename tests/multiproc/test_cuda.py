@@ -14,6 +14,7 @@ from tests.multiproc.conftest import TINY, frames, make_config, prefix, stop_clu
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
+@pytest.mark.slow
 def test_gpu_workers_equal_embedded_and_read_pinned():
     cfg = make_config({"tiers": [{"kind": "host", "budget_bytes": 64 << 20, "shm_prefix": prefix("g")}]},
                       encoder_device="cuda:0", answer_device="cuda:0")

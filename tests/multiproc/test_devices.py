@@ -23,6 +23,7 @@ def two_by_two():
         stop_cluster(engine)
 
 
+@pytest.mark.slow
 def test_streams_spread_and_failures_stay_local(two_by_two):
     engine = two_by_two
     assert list(engine.supervisor.workers) == ["kvstore", "encoder", "encoder-1", "answer", "answer-1"]

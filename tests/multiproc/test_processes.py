@@ -72,7 +72,7 @@ def test_kill_answer_worker_mid_answer(durable_cluster):
 
         def ask() -> None:
             try:
-                for _ev in session._events("describe everything in detail", {"max_tokens": 512}):
+                for _ev in session.events("describe everything in detail", max_tokens=512):
                     first_token.set()
                     outcome.setdefault("tokens", 0)
                     outcome["tokens"] += 1
@@ -163,7 +163,7 @@ def test_abandoned_question_is_cancelled(durable_cluster):
         for i, f in enumerate(frames(3, seed=9)):
             session.push_frame(f, float(i))
         before = engine.supervisor.workers["answer"].client.ping().info["cancelled"]
-        it = session._events("describe everything in detail", {"max_tokens": 512})
+        it = session.events("describe everything in detail", max_tokens=512)
         assert next(it).index == 0
         it.close()  # abandon after the first token
         ping = engine.supervisor.workers["answer"].client.ping
@@ -213,7 +213,7 @@ def test_stateful_abandoned_question_is_cancelled_on_the_encoder(durable_cluster
             session.push_frame(f, float(i))
         ping = engine.supervisor.workers["encoder"].client.ping
         before = ping().info["cancelled"]
-        it = session._events("describe everything in detail", {"max_tokens": 512})
+        it = session.events("describe everything in detail", max_tokens=512)
         assert next(it).index == 0
         it.close()
         assert wait_until(lambda: ping().info["cancelled"] > before, 60)

@@ -5,7 +5,6 @@ Redis returns; `/ready` reports the cold tier's health. Real redis-server on 127
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -78,6 +77,7 @@ def drained(engine: MultiEngine) -> bool:
     return not h["degraded"] and h["pending_items"] == 0
 
 
+@pytest.mark.slow
 def test_redis_down_and_back_during_a_stream(cold_cluster, redis_ctl):
     engine = cold_cluster
     session = engine.open_stream("rd", "rekv", {})
@@ -118,6 +118,7 @@ def test_redis_down_and_back_during_a_stream(cold_cluster, redis_ctl):
         engine.close_stream("rd")
 
 
+@pytest.mark.slow
 def test_blocks_lost_with_redis_degrade_the_answer(cold_cluster, redis_ctl):
     """FLUSHALL while blocks live only in Redis: they are gone for good. The first question
     reads one of them (listed, then missing: the store finds every loss at that miss), is asked
@@ -153,6 +154,7 @@ def _tier(engine: MultiEngine, stream: str, index: int) -> str | None:
     return engine.store.tier_of(stream, index)
 
 
+@pytest.mark.slow
 def test_ready_reports_cold_tier_in_embedded_mode(redis_ctl, tmp_path):
     """Operators configure tiers with STREAMVQA_STORE_*; /ready shows the cold tier's health."""
     settings = ServerSettings.from_env({
@@ -173,8 +175,7 @@ def test_ready_reports_cold_tier_in_embedded_mode(redis_ctl, tmp_path):
             assert body["checks"]["store"]["tiers"]["redis"]["ok"] is False
         finally:
             redis_ctl.start()
-        time.sleep(0.1)
-        assert client.get("/ready").json()["degraded"] == []
+        assert wait_until(lambda: client.get("/ready").json()["degraded"] == [], 30)
 
 
 def test_bad_store_settings_fail_at_the_edge():

@@ -61,6 +61,7 @@ def _bind_and_die(run_dir, roles: list[str]) -> None:
         proc.stdout.close()
 
 
+@pytest.mark.slow
 def test_stale_sockets_are_swept_live_ones_kept(tmp_path):
     cfg = _config(tmp_path)
     _bind_and_die(tmp_path, ["kvstore", "encoder"])
@@ -82,6 +83,7 @@ def test_stale_sockets_are_swept_live_ones_kept(tmp_path):
         ctx.term()
 
 
+@pytest.mark.slow
 def test_supervisor_stop_removes_sockets_its_killed_workers_left(tmp_path):
     _bind_and_die(tmp_path, ["kvstore", "encoder", "answer"])
     Supervisor(_config(tmp_path)).stop()

@@ -62,6 +62,7 @@ def test_options_add_to_a_presets_dicts():
     assert config.reducer().options.tokens == 3 and config.budget_bytes == {"memory": 1 << 20}
 
 
+@pytest.mark.slow
 def test_methods_command_lists_every_preset_as_json():
     out = subprocess.run([sys.executable, "-m", "streamvqa.cli", "methods", "--json"], capture_output=True, text=True,
                          check=True)

@@ -200,6 +200,7 @@ def test_auth_off_only_when_asked() -> None:
     assert auth.enabled and auth.check(ALICE) is None and auth.check(None) is None
 
 
+@pytest.mark.slow
 def test_cli_serve_refuses_without_keys_and_makes_keys() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMVQA_")}
     env["PYTHONPATH"] = str(REPO)

@@ -6,7 +6,6 @@ Everything binds 127.0.0.1; every server started here is stopped in a ``finally`
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from streamvqa.engine import Engine, EngineConfig
 from streamvqa.server.app import create_app
 from streamvqa.server.main import BackgroundServer
 from streamvqa.server.settings import ServerSettings
+from tests.helpers import wait_until  # noqa: F401 - shared polling helper, used by this package
 from tests.ingest.conftest import (  # noqa: F401 - fixtures reused from the ingest tests
     closed_port,
     free_port,
@@ -87,16 +87,6 @@ def live_server(engine: Engine) -> Iterator[BackgroundServer]:
         yield server
     finally:
         server.stop()
-
-def wait_until(pred: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
-    """Poll ``pred`` until truthy or ``timeout`` (bounded); returns its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(interval)
-    return pred()
 
 def wait_stream(client: Any, sid: str, pred: Callable[[dict], bool], timeout: float = 30.0) -> dict:
     """Poll ``GET /v1/streams/{sid}`` until ``pred(info)``; returns the last info."""

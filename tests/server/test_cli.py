@@ -16,44 +16,27 @@ import pytest
 from streamvqa.server.main import demo
 from streamvqa.server.settings import ServerSettings
 
-from .conftest import free_port, wait_until
-
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "streamvqa.server.cli"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-def test_serve_runs_and_stops(clip: Path) -> None:
-    port = free_port()
-    env = {**ENV, "STREAMVQA_AUTH": "off", "STREAMVQA_MEDIA_ROOT": str(clip.parent)}
-    proc = subprocess.Popen([*CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--model", "tiny:smolvlm"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def test_serve_runs_and_stops(clip: Path, serve_process) -> None:
+    server = serve_process(["--model", "tiny:smolvlm"],
+                           {"STREAMVQA_AUTH": "off", "STREAMVQA_MEDIA_ROOT": str(clip.parent)})
     try:
-        base = f"http://127.0.0.1:{port}"
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{base}/ready", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return proc.poll() is not None
-
-        assert wait_until(ready, 120, 0.2) and proc.poll() is None
-        assert httpx.get(f"{base}/health").json() == {"status": "ok"}
-        r = httpx.post(f"{base}/v1/streams", json={"url": clip.as_uri(), "fps": 2})
+        assert server.wait_ready(120)
+        assert httpx.get(f"{server.base}/health").json() == {"status": "ok"}
+        r = httpx.post(f"{server.base}/v1/streams", json={"url": clip.as_uri(), "fps": 2})
         assert r.status_code == 201
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate(timeout=10)
+        out = server.stop()
     # uvicorn re-raises the captured SIGTERM after a graceful shutdown
-    assert proc.returncode in (0, -signal.SIGTERM), out[-3000:]
+    assert server.proc.returncode in (0, -signal.SIGTERM), out[-3000:]
     assert "Application shutdown complete" in out, out[-3000:]
 
 
+@pytest.mark.slow
 def test_serve_rejects_bad_input() -> None:
     # multi is implemented (tests/multiproc); without API keys it is refused like embedded
     r = subprocess.run([*CLI, "serve", "--topology", "multi"], cwd=REPO, env=ENV, capture_output=True,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import av
 import httpx
 import pytest
@@ -16,6 +14,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  #
 from aiortc.mediastreams import VideoStreamTrack  # noqa: E402
 
 from streamvqa.workers.ingest.whip import loopback_ice  # noqa: E402
+from tests.helpers import wait_until_async  # noqa: E402
 from tests.ingest.media import index_image  # noqa: E402
 
 
@@ -35,15 +34,14 @@ class IndexTrack(VideoStreamTrack):
 
 
 async def _poll_stream(http: httpx.AsyncClient, sid: str, pred, timeout: float = 30.0) -> dict:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    info: dict = {}
-    while loop.time() < deadline:
-        info = (await http.get(f"/v1/streams/{sid}")).json()
-        if pred(info):
-            break
-        await asyncio.sleep(0.1)
-    return info
+    """The stream's info once ``pred`` holds, else its last info (bounded)."""
+    last: dict = {}
+
+    async def info() -> dict | None:
+        last.update((await http.get(f"/v1/streams/{sid}")).json())
+        return dict(last) if pred(last) else None
+
+    return await wait_until_async(info, timeout, 0.1) or dict(last)
 
 
 async def test_whip_publish_through_http(live_server) -> None:
@@ -69,7 +67,15 @@ async def test_whip_publish_through_http(live_server) -> None:
                 r = await http.post(f"/v1/streams/{sid}/questions", json={"question": "What is shown?", "max_tokens": 4})
                 assert r.status_code == 200 and r.json()["evidence"], r.text
                 assert (await http.patch(location)).status_code == 405
+                # the publisher's DELETE ends the session; the stream stays, ended and answerable
                 assert (await http.delete(location)).status_code == 200
+                info = (await http.get(f"/v1/streams/{sid}")).json()
+                assert info["state"] == "ended" and info["last_error"] is None, info
+                r = await http.post(f"/v1/streams/{sid}/questions", json={"question": "What was shown?", "max_tokens": 2})
+                assert r.status_code == 200 and r.json()["evidence"], r.text
+                assert (await http.delete(location)).status_code == 200  # again: still ended
+                assert (await http.get(f"/v1/streams/{sid}")).json()["state"] == "ended"
+                assert (await http.delete(f"/v1/streams/{sid}")).status_code == 204  # the owner's delete
                 assert (await http.get(f"/v1/streams/{sid}")).json()["error"]["code"] == "unknown_stream"
                 assert (await http.delete(location)).json()["error"]["code"] == "unknown_stream"
         finally:

@@ -6,7 +6,6 @@ answer path and ownership rules as REST; a wrong key is refused with 401 before 
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -23,6 +22,7 @@ from streamvqa.engine import Engine, EngineConfig
 from streamvqa.server.app import create_app
 from streamvqa.server.auth import hash_key
 from streamvqa.server.main import BackgroundServer
+from tests.helpers import wait_until_async
 from tests.server.conftest import lean_settings
 
 ALICE, BOB = "svqa_alice_test_key", "svqa_bob_test_key"
@@ -73,15 +73,15 @@ async def error_code(client: Client, tool: str, **args: Any) -> str:
     return json.loads(r.content[0].text)["error"]["code"]
 
 
-async def wait_ended(client: Client, sid: str, tries: int = 300) -> dict:
-    """Poll ``get_stream`` until the file's ingest ended (bounded)."""
-    info: dict = {}
-    for _ in range(tries):
-        info = await call(client, "get_stream", stream_id=sid)
-        if info["state"] in ("ended", "failed"):
-            break
-        await asyncio.sleep(0.1)
-    return info
+async def wait_ended(client: Client, sid: str, timeout: float = 60.0) -> dict:
+    """Poll ``get_stream`` until the file's ingest ended (bounded); its last info."""
+    last: dict = {}
+
+    async def ended() -> dict | None:
+        last.update(await call(client, "get_stream", stream_id=sid))
+        return dict(last) if last["state"] in ("ended", "failed") else None
+
+    return await wait_until_async(ended, timeout, 0.1) or dict(last)
 
 
 @pytest.mark.slow
@@ -224,7 +224,7 @@ async def test_the_default_model_answers_over_mcp_exactly_as_over_rest(default_e
     with serve(default_engine, auth="on", api_keys=keys) as server:
         async with connect(server, ALICE) as alice:
             sid = (await call(alice, "add_stream", url=clip.as_uri(), fps=2))["id"]
-            assert (await wait_ended(alice, sid, tries=1200))["state"] == "ended"
+            assert (await wait_ended(alice, sid, timeout=240))["state"] == "ended"
             mcp = await call(alice, "ask_stream", stream_id=sid, **question)
             rest = httpx.post(f"{server.url}/v1/streams/{sid}/questions", timeout=300,
                               json=question,

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from streamvqa.server.metrics import METRIC_NAMES
 
 from .conftest import wait_stream
@@ -65,6 +67,7 @@ def test_ready_lists_degraded_store(make_client) -> None:
     assert client.get("/health").status_code == 200
 
 
+@pytest.mark.slow
 def test_multiprocess_metrics(tmp_path: Path) -> None:
     """With PROMETHEUS_MULTIPROC_DIR, /metrics merges the per-process files (run in a fresh process)."""
     code = (

@@ -19,13 +19,13 @@ def _tokens(engine, text: str) -> int:
 
 
 def test_counter_is_the_models_tokenizer(engine) -> None:
-    count = question_counter(engine, TINY)
+    count = question_counter(engine.tokenizer(), TINY)
     for text in ("what is shown?", EMOJI * 50, "x" * 300):
         assert count(text) == _tokens(engine, text)
     # multi topology: the model is in worker processes; the server loads its tokenizer alone
-    assert question_counter(object(), TINY, multi=True)(EMOJI * 50) == _tokens(engine, EMOJI * 50)
+    assert question_counter(None, TINY, multi=True)(EMOJI * 50) == _tokens(engine, EMOJI * 50)
     # no tokenizer (an engine double): UTF-8 bytes, an upper bound for byte-level BPE
-    assert question_counter(EngineDouble(), TINY) is utf8_bytes and utf8_bytes(EMOJI * 3) == 12
+    assert question_counter(EngineDouble().tokenizer(), TINY) is utf8_bytes and utf8_bytes(EMOJI * 3) == 12
 
 
 def test_question_over_the_token_limit(make_client, engine, clip: Path) -> None:
@@ -52,7 +52,7 @@ def test_question_over_the_token_limit(make_client, engine, clip: Path) -> None:
 def test_default_limit_with_the_default_models_tokenizer() -> None:
     """The review's case: 2,000 emoji pass the 2,000-character limit but are ~6,000 SmolLM2
     tokens; the default token limit refuses them while 2,000 characters of English pass."""
-    count = question_counter(object(), "default", multi=True)
+    count = question_counter(None, "default", multi=True)
     limit = ServerSettings().max_question_tokens
     assert count(EMOJI * 2000) > 5 * limit
     assert count(("What is happening in the video right now? " * 50)[:2000]) <= limit

@@ -5,12 +5,12 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 
 import pytest
 import redis
 
 from streamvqa.store import shm
+from tests.helpers import wait_until
 
 SHM_PREFIX = "svqtest"
 
@@ -31,15 +31,15 @@ def start_redis(directory, *extra: str, port: int | None = None) -> tuple[subpro
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
-    for _ in range(200):
+    def answers() -> bool:
         try:
-            if client.ping():
-                break
+            return bool(client.ping())
         except redis.ConnectionError:
             if proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {proc.returncode}") from None
-            time.sleep(0.05)
-    else:
+            return False
+
+    if not wait_until(answers, 10):
         proc.kill()
         raise RuntimeError("redis-server did not answer PING")
     client.close()

@@ -38,6 +38,7 @@ def _kill_mid_stream(cfg: TieredStoreConfig, n_blocks: int = 40, kill_after: int
     return acked
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cold", ["disk", "redis"])
 def test_acknowledged_blocks_survive_sigkill(cold, tmp_path, request, shm_guard):
     cold_cfg = (

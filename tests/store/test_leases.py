@@ -31,6 +31,7 @@ def store(tmp_path, shm_guard):
         yield s
 
 
+@pytest.mark.slow
 def test_second_process_maps_leased_blocks(store):
     for i in range(6):
         store.put(make_block(i))
@@ -74,7 +75,7 @@ def test_leased_blocks_are_not_evicted_until_released_or_expired(store):
         map_block(desc)
 
     clock = [1000.0]
-    store._leases.clock = lambda: clock[0]
+    store.leases.clock = lambda: clock[0]
     store.lease("cam-1", [9], ttl_s=5)
     store.put(make_block(13))
     store.flush()
@@ -117,6 +118,7 @@ for d in json.loads(sys.argv[1]):
 """
 
 
+@pytest.mark.slow
 def test_independent_reader_exit_does_not_unlink_segments(store):
     """gh-82300: a plain SharedMemory attach in a standalone process gets the segment unlinked by
     that process's resource tracker at exit. map_block must not register it."""

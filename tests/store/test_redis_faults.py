@@ -12,7 +12,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
-import time
 
 import pytest
 import redis
@@ -27,6 +26,7 @@ from streamvqa.store.config import (
 from streamvqa.store.errors import BlockNotFoundError
 from streamvqa.store.keys import BlockKey
 from streamvqa.store.tiered import TieredStore
+from tests.helpers import wait_until
 from tests.store.conftest import SHM_PREFIX, start_redis
 from tests.store.helpers import assert_same_block, make_block
 from tests.store.procs import durable_writer
@@ -56,15 +56,6 @@ def _in_redis(url: str, n: int, stream: str = "live") -> int:
         return sum(c.exists(BlockKey("fp", stream, i).to_str("streamvqa")) for i in range(n))
     finally:
         c.close()
-
-
-def _wait(cond, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 class _Writer:
@@ -109,7 +100,7 @@ def test_redis_losing_its_data_then_store_sigkill_loses_nothing(fault, tmp_path,
             proc, _ = start_redis(tmp_path, port=_port(url))
         assert _in_redis(url, N) == 0
         # the store notices and writes every block it still holds (host tier) again
-        assert _wait(lambda: _in_redis(url, N) == N), f"only {_in_redis(url, N)}/{N} re-written"
+        assert wait_until(lambda: _in_redis(url, N) == N, 60, 0.1), f"only {_in_redis(url, N)}/{N} re-written"
         writer.kill()
         assert writer.proc.exitcode == -signal.SIGKILL
         with TieredStore(_cfg(url, tmp_path)) as store:
@@ -160,7 +151,7 @@ def test_read_miss_forgets_the_block_and_triggers_the_audit(redis_url, tmp_path,
         with pytest.raises(BlockNotFoundError):
             store.get_many("cam-1", [cold])
         assert cold not in store.index("cam-1").indices and store.stats()["lost"] == 1
-        assert _wait(lambda: c.exists(BlockKey("fp", "cam-1", warm).to_str("streamvqa")) == 1)
+        assert wait_until(lambda: c.exists(BlockKey("fp", "cam-1", warm).to_str("streamvqa")) == 1, 60, 0.1)
         assert store.get_many("cam-1", [warm])[0].index == warm
     c.close()
 
@@ -198,6 +189,7 @@ def test_redis_outage_spills_then_drains_and_survives_sigkill(tmp_path, shm_guar
         proc.wait()
 
 
+@pytest.mark.slow
 def test_outage_longer_than_the_spill_bound_waits_then_fails_cleanly(tmp_path, shm_guard):
     """Beyond the spill budget a put waits (backpressure) and, with a put timeout, raises
     `StoreFullError` without acknowledging or leaving a trace; the spilled blocks stay."""
@@ -227,6 +219,7 @@ def test_outage_longer_than_the_spill_bound_waits_then_fails_cleanly(tmp_path, s
     assert len(list((tmp_path / "spill").rglob("*.blk"))) == len(done)
 
 
+@pytest.mark.slow
 def test_redis_down_when_the_store_opens_is_recovered_once_back(tmp_path, shm_guard):
     """A store (re)started during an outage indexes Redis's blocks as soon as Redis is back."""
     persist = ("--appendonly", "yes", "--appendfsync", "always", "--save", "")
@@ -241,7 +234,7 @@ def test_redis_down_when_the_store_opens_is_recovered_once_back(tmp_path, shm_gu
         try:
             assert store.index("cam-1").indices == []
             proc, _ = start_redis(tmp_path, *persist, port=_port(url))
-            assert _wait(lambda: store.index("cam-1").indices == list(range(N)))
+            assert wait_until(lambda: store.index("cam-1").indices == list(range(N)), 60, 0.1)
             for got in store.get_many("cam-1", list(range(N))):
                 assert_same_block(make_block(got.index), got)
         finally:

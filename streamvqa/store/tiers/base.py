@@ -7,6 +7,7 @@ a tier, so tiers compose in any order.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
@@ -64,3 +65,43 @@ class Tier(Protocol):
         first where the tier knows ages. Empty for non-durable tiers."""
 
     def close(self) -> None: ...
+
+
+class SizeLedger:
+    """The bookkeeping every tier keeps: bytes held per block and their total, thread-safe.
+    Tiers inherit `contains` / `size_of` / `nbytes` / `keys` from it and call `record` /
+    `forget` when a copy is written or removed."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[BlockKey, int] = {}
+        self.total = 0
+        self.ledger_lock = threading.Lock()
+
+    def record(self, key: BlockKey, size: int) -> None:
+        with self.ledger_lock:
+            self.total += size - self.sizes.get(key, 0)
+            self.sizes[key] = size
+
+    def forget(self, keys: Iterable[BlockKey]) -> int:
+        """Stop counting these blocks; returns how many were counted."""
+        n = 0
+        with self.ledger_lock:
+            for key in keys:
+                size = self.sizes.pop(key, None)
+                if size is not None:
+                    self.total -= size
+                    n += 1
+        return n
+
+    def contains(self, key: BlockKey) -> bool:
+        return key in self.sizes
+
+    def size_of(self, key: BlockKey) -> int | None:
+        return self.sizes.get(key)
+
+    def nbytes(self) -> int:
+        return self.total
+
+    def keys(self) -> list[BlockKey]:
+        with self.ledger_lock:
+            return list(self.sizes)

@@ -12,32 +12,29 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 
 from streamvqa.store.block import Block
 from streamvqa.store.config import DiskTierConfig
 from streamvqa.store.keys import BlockKey, quote_stream, unquote_stream
-from streamvqa.store.tiers.base import Data, as_buffer, as_data
+from streamvqa.store.tiers.base import Data, SizeLedger, as_buffer, as_data
 
 _SUFFIX = ".blk"
 _TMP = ".tmp-"
 
 
-class DiskTier:
+class DiskTier(SizeLedger):
     durable = True
 
     def __init__(self, config: DiskTierConfig) -> None:
+        super().__init__()
         self.config = config
         self.name = config.name
         self.budget_bytes = config.budget_bytes
         self.root = Path(config.path)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._sizes: dict[BlockKey, int] = {}
         self._found: list[tuple[float, BlockKey, int]] = []
-        self._bytes = 0
-        self._lock = threading.Lock()
         self._tmp_ids = itertools.count()
         self.removed_temp_files = 0
         self._reindex()
@@ -64,8 +61,7 @@ class DiskTier:
                     st = os.stat(full)
                 except (ValueError, OSError):
                     continue
-                self._sizes[key] = st.st_size
-                self._bytes += st.st_size
+                self.record(key, st.st_size)
                 self._found.append((st.st_mtime, key, st.st_size))
         self._found.sort()
 
@@ -99,11 +95,8 @@ class DiskTier:
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
-        size = len(buf)
-        with self._lock:
-            self._bytes += size - self._sizes.get(key, 0)
-            self._sizes[key] = size
-        return size
+        self.record(key, len(buf))
+        return len(buf)
 
     def get(self, key: BlockKey) -> bytearray | None:
         try:
@@ -136,28 +129,11 @@ class DiskTier:
             os.unlink(self.path_of(key))
         except FileNotFoundError:
             pass
-        with self._lock:
-            size = self._sizes.pop(key, None)
-            if size is not None:
-                self._bytes -= size
-        return size is not None
-
-    def contains(self, key: BlockKey) -> bool:
-        return key in self._sizes
-
-    def size_of(self, key: BlockKey) -> int | None:
-        return self._sizes.get(key)
-
-    def nbytes(self) -> int:
-        return self._bytes
-
-    def keys(self) -> list[BlockKey]:
-        with self._lock:
-            return list(self._sizes)
+        return self.forget([key]) == 1
 
     def scan(self, fingerprint: str) -> Iterable[tuple[BlockKey, int]]:
         return [
-            (k, size) for _mtime, k, size in self._found if k.fingerprint == fingerprint and k in self._sizes
+            (k, size) for _mtime, k, size in self._found if k.fingerprint == fingerprint and self.contains(k)
         ]
 
     def ping(self) -> bool:

@@ -21,7 +21,7 @@ from streamvqa.store.block import Block
 from streamvqa.store.config import HostTierConfig
 from streamvqa.store.format import EncodedBlock
 from streamvqa.store.keys import BlockKey
-from streamvqa.store.tiers.base import Data, as_data, data_len
+from streamvqa.store.tiers.base import Data, SizeLedger, as_data, data_len
 
 
 @dataclass(frozen=True)
@@ -33,15 +33,15 @@ class SegmentRef:
     length: int
 
 
-class HostTier:
+class HostTier(SizeLedger):
     durable = False
 
     def __init__(self, config: HostTierConfig) -> None:
+        super().__init__()
         self.config = config
         self.name = config.name
         self.budget_bytes = config.budget_bytes
         self._segments: dict[BlockKey, tuple[shared_memory.SharedMemory, int]] = {}
-        self._bytes = 0
         self._lock = threading.Lock()
         # Unlink whatever is left if the tier is garbage-collected or the interpreter exits
         # without close() (a SIGKILL still leaves segments: that is the janitor's job).
@@ -62,7 +62,7 @@ class HostTier:
         with self._lock:
             old = self._segments.pop(key, None)
             self._segments[key] = (seg, size)
-            self._bytes += size - (old[1] if old else 0)
+            self.record(key, size)
         if old:
             shm.release_segment(old[0], unlink=True)
         return size
@@ -97,30 +97,16 @@ class HostTier:
             entry = self._segments.pop(key, None)
             if entry is None:
                 return False
-            self._bytes -= entry[1]
+            self.forget([key])
         shm.release_segment(entry[0], unlink=True)
         return True
-
-    def contains(self, key: BlockKey) -> bool:
-        return key in self._segments
-
-    def size_of(self, key: BlockKey) -> int | None:
-        entry = self._segments.get(key)
-        return entry[1] if entry else None
-
-    def nbytes(self) -> int:
-        return self._bytes
-
-    def keys(self) -> list[BlockKey]:
-        with self._lock:
-            return list(self._segments)
 
     def scan(self, fingerprint: str) -> Iterable[tuple[BlockKey, int]]:
         return []  # host RAM does not survive its process
 
     def close(self) -> None:
         with self._lock:
-            self._bytes = 0
+            self.forget(list(self.sizes))
             self._finalizer()  # releases and clears self._segments in place
 
 

@@ -13,7 +13,6 @@ so no block scan matches it) are checked; `missing` then names the blocks that a
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 
 import redis
@@ -22,13 +21,14 @@ from streamvqa.store.block import Block
 from streamvqa.store.config import RedisTierConfig
 from streamvqa.store.errors import TierUnavailableError
 from streamvqa.store.keys import BlockKey
-from streamvqa.store.tiers.base import Data, as_buffer, as_data
+from streamvqa.store.tiers.base import Data, SizeLedger, as_buffer, as_data
 
 
-class RedisTier:
+class RedisTier(SizeLedger):
     durable = True  # as durable as the Redis server's persistence settings (survives our crash)
 
     def __init__(self, config: RedisTierConfig, client: redis.Redis | None = None) -> None:
+        super().__init__()
         self.config = config
         self.name = config.name
         self.budget_bytes = config.budget_bytes
@@ -37,9 +37,6 @@ class RedisTier:
             socket_timeout=config.socket_timeout_s,
             socket_connect_timeout=config.socket_timeout_s,
         )
-        self._sizes: dict[BlockKey, int] = {}
-        self._bytes = 0
-        self._lock = threading.Lock()
         self._run_id: str | None = None  # of the server we last checked (None: never checked)
 
     def redis_key(self, key: BlockKey) -> str:
@@ -55,11 +52,8 @@ class RedisTier:
         data = as_data(key, data)
         buf = memoryview(as_buffer(data)).cast("B")
         self._call(lambda: self.client.set(self.redis_key(key), buf, ex=self.config.ttl_s))
-        size = len(buf)
-        with self._lock:
-            self._bytes += size - self._sizes.get(key, 0)
-            self._sizes[key] = size
-        return size
+        self.record(key, len(buf))
+        return len(buf)
 
     def get(self, key: BlockKey) -> bytes | None:
         return self.get_many([key])[0]
@@ -69,10 +63,7 @@ class RedisTier:
         for i in range(0, len(keys), self.config.batch):
             chunk = [self.redis_key(k) for k in keys[i : i + self.config.batch]]
             out.extend(self._call(lambda c=chunk: self.client.mget(c)))
-        with self._lock:  # expired by TTL or evicted by Redis: forget it
-            for k, v in zip(keys, out, strict=True):
-                if v is None and k in self._sizes:
-                    self._bytes -= self._sizes.pop(k)
+        self.forget(k for k, v in zip(keys, out, strict=True) if v is None)  # expired or evicted
         return out
 
     def read(self, key: BlockKey, offset: int, length: int) -> bytes | None:
@@ -86,24 +77,7 @@ class RedisTier:
 
     def delete(self, key: BlockKey) -> bool:
         self._call(lambda: self.client.delete(self.redis_key(key)))
-        with self._lock:
-            size = self._sizes.pop(key, None)
-            if size is not None:
-                self._bytes -= size
-        return size is not None
-
-    def contains(self, key: BlockKey) -> bool:
-        return key in self._sizes
-
-    def size_of(self, key: BlockKey) -> int | None:
-        return self._sizes.get(key)
-
-    def nbytes(self) -> int:
-        return self._bytes
-
-    def keys(self) -> list[BlockKey]:
-        with self._lock:
-            return list(self._sizes)
+        return self.forget([key]) == 1
 
     def ping(self) -> bool:
         try:
@@ -125,8 +99,8 @@ class RedisTier:
         pipe.set(self.marker_key, b"1", nx=True)  # None: it was there
         info, created = self._call(pipe.execute)
         run_id = str(info.get("run_id", ""))
-        with self._lock:
-            known = bool(self._sizes)
+        with self.ledger_lock:
+            known = bool(self.sizes)
             first = self._run_id is None
             changed = self._run_id is not None and run_id != self._run_id
             self._run_id = run_id
@@ -142,11 +116,7 @@ class RedisTier:
             for k in chunk:
                 pipe.exists(self.redis_key(k))
             gone += [k for k, n in zip(chunk, self._call(pipe.execute), strict=True) if not n]
-        with self._lock:
-            for k in gone:
-                size = self._sizes.pop(k, None)
-                if size is not None:
-                    self._bytes -= size
+        self.forget(gone)
         return gone
 
     def scan(self, fingerprint: str) -> Iterable[tuple[BlockKey, int]]:
@@ -171,10 +141,8 @@ class RedisTier:
                     except ValueError:
                         continue
         found.sort()
-        with self._lock:
-            for k, size in found:
-                self._bytes += size - self._sizes.get(k, 0)
-                self._sizes[k] = size
+        for k, size in found:
+            self.record(k, size)
         return found
 
     def close(self) -> None:

@@ -28,7 +28,7 @@ from streamvqa.proto import ipc
 from streamvqa.store.errors import BlockNotFoundError, StoreError
 from streamvqa.workers.multi.asking import Cancels, answer_ask
 from streamvqa.workers.multi.config import MultiConfig
-from streamvqa.workers.multi.encoder import build_engine, replicable
+from streamvqa.workers.multi.encoder import build_engine
 from streamvqa.workers.multi.rpc import RpcServer
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class AnswerService:
 
     def ask(self, body: ipc.Ask, atts, emit) -> ipc.AnswerMsg:
         session = self.replica(body.stream_id, body.method, body.options)
-        if not replicable(session):  # the server routes these to the encoder (enc.ask)
+        if not session.replicable():  # the server routes these to the encoder (enc.ask)
             raise EngineError("invalid_options", f"method {body.method!r} keeps state in the encoder; "
                               "its questions are answered there")
         for attempt in range(_TRIES):
@@ -75,7 +75,7 @@ class AnswerService:
                 with self.engine.lock, torch.inference_mode():
                     sync(session)
                 skipped = self.store.unavailable(body.stream_id)
-                if session._next_index == 0 and skipped:
+                if session.next_index == 0 and skipped:
                     raise EngineError("store_unavailable", "no block of this stream is readable now "
                                       "(a store tier is down or lost them)")
                 reply = answer_ask(session, body, emit, self.cancels, skipped, list(self.store.degraded))

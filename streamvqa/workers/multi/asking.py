@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
-from streamvqa.engine.session import StreamSession
+from streamvqa.engine.protocols import Session
 from streamvqa.engine.types import Answer, TokenEvent
 from streamvqa.proto import ipc
+from streamvqa.workers.multi import wire
 
 
 class Cancels:
@@ -42,19 +44,19 @@ class Cancels:
                 self._ids.discard(ask_id)
 
 
-def answer_ask(session: StreamSession, body: ipc.Ask, emit: Callable[[ipc.TokenMsg], None], cancels: Cancels,
+def answer_ask(session: Session, body: ipc.Ask, emit: Callable[[ipc.TokenMsg], None], cancels: Cancels,
                skipped: list[int] | None = None, degraded: list[str] | None = None) -> ipc.AnswerMsg:
     """Run stages 7-9 of `session` for `body`, emitting tokens; `skipped` are blocks the answer
     could not read (a tier down), `degraded` the tiers that were down."""
     answer: Answer | None = None
-    it = session._answer_iter(body.question, max_tokens=body.max_tokens, temperature=body.temperature,
-                              top_p=body.top_p, at=body.at, seed=body.seed)
+    it = session.events(body.question, max_tokens=body.max_tokens, temperature=body.temperature,
+                        top_p=body.top_p, at=body.at, seed=body.seed)
     try:
         for ev in it:
             if isinstance(ev, TokenEvent):
                 if cancels.hit(body.ask_id):
                     raise ipc.IpcError("cancelled", "the caller went away")
-                emit(ipc.TokenMsg(text=ev.text, token_id=ev.token_id, index=ev.index))
+                emit(wire.to_wire(ev))
             else:
                 answer = ev
     finally:
@@ -64,8 +66,4 @@ def answer_ask(session: StreamSession, body: ipc.Ask, emit: Callable[[ipc.TokenM
     tiers = dict(answer.tiers)
     if skipped:
         tiers["unavailable"] = len(skipped)
-    return ipc.AnswerMsg(
-        text=answer.text, token_ids=answer.token_ids, evidence=answer.evidence, timings=answer.timings,
-        finish_reason=answer.finish_reason, tiers=tiers, evidence_scores=answer.evidence_scores,
-        retrieved_blocks=answer.retrieved_blocks, reused_cache=answer.reused_cache, degraded=list(degraded or []),
-    )
+    return wire.to_wire(replace(answer, tiers=tiers, degraded=list(degraded or [])))

@@ -16,7 +16,7 @@ ingests start again from there (`IngestWorker(resume_after=...)`, `enc_ingest.py
 complete when the worker died are lost.
 
 Streams whose method keeps state the store does not hold (a retained memory, semantic units,
-a retriever's own index: `replicable`) are also answered here (`enc.ask`): the encoder holds
+a retriever's own index: `StreamSession.replicable`) are also answered here (`enc.ask`): the encoder holds
 the exact session, so the answer is the embedded one. Their questions share the model lock with
 encoding, as in embedded mode.
 """
@@ -33,6 +33,7 @@ from streamvqa.engine.config import EngineConfig
 from streamvqa.engine.engine import Engine
 from streamvqa.engine.errors import EngineError
 from streamvqa.engine.replica import sync
+from streamvqa.engine.session import StreamSession
 from streamvqa.proto import ipc
 from streamvqa.workers.multi.asking import Cancels, answer_ask
 from streamvqa.workers.multi.config import MultiConfig
@@ -41,20 +42,6 @@ from streamvqa.workers.multi.remote_store import RemoteStore
 from streamvqa.workers.multi.rpc import RpcClient, RpcServer
 
 log = logging.getLogger(__name__)
-
-
-def replicable(session) -> bool:
-    """Whether the store holds all of `session`'s state, so a replica rebuilt from stored blocks
-    answers exactly as the session would. Not so for a method with a retained memory, semantic
-    units, reduction or byte budgets (policies/stages.py), nor for a retriever with its own
-    index of the frames (rekv-external): such a stream's questions are answered by the encoder
-    that owns its session (`enc.ask`)."""
-    from streamvqa.policies.retrieval.base import Retriever
-
-    stages = getattr(session, "stages", None)
-    observe = getattr(type(getattr(session, "retriever", None)), "observe", Retriever.observe)
-    stateful_retriever = observe is not Retriever.observe  # indexes blocks as written (rekv-external)
-    return not (stateful_retriever or (stages is not None and getattr(stages, "active", False)))
 
 
 class _UnitTimer:
@@ -90,7 +77,7 @@ def build_engine(config: MultiConfig, device: str, role: str) -> tuple[Engine, R
     client = RpcClient(config.endpoint("kvstore"), name="kvstore")
     store = RemoteStore(client, adapter.fingerprint(), config.shm_prefix, device=device,
                         lease_ttl_s=config.lease_ttl_s, put_timeout_s=config.put_timeout_s)
-    store._call("store.open", ipc.OpenStore(fingerprint=store.fingerprint), retry_for=config.start_timeout_s)
+    store.connect(retry_for=config.start_timeout_s)
     return Engine(ecfg, adapter=adapter, store=store), store
 
 
@@ -137,10 +124,10 @@ class EncoderService:
                     with self.engine.lock, torch.inference_mode():
                         n = sync(session)
                     log.info("stream %s resumed after %d stored blocks", body.stream_id, n)
-            return ipc.StreamOpened(stream_id=body.stream_id, next_index=session._next_index,
-                                    answers_here=not replicable(session))
+            return ipc.StreamOpened(stream_id=body.stream_id, next_index=session.next_index,
+                                    answers_here=not session.replicable())
 
-    def _session(self, stream_id: str):
+    def _session(self, stream_id: str) -> StreamSession:
         session = self.engine.sessions.get(stream_id)
         if session is None:
             raise EngineError("unknown_stream", f"stream {stream_id!r} is not open on this encoder")
@@ -153,14 +140,14 @@ class EncoderService:
         return self.timer.take()
 
     @staticmethod
-    def _stats(session, seconds: float = 0.0, frames: int = 0) -> ipc.EncoderStats:
-        s = session._stats
+    def _stats(session: StreamSession, seconds: float = 0.0, frames: int = 0) -> ipc.EncoderStats:
+        s = session.counters()
         w = session.window
         return ipc.EncoderStats(
             frames_received=s.frames_received, frames_encoded=s.frames_encoded, units_encoded=s.units_encoded,
             window_tokens=w.tokens, window_bytes=w.nbytes, window_blocks=len(w.blocks),
             encode_seconds_total=s.encode_seconds_total, last_unit_seconds=seconds, last_unit_frames=frames,
-            next_index=session._next_index,
+            next_index=session.next_index,
         )
 
     def frame(self, body: ipc.PushFrame, atts, emit) -> ipc.EncoderStats:
@@ -176,7 +163,7 @@ class EncoderService:
         config = parse_config(body)
         session = self._session(body.stream_id)
         after = None
-        if session._next_index:  # resumed: continue after the last acknowledged block
+        if session.next_index:  # resumed: continue after the last acknowledged block
             idx = self.store.index(body.stream_id)
             after = float(idx.times[-1][1]) if idx.times else None
         ingest = StreamIngest(config, lambda f, t: self._push(session, f.image, t), after, name=body.stream_id)

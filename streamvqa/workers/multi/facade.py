@@ -10,24 +10,26 @@ store does not hold (`enc.ask`), statistics are what the encoder reported plus t
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator
 from typing import Any
 
 import numpy as np
 
 from streamvqa.engine.errors import EngineError
+from streamvqa.engine.protocols import EngineObserver, final_answer, stream_in_thread
 from streamvqa.engine.types import Answer, SessionStats, TokenEvent
 from streamvqa.proto import ApiError, ipc
 from streamvqa.workers.ingest import IngestConfig
+from streamvqa.workers.multi import wire
 from streamvqa.workers.multi.config import MultiConfig
 from streamvqa.workers.multi.remote_ingest import RemoteIngest
 from streamvqa.workers.multi.remote_store import RemoteStore
+from streamvqa.workers.multi.rpc import RpcClient
 from streamvqa.workers.multi.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,7 @@ class RemoteSession:
             self._stats.last_frame_t = float(t)
         ref, raw = ipc.tensor_ref(image, 0)
         body = ipc.PushFrame(stream_id=self.stream_id, t=float(t), image=ref)
-        client = self.engine.supervisor.workers[self.encoder].client
+        client = self.encoder_client()
         for attempt in range(2):
             try:
                 reply, _ = client.call("enc.frame", body, [raw], timeout=self.engine.config.frame_timeout_s)
@@ -109,6 +111,13 @@ class RemoteSession:
         if reply.last_unit_frames:
             for obs in self.engine.observers:
                 obs.on_unit_encoded(self.stream_id, reply.last_unit_seconds, reply.last_unit_frames)
+
+    # -- what RemoteIngest needs (remote_ingest.IngestHost) -----------------------------------
+    def encoder_client(self) -> RpcClient:
+        return self.engine.supervisor.workers[self.encoder].client
+
+    def encoder_up(self) -> bool:
+        return self.engine.worker_up(self.encoder)
 
     def remote_ingest(self, config: IngestConfig, name: str | None = None) -> RemoteIngest:
         """The registry's seam: a URL source is ingested by this stream's encoder (frames never
@@ -160,39 +169,33 @@ class RemoteSession:
         self._usage = (now, usage)
         return usage
 
-    # -- questions --------------------------------------------------------------------------
-    def _events(self, question: str, kwargs: dict) -> Iterator[TokenEvent | Answer]:
+    # -- questions (the Session protocol, engine/protocols.py) -----------------------------------
+    def events(self, question: str, *, max_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
+               at: float | None = None, seed: int | None = None) -> Generator[TokenEvent | Answer, None, None]:
         if self.closed:
             raise EngineError("stream_closed", f"stream {self.stream_id} is closed")
         ask_id = uuid.uuid4().hex
         body = ipc.Ask(stream_id=self.stream_id, method=self.method, options=self.options, question=question,
-                       ask_id=ask_id, **{k: v for k, v in kwargs.items() if v is not None})
+                       ask_id=ask_id, max_tokens=max_tokens, temperature=temperature, top_p=top_p, at=at, seed=seed)
         # the encoder answers streams whose state only it holds; answer workers the others
         role, ns = (self.encoder, "enc") if self.answers_on_encoder else (self.engine.answer_role(self.stream_id), "ans")
         client = self.engine.supervisor.workers[role].client
         last: float | None = None  # ITL counts gaps between tokens only (vLLM), not the first token
         finished = False
         try:
-            for kind, msg in client.stream(f"{ns}.ask", body, idle_timeout=self.engine.config.answer_idle_timeout_s):
-                now = time.perf_counter()
-                if kind == "event":
+            for _kind, msg in client.stream(f"{ns}.ask", body, idle_timeout=self.engine.config.answer_idle_timeout_s):
+                ev = wire.from_wire(msg)
+                if isinstance(ev, TokenEvent):
+                    now = time.perf_counter()
                     if last is not None:
                         for obs in self.engine.observers:
                             obs.on_token(self.stream_id, now - last)
                     last = now
-                    yield TokenEvent(msg.text, msg.token_id, msg.index)
                 else:
-                    answer = Answer(
-                        text=msg.text, token_ids=list(msg.token_ids), evidence=[tuple(e) for e in msg.evidence],
-                        timings=dict(msg.timings), finish_reason=msg.finish_reason, tiers=dict(msg.tiers),
-                        evidence_scores=list(msg.evidence_scores), retrieved_blocks=msg.retrieved_blocks,
-                        reused_cache=msg.reused_cache,
-                    )
-                    answer.degraded = list(msg.degraded)  # type: ignore[attr-defined]
                     finished = True
                     for obs in self.engine.observers:
-                        obs.on_answer(self.stream_id, answer)
-                    yield answer
+                        obs.on_answer(self.stream_id, ev)
+                yield ev
         except ipc.IpcError as e:
             finished = True
             if e.code in UNAVAILABLE or (ns == "enc" and e.code == "unknown_stream" and not self.closed):
@@ -206,24 +209,15 @@ class RemoteSession:
                 except ipc.IpcError:
                     pass
 
-    def answer(self, question: str, **kwargs: Any) -> Answer:
-        *_, answer = self._events(question, kwargs)
-        return answer
+    def answer(self, question: str, *, max_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
+               at: float | None = None, seed: int | None = None) -> Answer:
+        return final_answer(self.events(question, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                        at=at, seed=seed))
 
-    async def ask(self, question: str, **kwargs: Any) -> AsyncIterator[TokenEvent | Answer]:
-        it = self._events(question, kwargs)
-        done = object()
-        try:
-            while True:
-                ev = await asyncio.to_thread(next, it, done)
-                if ev is done:
-                    return
-                yield ev
-        finally:
-            try:
-                await asyncio.to_thread(it.close)  # an abandoned question frees its socket
-            except (ValueError, RuntimeError):  # still running in a cancelled to_thread: it ends on its own
-                pass
+    def ask(self, question: str, *, max_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
+            at: float | None = None, seed: int | None = None) -> AsyncIterator[TokenEvent | Answer]:
+        return stream_in_thread(self.events(question, max_tokens=max_tokens, temperature=temperature,
+                                            top_p=top_p, at=at, seed=seed))
 
     def close(self) -> None:
         self.closed = True
@@ -237,10 +231,10 @@ class MultiEngine:
     def __init__(self, config: MultiConfig, supervisor: Supervisor | None = None) -> None:
         self.config = config
         self.supervisor = supervisor or Supervisor(config)
-        self.observers: list = []
+        self.observers: list[EngineObserver] = []
         self.sessions: dict[str, RemoteSession] = {}
         self._lock = threading.Lock()
-        if self.supervisor._monitor is None:
+        if not self.supervisor.started:
             self.supervisor.start()
         roles = list(self.supervisor.workers)
         self.encoders = [r for r in roles if r.startswith("encoder")]
@@ -253,7 +247,7 @@ class MultiEngine:
         self.supervisor.on_ready.append(self._worker_ready)
         self.supervisor.on_death.append(self._worker_died)
 
-    def _up(self, role: str) -> bool:
+    def worker_up(self, role: str) -> bool:
         return self.supervisor.workers[role].state == "up"
 
     def place(self) -> str:
@@ -262,16 +256,16 @@ class MultiEngine:
             load = {r: 0 for r in self.encoders}
             for s in self.sessions.values():
                 load[s.encoder] = load.get(s.encoder, 0) + 1
-        up = [r for r in self.encoders if self._up(r)] or self.encoders
+        up = [r for r in self.encoders if self.worker_up(r)] or self.encoders
         return min(up, key=lambda r: (load[r], self.encoders.index(r)))
 
     def answer_role(self, stream_id: str) -> str:
         """A stream's answer worker: always the same one while it is up (its replica is warm),
         another one that is up otherwise."""
         home = self.answers[zlib.crc32(stream_id.encode()) % len(self.answers)]
-        if self._up(home):
+        if self.worker_up(home):
             return home
-        return next((r for r in self.answers if self._up(r)), home)
+        return next((r for r in self.answers if self.worker_up(r)), home)
 
     def _worker_ready(self, role: str) -> None:
         if not role.startswith("encoder"):
@@ -300,6 +294,9 @@ class MultiEngine:
 
     def model_info(self) -> dict:
         return {**self._model, "topology": "multi"}
+
+    def tokenizer(self) -> Any | None:
+        return None  # the model lives in the worker processes
 
     def open_stream(self, stream_id: str, method: str = "rekv", options: dict | None = None) -> RemoteSession:
         with self._lock:

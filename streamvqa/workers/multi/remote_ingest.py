@@ -18,14 +18,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from streamvqa.proto import ipc
 from streamvqa.workers.ingest import IngestConfig, IngestError, IngestState, IngestStats
 from streamvqa.workers.ingest.timebase import joined
-
-if TYPE_CHECKING:
-    from streamvqa.workers.multi.facade import RemoteSession
+from streamvqa.workers.multi.rpc import RpcClient
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +46,22 @@ def _add(base: IngestStats, d: dict) -> IngestStats:
     )
 
 
+class IngestHost(Protocol):
+    """The stream a `RemoteIngest` belongs to (`facade.RemoteSession`): its encoder, and where
+    the polled frames and units go."""
+
+    stream_id: str
+    encoder: str  # the encoder worker's role
+
+    def encoder_client(self) -> RpcClient: ...
+
+    def encoder_up(self) -> bool: ...
+
+    def took_remote(self, poll: ipc.IngestPoll) -> None: ...
+
+
 class RemoteIngest:
-    def __init__(self, session: RemoteSession, config: IngestConfig, interval_s: float = 0.2) -> None:
+    def __init__(self, session: IngestHost, config: IngestConfig, interval_s: float = 0.2) -> None:
         self.session = session
         self.config = config
         self.interval_s = interval_s
@@ -61,8 +73,8 @@ class RemoteIngest:
         self._final: str | None = None  # stopped (or failed to start)
         self._thread = threading.Thread(target=self._run, name=f"{session.stream_id}-poll", daemon=True)
 
-    def _client(self):
-        return self.session.engine.supervisor.workers[self.session.encoder].client
+    def _client(self) -> RpcClient:
+        return self.session.encoder_client()
 
     def _send_start(self) -> None:
         body = ipc.StartIngest(stream_id=self.session.stream_id, config=self.config.model_dump())
@@ -103,7 +115,7 @@ class RemoteIngest:
             s = _add(self._base, self._current)
         if self._final is not None:
             return IngestStats(**{**s.__dict__, "state": self._final})
-        if not IngestState(s.state).is_final and not self.session.engine._up(self.session.encoder):
+        if not IngestState(s.state).is_final and not self.session.encoder_up():
             err = {"code": "worker_unavailable", "message": f"the {self.session.encoder} worker is restarting"}
             return IngestStats(**{**s.__dict__, "state": IngestState.RECOVERING.value, "last_error": err})
         return s

@@ -55,6 +55,11 @@ class RemoteStore:
     def open(self) -> None:
         self.client.call("store.open", ipc.OpenStore(fingerprint=self.fingerprint), timeout=self.call_timeout_s)
 
+    def connect(self, retry_for: float) -> None:
+        """Open the store for this model (`store.open`), retrying for up to `retry_for` seconds
+        while the kvstore starts."""
+        self._call("store.open", ipc.OpenStore(fingerprint=self.fingerprint), retry_for=retry_for)
+
     def _call(self, op: str, body, *, timeout: float | None = None, retry_for: float = 0.0):
         """A call that re-sends store.open after a store restart, and retries transport
         failures for up to `retry_for` seconds."""

@@ -62,6 +62,11 @@ class Supervisor:
         self._config_path: Path | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        """`start` ran: the workers served and are being watched."""
+        return self._monitor is not None
+
     def start(self, timeout: float | None = None) -> Supervisor:
         """Start every worker (kvstore first) and wait until all serve; RuntimeError if not."""
         timeout = timeout or self.config.start_timeout_s
