@@ -91,7 +91,8 @@ def scale_tables(sc: dict) -> str:
         {"model": r["model"], "mode": r["mode"], "streams": r["streams"], "frames/s (all)": r["frames_per_s"],
          "lag p50 s": r["lag_p50_s"], "lag p99 s": r["lag_p99_s"], "dropped": r["dropped"],
          "mean batch": r["mean_batch"], "TTFT encoding ms": (r["ttft_encoding_s"] or 0) * 1e3,
-         "TTFT idle ms": r["ttft_idle_s"] * 1e3, "held": r["held"]}
+         "TTFT idle ms": r["ttft_idle_s"] * 1e3, "frames/s during question": r["frames_per_s_during_question"],
+         "held": r["held"]}
         for r in sc["live"]
     ])
     summary = "\n".join(

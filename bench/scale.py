@@ -13,7 +13,8 @@ Two measurements per mode:
   encoded frames/s, per-frame lag (sampled -> encoded) p50/p99, frames dropped (queue full or
   shed by the scheduler), and whether the streams are **held in real time** (p99 lag < 2 s and
   no frame dropped). Halfway through, a question is asked on stream 0 while the others encode:
-  its TTFT, against the same question's TTFT on an idle engine afterwards.
+  its TTFT, against the same question's TTFT on an idle engine afterwards, and the frames/s
+  encoded while it ran (both ways: questions do not wait for the backlog, encoding goes on).
 """
 
 from __future__ import annotations
@@ -98,10 +99,13 @@ def live(model: str, max_batch: int, n_streams: int, seconds: float, fps: float,
     threads = [threading.Thread(target=feed, args=(k,)) for k in range(n_streams)]
     for t in threads:
         t.start()
-    ttft = None
+    ttft = during = None
     time.sleep(0.2 + seconds / 2)
     if sessions[0].stats().frames_encoded:
+        before, t0 = sched.stats.frames_encoded, time.monotonic()
         ttft = sessions[0].answer(QUESTION, max_tokens=max_tokens).timings["first_token_s"]
+        # the other way round: encoding goes on while the question runs
+        during = (sched.stats.frames_encoded - before) / (time.monotonic() - t0)
     for t in threads:
         t.join()
     wall = time.monotonic() - start
@@ -116,7 +120,7 @@ def live(model: str, max_batch: int, n_streams: int, seconds: float, fps: float,
         "streams": n_streams, "frames": n * n_streams, "frames_encoded": st.frames_encoded,
         "frames_per_s": st.frames_encoded / wall, "lag_p50_s": float(np.quantile(lags, 0.5)), "lag_p99_s": p99,
         "dropped": dropped, "dropped_queue": sum(queue_drops), "dropped_shed": sum(st.frames_dropped.values()),
-        "ttft_encoding_s": ttft, "ttft_idle_s": idle_ttft,
+        "ttft_encoding_s": ttft, "ttft_idle_s": idle_ttft, "frames_per_s_during_question": during,
         "held": bool(p99 < HELD_LAG_S and dropped == 0),
         "mean_batch": (sum(k * v for k, v in st.batches.items()) / sum(st.batches.values())) if st.batches else None,
     }
