@@ -162,3 +162,20 @@ def test_model_lock_promised_turns_go_before_queued_waiters():
     question.join()
     assert order == ["commit", "question"]
     assert not lock.locked()
+
+
+def test_server_settings_configure_the_scheduler():
+    from streamvqa.engine import EngineConfig
+    from streamvqa.server.settings import ServerSettings
+
+    s = ServerSettings.from_env({"STREAMVQA_ENCODE_BATCH": "3", "STREAMVQA_ENCODE_SHED": "none",
+                                 "STREAMVQA_ENCODE_BATCH_WAIT_S": "0.05"})
+    cfg = EngineConfig(encode=s.encode_config())
+    assert cfg.encode == SchedulerConfig(max_batch=3, max_tokens=8192, wait_s=0.05, max_lag_s=10.0, shed="none")
+    for bad in ({"STREAMVQA_ENCODE_BATCH": "0"}, {"STREAMVQA_ENCODE_SHED": "random"}):
+        try:
+            ServerSettings.from_env(bad)
+        except ValueError as e:
+            assert "encode_" in str(e)
+        else:
+            raise AssertionError(f"{bad} accepted")
