@@ -126,16 +126,18 @@ def live(model: str, max_batch: int, n_streams: int, seconds: float, fps: float,
     }
 
 
-def run(cfg: BenchConfig) -> dict:
+def run(cfg: BenchConfig, log=print) -> dict:
     rows, cap = [], []
     for model, cap_frames in ((cfg.tiny_model, cfg.scale_capacity_frames), (cfg.model, cfg.scale_capacity_frames_main)):
         for mode, max_batch in MODES.items():
             capacity(model, max_batch, 2, 1)  # warm-up (first-call allocations)
             for k in (1, 8):
                 cap.append({"model": model, "mode": mode, **capacity(model, max_batch, k, cap_frames)})
+                log(f"scale: capacity {cap[-1]}", flush=True)
             for k in cfg.scale_streams:
                 rows.append({"model": model, "mode": mode,
                              **live(model, max_batch, k, cfg.scale_seconds, cfg.fps, cfg.max_tokens)})
+                log(f"scale: live {rows[-1]}", flush=True)
     summary = {}
     for model in dict.fromkeys(r["model"] for r in cap):
         fps = {(r["mode"], r["streams"]): r["frames_per_s"] for r in cap if r["model"] == model}
