@@ -42,6 +42,7 @@ ERROR_STATUS: dict[str, int] = {
     "not_ready": 503,  # the model is still loading
     "worker_unavailable": 503,  # multi topology: a worker is restarting; retry shortly
     "store_unavailable": 503,  # the blocks a question needs are in a store tier that is down
+    "stream_moving": 503,  # cluster: the stream's replica is gone and another is adopting it; retry shortly
     "internal_error": 500,  # a bug; generic message + request_id, details only in the server log
 }
 

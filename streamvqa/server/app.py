@@ -13,6 +13,7 @@ from fastapi import FastAPI, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
+from streamvqa.cluster import mount as mount_cluster
 from streamvqa.engine.protocols import Engine
 from streamvqa.proto import (
     AnswerResponse,
@@ -245,6 +246,7 @@ def create_app(settings: ServerSettings | None = None, engine: Engine | None = N
     app.router.routes.extend(mcp.routes)
     app.state.mcp = mcp
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    mount_cluster(app, state)  # replicas sharing a Redis (docs/scaling.md); nothing unless configured
     app.add_middleware(AuthMiddleware, auth=auth)  # nothing runs for a caller without a key
     app.add_middleware(OpenAIErrorShape)  # the OpenAI paths' 401/413/405 in OpenAI's error shape
     if settings.cors_allow_origins:  # outermost: preflights need no key

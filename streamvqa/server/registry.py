@@ -175,6 +175,10 @@ class StreamRegistry:
                                   lifecycle_workers=min(32, settings.max_streams + 4))
         self._reaper: asyncio.Task[None] | None = None
         self.thumbnails = ThumbnailStore(settings.thumbnail_budget_bytes, settings.thumbnail_max_side)
+        # cluster mode (streamvqa/cluster): told of streams added/removed here; the keys' quotas
+        # counted over every replica instead of this one's streams
+        self.listeners: list[Any] = []
+        self.cluster_quota: Any = None
 
     # -- lookups ------------------------------------------------------------------------------
 
@@ -217,6 +221,9 @@ class StreamRegistry:
             raise ApiError("too_many_streams", f"at most {self.settings.max_streams} live streams per server")
         owner = getattr(quota, "owner", None)
         if owner is None:
+            return
+        if self.cluster_quota is not None:
+            self.cluster_quota(owner, quota)
             return
         mine = self.list(owner)
         max_streams = getattr(quota, "max_streams", None)
@@ -277,11 +284,16 @@ class StreamRegistry:
     def _add(self, entry: StreamEntry) -> None:
         with self._lock:
             self._streams[entry.id] = entry
+        for listener in self.listeners:
+            listener.stream_added(entry)
 
-    async def create(self, req: StreamCreate, probe: bool = False, principal: Any = None) -> StreamEntry:
+    async def create(self, req: StreamCreate, probe: bool = False, principal: Any = None,
+                     stream_id: str | None = None, prepare: Any = None) -> StreamEntry:
         """Validate, check the URL policy, optionally probe, open the engine session, start ingest.
 
         ``principal`` (auth on): the caller, who becomes the owner and whose quotas apply.
+        ``stream_id``/``prepare`` (cluster failover): the id of an adopted stream, and a call
+        ``prepare(session) -> resume_after`` that rebuilds the session from the store first.
         """
         fps = req.fps or self.settings.default_fps
         config = self.ingest_config(req.url, fps)
@@ -295,17 +307,19 @@ class StreamRegistry:
                 await self.sources.probe(probe_source, config)
             except IngestError as e:
                 raise ApiError(e.code, e.message) from e
-        stream_id = "s_" + uuid.uuid4().hex[:16]
+        stream_id = stream_id or "s_" + uuid.uuid4().hex[:16]
         options = dict(req.options or {})
         # again, with no await from here to _add: concurrent creates may have taken the slots while
         # this one was checking the URL or probing
         self._check_capacity(principal)
         session = self._open_session(stream_id, method, options)
+        # adoption only (cluster): the rebuild waits off the loop; the claim, not this check, bounds it
+        resume_after = await asyncio.to_thread(prepare, session) if prepare is not None else None
         remote = getattr(session, "remote_ingest", None)  # multi topology: the encoder ingests
         if remote is not None:
             worker = remote(config, stream_id)
         else:
-            worker = IngestWorker(config, self._sink(session, stream_id), name=stream_id)
+            worker = IngestWorker(config, self._sink(session, stream_id), name=stream_id, resume_after=resume_after)
         entry = StreamEntry(stream_id, req.url.strip(), method, fps, req.name, session, worker, options=options,
                             owner=getattr(principal, "owner", None), thumbnails=self.thumbnails)
         self._add(entry)
@@ -370,6 +384,8 @@ class StreamRegistry:
             self.retired.add(entry)
         await self.sources.run(self._close_session, stream_id)
         self.thumbnails.drop(stream_id)
+        for listener in self.listeners:
+            listener.stream_removed(entry)
         log.info("stream %s deleted", stream_id)
 
     async def end_whip(self, stream_id: str, owner: str | None = None) -> StreamEntry:
@@ -380,6 +396,25 @@ class StreamRegistry:
             raise ApiError("unknown_stream", f"{stream_id!r} is not a WHIP session")
         await entry.source.end()
         log.info("stream %s: the WHIP publisher ended the session", stream_id)
+        return entry
+
+    async def detach(self, stream_id: str) -> StreamEntry | None:
+        """Stop a stream's ingest and forget it here, leaving its stored blocks in place (cluster:
+        another replica owns it now, or takes it over after this one shuts down)."""
+        with self._lock:
+            entry = self._streams.pop(stream_id, None)
+        if entry is None:
+            return None
+        if entry.kind == "whip":
+            await entry.source.close()
+        else:
+            await self.sources.run(entry.source.stop)
+        with self._lock:
+            self.retired.add(entry)
+        self.thumbnails.drop(stream_id)
+        sessions = getattr(self.engine, "sessions", None)
+        if isinstance(sessions, dict):  # not close_stream: that would delete the blocks
+            sessions.pop(stream_id, None)
         return entry
 
     # -- reaping ------------------------------------------------------------------------------

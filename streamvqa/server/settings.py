@@ -120,7 +120,7 @@ class ServerSettings(_Settings):
     ingest_queue_size: int = Field(8, ge=1, description="sampled frames buffered per stream before dropping")
     at_wait_timeout_s: float = Field(60.0, gt=0, description="longest a question waits for ``at``")
     whip_connect_timeout_s: float = Field(30.0, gt=0)
-    whip_ice_addresses: list[str] = Field(
+    whip_ice_addresses: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="addresses the WHIP answer offers as ICE candidates (comma-separated "
         "IPs; `host`: this machine's own, loopback excluded); empty: `host`",
     )
@@ -233,6 +233,25 @@ class ServerSettings(_Settings):
     worker_base_port: int = Field(7650, ge=1024, le=65000, description="multi tcp: kvstore/encoder/answer ports")
     worker_spawn: bool = Field(True, description="multi: start the workers (False: containers run them)")
     worker_start_timeout_s: float = Field(300.0, gt=0, description="multi: a worker must serve by then")
+    # -- cluster of replicas (docs/scaling.md) ------------------------------------------------
+    cluster_redis_url: str | None = Field(
+        None, description="Redis of the stream directory, redis://host:port/db (None: one replica, no cluster)"
+    )
+    replica_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$",
+                                   description="this replica's name in the directory (None: the host name)")
+    advertise_url: str | None = Field(None, description="URL the other replicas reach this one at "
+                                      "(None: http://<host name>:<port>)")
+    cluster_lease_s: float = Field(5.0, ge=1.0, le=300.0, description="a replica silent this long loses its "
+                                   "streams to the others")
+    cluster_admin_keys: str = Field("", description="API key names (comma-separated) that may read /v1/cluster")
+
+    @model_validator(mode="after")
+    def _check_cluster(self) -> ServerSettings:
+        if self.cluster_redis_url:
+            from streamvqa.cluster.config import check_settings
+
+            check_settings(self)  # ValueError: what a replica needs for failover is missing
+        return self
 
     @model_validator(mode="before")
     @classmethod

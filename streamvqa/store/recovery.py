@@ -50,6 +50,34 @@ class RecoveryMixin:
                 with self._tier_locks[i]:
                     self._make_room(i, 0, sync=True, keep=NOBODY)
 
+    def index_stream(self, stream_id: str) -> int:
+        """Index the stream's blocks that durable tiers hold and this store does not know yet
+        (another process wrote them: a replica that died, streamvqa/cluster); returns how many."""
+        added = 0
+        for i, tier in enumerate(self.tiers):
+            if not tier.durable:
+                continue
+            try:
+                found = list(tier.scan(self.fingerprint, stream_id))
+            except (StoreError, OSError) as e:
+                self._error(i, e)
+                continue
+            for key, size in found:
+                with self._meta:
+                    if key in self._index:
+                        continue
+                entry = self._read_index_entry(i, key, size)
+                if entry is None:
+                    continue
+                with self._meta:
+                    if key in self._index:
+                        continue
+                    entry.tiers.add(i)
+                    self._index.add(key, entry)
+                    self._lru.add(i, key, size)
+                added += 1
+        return added
+
     def _read_index_entry(self, i: int | str, key: BlockKey, size: int) -> Entry | None:
         """An acknowledged entry for a block found in tier i, from its header and rep keys."""
         tier = self._tier(i)

@@ -25,13 +25,20 @@ SAMPLES = {
     ("cors_allow_origins",): "https://a.example,https://b.example",
     ("cors_allow_headers",): "X-Test",
     ("allowed_networks",): "10.0.0.0/8",
+    ("whip_ice_addresses",): "127.0.0.1,host",
+    ("cluster_redis_url",): "redis://127.0.0.1:6391/0",
+    ("advertise_url",): "http://127.0.0.1:8001",
 }
 EXPECTED = {
     ("cors_allow_origins",): ["https://a.example", "https://b.example"],
     ("cors_allow_headers",): ["X-Test"],
+    ("whip_ice_addresses",): ["127.0.0.1", "host"],
 }
 # settings that are only valid together with another
-COMPANIONS = {("store", "durable"): {"STREAMVQA_STORE_REDIS_URL": "redis://127.0.0.1:6390/0"}}
+COMPANIONS = {
+    ("store", "durable"): {"STREAMVQA_STORE_REDIS_URL": "redis://127.0.0.1:6390/0"},
+    ("cluster_redis_url",): {"STREAMVQA_STORE_REDIS_URL": "redis://127.0.0.1:6390/0", "STREAMVQA_STORE_DURABLE": "true"},
+}
 
 
 def documented() -> set[str]:
@@ -117,6 +124,7 @@ def test_variables_read_outside_the_settings_take_effect(tmp_path, monkeypatch):
 
 def test_every_documented_variable_is_covered():
     outside = {"STREAMVQA_CACHE", "STREAMVQA_ENCODER_DIR", "STREAMVQA_MALLOC_TUNE", "STREAMVQA_API_KEY",
-               "STREAMVQA_JUDGE_URL", "STREAMVQA_JUDGE_MODEL", "STREAMVQA_JUDGE_API_KEY"}
+               "STREAMVQA_JUDGE_URL", "STREAMVQA_JUDGE_MODEL", "STREAMVQA_JUDGE_API_KEY",
+               "STREAMVQA_SCREENSHOTS"}  # the last: where tests/console/test_browser.py saves its screenshots
     left = {n for n in documented() if n not in env_names() and n not in outside and not n.endswith("_")}
     assert not left, f"documented but read by nothing known: {sorted(left)}"

@@ -60,9 +60,9 @@ class Tier(Protocol):
 
     def keys(self) -> list[BlockKey]: ...
 
-    def scan(self, fingerprint: str) -> Iterable[tuple[BlockKey, int]]:
-        """Blocks of `fingerprint` already present when the tier was opened (key, size), oldest
-        first where the tier knows ages. Empty for non-durable tiers."""
+    def scan(self, fingerprint: str, stream_id: str | None = None) -> Iterable[tuple[BlockKey, int]]:
+        """Blocks of `fingerprint` (of one stream when given) present in the tier (key, size),
+        oldest first where the tier knows ages. Empty for non-durable tiers."""
 
     def close(self) -> None: ...
 

@@ -131,9 +131,10 @@ class DiskTier(SizeLedger):
             pass
         return self.forget([key]) == 1
 
-    def scan(self, fingerprint: str) -> Iterable[tuple[BlockKey, int]]:
+    def scan(self, fingerprint: str, stream_id: str | None = None) -> Iterable[tuple[BlockKey, int]]:
         return [
-            (k, size) for _mtime, k, size in self._found if k.fingerprint == fingerprint and self.contains(k)
+            (k, size) for _mtime, k, size in self._found
+            if k.fingerprint == fingerprint and stream_id in (None, k.stream_id) and self.contains(k)
         ]
 
     def ping(self) -> bool:

@@ -101,7 +101,7 @@ class HostTier(SizeLedger):
         shm.release_segment(entry[0], unlink=True)
         return True
 
-    def scan(self, fingerprint: str) -> Iterable[tuple[BlockKey, int]]:
+    def scan(self, fingerprint: str, stream_id: str | None = None) -> Iterable[tuple[BlockKey, int]]:
         return []  # host RAM does not survive its process
 
     def close(self) -> None:

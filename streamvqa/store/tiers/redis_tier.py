@@ -20,7 +20,7 @@ import redis
 from streamvqa.store.block import Block
 from streamvqa.store.config import RedisTierConfig
 from streamvqa.store.errors import TierUnavailableError
-from streamvqa.store.keys import BlockKey
+from streamvqa.store.keys import BlockKey, quote_stream
 from streamvqa.store.tiers.base import Data, SizeLedger, as_buffer, as_data
 
 
@@ -119,14 +119,13 @@ class RedisTier(SizeLedger):
         self.forget(gone)
         return gone
 
-    def scan(self, fingerprint: str) -> Iterable[tuple[BlockKey, int]]:
-        """Blocks of this fingerprint already in Redis (adopted into this tier's accounting)."""
+    def scan(self, fingerprint: str, stream_id: str | None = None) -> Iterable[tuple[BlockKey, int]]:
+        """Blocks of this fingerprint (and stream) in Redis (adopted into this tier's accounting)."""
         prefix = self.config.key_prefix
+        match = f"{prefix}:{fingerprint}:{'*' if stream_id is None else quote_stream(stream_id) + ':*'}"
         names = [
             n.decode() if isinstance(n, bytes) else n
-            for n in self._call(
-                lambda: list(self.client.scan_iter(match=f"{prefix}:{fingerprint}:*", count=1000))
-            )
+            for n in self._call(lambda: list(self.client.scan_iter(match=match, count=1000)))
         ]
         found = []
         for i in range(0, len(names), 256):
