@@ -28,13 +28,29 @@ def _memory(session) -> dict:
             "frames_encoded": session.stats().frames_encoded}
 
 
-def _close(a: torch.Tensor, b: torch.Tensor) -> None:
-    """fp32 round-off relative to the tensor's scale (as tests/engine/test_exactness.py):
-    a larger matrix product may sum in another order; nothing else may differ."""
+def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-4) -> None:
+    """fp32 round-off relative to the tensor's scale: a larger matrix product may sum in another
+    order. Tiny models agree to ~1e-6 (often bit for bit); through SmolLM2's 30 layers with
+    StreamingTOM's token merging the last layers' values reach ~3e-5 (as the exactness tests
+    allow ~4e-6 on logits). A stream seeing another's tokens would differ by O(1)."""
     assert a.shape == b.shape
     if a.numel():
         scale = max(a.float().abs().max().item(), 1e-6)
-        assert (a.float() - b.float()).abs().max().item() <= 1e-5 * scale
+        assert (a.float() - b.float()).abs().max().item() <= tol * scale
+
+
+def _close_codes(a: torch.Tensor, b: torch.Tensor) -> None:
+    """A retained memory may be stored in 4-bit groups (StreamingTOM's OQM): round-off can move
+    a value across a rounding boundary, one code step ((max - min) / 15 of its group) at most,
+    and rarely. Unquantized memories meet `_close`'s bound."""
+    assert a.shape == b.shape
+    if not a.numel():
+        return
+    scale = max(a.float().abs().max().item(), 1e-6)
+    diff = (a.float() - b.float()).abs()
+    off = diff > 1e-4 * scale
+    assert off.float().mean().item() < 0.01
+    assert diff.max().item() <= 2 * scale / 15 * 1.01
 
 
 def assert_same_memory(alone: dict, batched: dict) -> None:
@@ -48,8 +64,8 @@ def assert_same_memory(alone: dict, batched: dict) -> None:
         _close(x.values, y.values)
     for x, y in zip(alone["memory"], batched["memory"], strict=True):
         assert torch.equal(x.positions, y.positions) and torch.equal(x.unit, y.unit)
-        _close(x.keys, y.keys)
-        _close(x.values, y.values)
+        _close_codes(x.keys, y.keys)
+        _close_codes(x.values, y.values)
     for (k1, v1), (k2, v2) in zip(alone["cache"], batched["cache"], strict=True):
         _close(k1, k2)
         _close(v1, v2)
