@@ -25,6 +25,10 @@ class BenchConfig:
     needle_streams: int = 1
     offline_frames: int = 8  # baseline (a): uniformly sampled frames re-encoded per question
     max_tokens: int = 8
+    scale_streams: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])  # live streams at `fps`
+    scale_seconds: float = 5.0  # length of each live run
+    scale_capacity_frames: int = 12  # frames per stream, tiny model, streams pushing flat out
+    scale_capacity_frames_main: int = 3  # the same for the main model
     transfers: bool = True
     accuracy: bool = True
 
@@ -37,7 +41,8 @@ class BenchConfig:
         return cls(
             quick=False, model=model, sweep_model=model, encode_frames=16, tiny_encode_frames=120,
             multi_frames=30, sweep_seconds=[60.0, 300.0, 900.0], needle_minutes=2.0,
-            needle_streams=3, offline_frames=16, max_tokens=16,
+            needle_streams=3, offline_frames=16, max_tokens=16, scale_seconds=30.0,
+            scale_capacity_frames=40, scale_capacity_frames_main=8,
         )
 
     def to_dict(self) -> dict:

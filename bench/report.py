@@ -23,6 +23,9 @@ def tables(result: dict) -> dict[str, str]:
              "frames/s per stream": r["frames_per_s_per_stream"], "speedup vs 1": r["speedup_vs_1"]}
             for r in enc["multi_stream"]
         ])
+    sc = result.get("scale", {})
+    if sc:
+        out["scale"] = scale_tables(sc)
     q = result.get("questions", {})
     if q:
         out["questions"] = markdown_table([
@@ -76,6 +79,27 @@ def tables(result: dict) -> dict[str, str]:
             for r in tr["rows"]
         ])
     return out
+
+
+def scale_tables(sc: dict) -> str:
+    """Capacity (streams pushing flat out) and live streams at 1 fps, batched vs unbatched."""
+    cap = markdown_table([
+        {"model": r["model"], "mode": r["mode"], "streams": r["streams"], "frames/s (all)": r["frames_per_s"]}
+        for r in sc["capacity"]
+    ])
+    live = markdown_table([
+        {"model": r["model"], "mode": r["mode"], "streams": r["streams"], "frames/s (all)": r["frames_per_s"],
+         "lag p50 s": r["lag_p50_s"], "lag p99 s": r["lag_p99_s"], "dropped": r["dropped"],
+         "mean batch": r["mean_batch"], "TTFT encoding ms": (r["ttft_encoding_s"] or 0) * 1e3,
+         "TTFT idle ms": r["ttft_idle_s"] * 1e3, "frames/s during question": r["frames_per_s_during_question"],
+         "held": r["held"]}
+        for r in sc["live"]
+    ])
+    summary = "\n".join(
+        f"- {m}: 8 streams batched / unbatched = {v['batched_over_unbatched_8_streams']:.2f}x; streams held in "
+        f"real time: batched {v['streams_held']['batched']}, unbatched {v['streams_held']['unbatched']}"
+        for m, v in sc["summary"].items())
+    return cap + "\n" + live + "\n" + summary + "\n"
 
 
 def markdown(result: dict) -> str:

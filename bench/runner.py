@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from bench import accuracy, baselines, encoding, memory, questions, transfers
+from bench import accuracy, baselines, encoding, memory, questions, scale, transfers
 from bench.common import close_engines, engine, presets, unavailable
 from bench.config import BenchConfig
 
@@ -31,6 +31,7 @@ def run(cfg: BenchConfig, log=print) -> dict:
         result["models"] = {m: engine(m).model_info() for m in dict.fromkeys((cfg.model, cfg.tiny_model, cfg.sweep_model))}
         steps = [
             ("encoding", lambda: encoding.run(cfg)),
+            ("scale", lambda: scale.run(cfg)),
             ("questions", lambda: questions.run(cfg)),
             ("memory", lambda: memory.run(result["questions"])),
             ("accuracy", lambda: accuracy.run(cfg) if cfg.accuracy else {"skipped": "disabled"}),

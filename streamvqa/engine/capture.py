@@ -11,6 +11,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from streamvqa.models import batching
+
 
 class Capture:
     """Per-layer outputs of q_proj / k_proj / v_proj during one forward call."""
@@ -19,6 +21,7 @@ class Capture:
         self.q: list[torch.Tensor | None] = [None] * n_layers
         self.k: list[torch.Tensor | None] = [None] * n_layers
         self.v: list[torch.Tensor | None] = [None] * n_layers
+        self.wants = (False, True)  # (queries, keys and values): what a batched forward fills
 
     @staticmethod
     def heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
@@ -40,6 +43,11 @@ def to_host(t: torch.Tensor) -> torch.Tensor:
 def capture(layers: list[nn.Module], q: bool = False, kv: bool = True):
     """Yield a Capture filled by the next forward over `layers` (attention modules)."""
     cap = Capture(len(layers))
+    cap.wants = (q, kv)
+    if batching.current() is not None:  # the batched forward fills it with this stream's slice
+        with batching.capturing(cap):
+            yield cap
+        return
     handles = []
 
     def hook(store: list, i: int):

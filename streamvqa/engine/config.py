@@ -7,6 +7,8 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from streamvqa.engine.encode_scheduler import SchedulerConfig
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -25,6 +27,8 @@ class EngineConfig(BaseModel):
     answer_engine: Literal["transformers", "vllm"] = Field(
         "transformers", description="who decodes answers: this process's model, or a vLLM process (docs/vllm.md)")
     vllm: dict = Field(default_factory=dict, description="VLLMOptions fields (streamvqa/answering/vllm_process.py)")
+    encode: SchedulerConfig = Field(default_factory=SchedulerConfig,
+                                    description="the encode scheduler: batching across streams, load shedding")
 
     @property
     def torch_dtype(self) -> torch.dtype:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import torch
@@ -10,7 +9,9 @@ import torch
 from streamvqa.answering.engines import make_answer_engine
 from streamvqa.engine import spill
 from streamvqa.engine.config import EngineConfig
+from streamvqa.engine.encode_scheduler import EncodeScheduler
 from streamvqa.engine.errors import EngineError
+from streamvqa.engine.model_lock import ModelLock
 from streamvqa.engine.protocols import EngineObserver
 from streamvqa.engine.session import StreamSession
 from streamvqa.models.base import ModelAdapter
@@ -30,12 +31,14 @@ class Engine:
         # sessions write every block there; a store of our own gets only blocks a preset reads back
         self.shared_store = store is not None
         self.store = store or self._make_store()
-        self.lock = threading.Lock()  # one forward at a time on the model
+        self.lock = ModelLock()  # one turn at the model at a time, first come first served
         self.sessions: dict[str, StreamSession] = {}
         self.observers: list[EngineObserver] = []
         # stage 9 in a vLLM process, or None (the model above); streamvqa/answering
         self.answerer = make_answer_engine(self.config.answer_engine, self.adapter,
                                            {"threads": self.config.threads, **self.config.vllm})
+        # live streams' frames go through it: batched across streams, shed fairly when behind
+        self.scheduler = EncodeScheduler(self.lock, self.config.encode, self.observers)
 
     def _make_store(self) -> BlockStore:
         if self.config.store is None:

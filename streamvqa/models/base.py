@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from streamvqa.models import batching
 from streamvqa.models import template as chat
 
 
@@ -123,6 +124,11 @@ class ModelAdapter(ABC):
     eos_ids: set[int]
     name: str = ""
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "unit_piece" in cls.__dict__:  # an encode under the scheduler joins its vision batch
+            cls.unit_piece = batching.routed_vision(cls.__dict__["unit_piece"])
+
     # -- geometry -------------------------------------------------------------------------
     @property
     def text_config(self):
@@ -183,6 +189,12 @@ class ModelAdapter(ABC):
         do). The engine then counts the frames as encoded but writes no block and uses no
         positions for them; offline inference over the same pieces drops the same frames."""
 
+    def unit_pieces(self, units: list[tuple[list[np.ndarray], float]]) -> list[Piece]:
+        """`unit_piece` of several units (of different streams) at once. Families whose vision
+        tower takes a batch override this to run it once; the default runs them one by one."""
+        direct = getattr(type(self).unit_piece, "direct", type(self).unit_piece)
+        return [direct(self, frames, t) for frames, t in units]
+
     def question_piece(self, question: str) -> Piece:
         """The question, the end of the user turn and the opening of the assistant turn."""
         return [self.text_segment(chat.question(question))]
@@ -217,6 +229,9 @@ class ModelAdapter(ABC):
 
     def forward(self, embeds: torch.Tensor, positions: torch.Tensor, cache, logits: str = "all") -> torch.Tensor:
         """Run the decoder over embeddings into `cache`; logits for all tokens or the last one."""
+        batcher = batching.current()
+        if batcher is not None:  # an encode under the scheduler: one forward with other streams'
+            return batcher.forward(self, embeds, positions, cache, logits)
         embeds, extra = self.decoder_inputs(embeds)
         out = self.backbone(
             inputs_embeds=embeds,

@@ -74,14 +74,28 @@ class DefaultAdapter(ModelAdapter):
         engine keeps each block's time). A frame with nothing to see (`empty_frames`) adds no
         tokens: hundreds of identical empty lines derail the frozen LM on long streams, and
         order in the prompt still is order in time. A unit of empty frames is an empty piece."""
-        batch = torch.from_numpy(np.stack(frames)).to(self.device)
-        parse = self.vision.parse(batch)
+        return self.unit_pieces([(frames, t_start)])[0]
+
+    def unit_pieces(self, units: list[tuple[list[np.ndarray], float]]) -> list[Piece]:
+        """Every frame of every unit through the tower at once (frames of one size per batch)."""
+        out: list[Piece | None] = [None] * len(units)
+        by_shape: dict[tuple, list[int]] = {}
+        for i, (frames, _) in enumerate(units):
+            by_shape.setdefault(frames[0].shape, []).append(i)
         close = self.text_segment(template.FRAME_CLOSE)
-        piece: Piece = []
-        for vis, empty in zip(self.vision.words(parse), empty_frames(parse), strict=True):
-            if not empty:
-                piece += [Segment(embeds=vis), close]
-        return piece
+        for idx in by_shape.values():
+            batch = torch.from_numpy(np.stack([f for i in idx for f in units[i][0]])).to(self.device)
+            parse = self.vision.parse(batch)
+            frames = list(zip(self.vision.words(parse), empty_frames(parse), strict=True))
+            k = 0
+            for i in idx:
+                piece: Piece = []
+                for vis, empty in frames[k:k + len(units[i][0])]:
+                    if not empty:
+                        piece += [Segment(embeds=vis), close]
+                out[i] = piece
+                k += len(units[i][0])
+        return out
 
     def reference_inputs(self, frames: list[tuple[np.ndarray, float]], question: str) -> dict:
         """The whole sequence as input embeddings for `generate` (no vision path in the LM)."""

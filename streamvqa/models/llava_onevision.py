@@ -67,20 +67,36 @@ class LlavaOnevisionAdapter(ModelAdapter):
     @torch.no_grad()
     def video_embeds(self, frames: list[np.ndarray]) -> torch.Tensor:
         """[n * frame_tokens + 1, hidden] from the model's own tower, projector, pooling, newline."""
+        return self.videos_embeds([frames])[0]
+
+    @torch.no_grad()
+    def videos_embeds(self, videos: list[list[np.ndarray]]) -> torch.Tensor:
+        """`video_embeds` of videos with the same number of frames, as one batch."""
         cfg = self.model.config
-        px = self.pixels(frames).unsqueeze(0).to(self.device, self.model.dtype)
+        px = torch.stack([self.pixels(f) for f in videos]).to(self.device, self.model.dtype)
         out = self.model.model.get_video_features(
             px,
             vision_feature_layer=cfg.vision_feature_layer,
             vision_feature_select_strategy=cfg.vision_feature_select_strategy,
             return_dict=True,
         )
-        return out.pooler_output[0]
+        return out.pooler_output
 
     def unit_piece(self, frames: list[np.ndarray], t_start: float) -> Piece:
         if not frames:
             raise ValueError("a unit needs at least one frame")
         return self.layout_unit(t_start, Segment(embeds=self.video_embeds(frames)))
+
+    def unit_pieces(self, units: list[tuple[list[np.ndarray], float]]) -> list[Piece]:
+        """Units of the same length through the tower as one batch of videos."""
+        out: list[Piece | None] = [None] * len(units)
+        by_len: dict[int, list[int]] = {}
+        for i, (frames, _) in enumerate(units):
+            by_len.setdefault(len(frames), []).append(i)
+        for idx in by_len.values():
+            for i, e in zip(idx, self.videos_embeds([units[i][0] for i in idx]), strict=True):
+                out[i] = self._layout(units[i][1], Segment(embeds=e))
+        return out
 
     def reference_inputs(
         self, frames: list[tuple[np.ndarray, float]], question: str, unit_frames: int = 1

@@ -190,6 +190,22 @@ class Qwen3VLAdapter(ModelAdapter):
             raise ValueError("a unit needs at least one frame")
         return self.layout_unit(t_start, self.video_embeds(frames))
 
+    @torch.no_grad()
+    def unit_pieces(self, units: list[tuple[list[np.ndarray], float]]) -> list[Piece]:
+        """Every unit as one video of a single tower call (the tower keeps videos apart)."""
+        if any(not frames for frames, _ in units):
+            raise ValueError("a unit needs at least one frame")
+        pix = [self.pixels(frames) for frames, _ in units]
+        grid = torch.tensor([list(g) for _, g in pix], device=self.device)
+        px = torch.cat([p for p, _ in pix]).to(self.device, self.model.dtype)
+        out = self.model.model.get_video_features(px, grid, return_dict=True)
+        pieces = []
+        for i, ((_, t), (_, (_, gh, gw))) in enumerate(zip(units, pix, strict=True)):
+            wide = torch.cat([out.pooler_output[i]] + [f[i] for f in out.deepstack_features], dim=-1)
+            h, w = gh // self.merge, gw // self.merge
+            pieces.append(self._layout(t, [Segment(embeds=e, grid=(1, h, w)) for e in wide.split(h * w)]))
+        return pieces
+
     # -- compute --------------------------------------------------------------------------
     @property
     def width(self) -> int:

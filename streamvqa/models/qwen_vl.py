@@ -145,6 +145,20 @@ class QwenVLAdapter(ModelAdapter):
         feats, grid = self.video_embeds(frames)
         return self.layout_unit(t_start, Segment(embeds=feats, grid=grid))
 
+    @torch.no_grad()
+    def unit_pieces(self, units: list[tuple[list[np.ndarray], float]]) -> list[Piece]:
+        """Every unit as one video of a single tower call (the tower keeps videos apart)."""
+        if any(not frames for frames, _ in units):
+            raise ValueError("a unit needs at least one frame")
+        pix = [self.pixels(frames) for frames, _ in units]
+        grid = torch.tensor([list(g) for _, g in pix], device=self.device)
+        px = torch.cat([p for p, _ in pix]).to(self.device, self.model.dtype)
+        out = self.model.model.get_video_features(px, grid, return_dict=True)
+        return [
+            self._layout(t, Segment(embeds=feats, grid=(gt, gh // self.merge, gw // self.merge)))
+            for (_, t), feats, (_, (gt, gh, gw)) in zip(units, out.pooler_output, pix, strict=True)
+        ]
+
     def reference_inputs(
         self, frames: list[tuple[np.ndarray, float]], question: str, unit_frames: int = 1
     ) -> dict:

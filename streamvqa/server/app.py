@@ -70,6 +70,7 @@ def load_engine(settings: ServerSettings) -> Engine:
             store=settings.store_config(),
             answer_engine=settings.answer_engine,
             vllm=settings.vllm_options(),
+            encode=settings.encode_config(),
         )
     )
 
@@ -138,7 +139,7 @@ class ServerState:
         self.streams.start_reaper()
         self.answers.count_tokens = count_tokens or self.token_counter(engine)
         engine.observers.append(self.metrics)
-        self.registry.register(StreamCollector(self.streams, lambda: self.device))
+        self.registry.register(StreamCollector(self.streams, lambda: self.device, self.metrics.encode_drops))
         for collector in engine.collectors():  # topology-specific (multi: workers)
             self.registry.register(collector)
         self.loaded.set()

@@ -28,6 +28,9 @@ TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75
                 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
 ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
                20.0, 40.0, 80.0)
+# streams per batched encode forward; seconds from a frame's arrival to its block (encode scheduler)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
 REQUEST_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
                    120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
 
@@ -50,6 +53,8 @@ METRIC_NAMES = (
     "vqa_frames_encoded_total",
     "vqa_frames_dropped_total",
     "vqa_encode_lag_seconds",
+    "vqa_encode_frame_lag_seconds",
+    "vqa_encode_batch_size",
     "vqa_kv_usage_bytes",
     "vqa_kv_blocks",
     "vqa_device_memory_allocated_bytes",
@@ -103,6 +108,12 @@ class ServerMetrics:
                                  buckets=REQUEST_BUCKETS, registry=r)
         self.encode_unit = Histogram(PREFIX + "encode_unit_seconds", "Time to encode one stream unit.",
                                      buckets=TTFT_BUCKETS, registry=r)
+        self.batch_size = Histogram(PREFIX + "encode_batch_size", "Streams in one batched encode forward.",
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.frame_lag = Histogram(PREFIX + "encode_frame_lag_seconds",
+                                   "Per encoded frame, across streams: seconds from sampled to encoded.",
+                                   buckets=LAG_BUCKETS, registry=r)
+        self._encode_drops: dict[str, int] = {}
         self.questions = Counter(PREFIX + "questions", "Questions received, by outcome.", ["outcome"],
                                  registry=r)
         self.success = Counter(PREFIX + "request_success", "Answered questions, by finish reason.",
@@ -118,6 +129,19 @@ class ServerMetrics:
 
     def on_unit_encoded(self, stream_id: str, seconds: float, frames: int) -> None:
         self.encode_unit.observe(max(0.0, float(seconds)))
+
+    def on_encode_batch(self, size: int) -> None:
+        self.batch_size.observe(size)
+
+    def on_frame_lag(self, seconds: float) -> None:
+        self.frame_lag.observe(max(0.0, float(seconds)))
+
+    def on_frames_dropped(self, reason: str, n: int) -> None:
+        self._encode_drops[reason] = self._encode_drops.get(reason, 0) + n
+
+    def encode_drops(self) -> dict[str, int]:
+        """Frames the encode scheduler shed, by reason (joined to ingest's in the dropped counter)."""
+        return dict(self._encode_drops)
 
     def on_token(self, stream_id: str, seconds_since_prev: float) -> None:
         self.itl.observe(max(0.0, float(seconds_since_prev)))
@@ -141,9 +165,11 @@ class ServerMetrics:
 class StreamCollector(Collector):
     """Scrape-time figures: streams, frames, lag, KV bytes/blocks per tier, device memory."""
 
-    def __init__(self, streams: StreamRegistry, device: Callable[[], str]) -> None:
+    def __init__(self, streams: StreamRegistry, device: Callable[[], str],
+                 encode_drops: Callable[[], dict[str, int]] = dict) -> None:
         self.streams = streams
         self.device = device
+        self.encode_drops = encode_drops
 
     def describe(self) -> list[Metric]:
         return []  # collected lazily; no duplicate-name checks against push metrics needed
@@ -168,6 +194,9 @@ class StreamCollector(Collector):
         n_decoded, n_encoded = retired.frames_decoded, retired.frames_encoded
         drops = dict(retired.frames_dropped)
         drops.setdefault("encoder_behind", 0)
+        drops.setdefault("encode_overload", 0)
+        for reason, n in self.encode_drops().items():
+            drops[reason] = drops.get(reason, 0) + n
         tier_bytes: dict[str, int] = {}
         tier_blocks: dict[str, int] = {}
         for e in entries:

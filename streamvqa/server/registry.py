@@ -267,9 +267,13 @@ class StreamRegistry:
 
     def _sink(self, session: Any, stream_id: str):
         thumbnails = self.thumbnails
+        scheduler = getattr(self.engine, "scheduler", None)  # batches streams, sheds fairly
 
         def push(frame: Frame) -> None:
-            session.push_frame(frame.image, frame.t)
+            if scheduler is None:
+                session.push_frame(frame.image, frame.t)
+            else:
+                scheduler.encode(session, frame.image, frame.t, frame.arrival)
             try:  # a picture for the console; never at the cost of ingest
                 thumbnails.add(stream_id, frame.t, frame.image)
             except Exception as e:

@@ -143,6 +143,13 @@ class ServerSettings(_Settings):
                     raise ValueError(f"{a!r} is not an IP address (or `host`)") from None
         return items
     threads: int | None = Field(None, ge=1, description="torch CPU threads")
+    # the encode scheduler (engine/encode_scheduler.py; docs/architecture.md, "Many streams")
+    encode_batch: int = Field(8, ge=1, description="frames of different streams encoded in one batch; 1: one at a time")
+    encode_batch_tokens: int = Field(8192, ge=1, description="decoder tokens per batched encode forward")
+    encode_batch_wait_s: float = Field(0.01, ge=0, le=1, description="how long a batch waits for encodes on their way")
+    encode_max_lag_s: float | None = Field(10.0, gt=0, description="under overload, frames older than this are shed")
+    encode_shed: Literal["furthest_behind", "none"] = Field(
+        "furthest_behind", description="overload rule: the stream furthest behind loses its frame first; none: never")
     log_level: str = "info"
     # -- security (docs/security.md) ---------------------------------------------------------
     auth: Literal["on", "off"] = Field(
@@ -295,6 +302,11 @@ class ServerSettings(_Settings):
                 msg = str(err["msg"]).removeprefix("Value error, ")
                 raise ValueError(f"store: {loc + ': ' if loc else ''}{msg}") from None
         return self
+
+    def encode_config(self) -> dict[str, Any]:
+        """The engine's `SchedulerConfig` fields."""
+        return {"max_batch": self.encode_batch, "max_tokens": self.encode_batch_tokens,
+                "wait_s": self.encode_batch_wait_s, "max_lag_s": self.encode_max_lag_s, "shed": self.encode_shed}
 
     def store_config(self) -> dict[str, Any] | None:
         """`EngineConfig.store` / `TieredStoreConfig` fields (no fingerprint) from the store

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -16,11 +17,13 @@ class Frame:
             Monotonic within a stream, also across reconnects.
         image: ``H x W x 3`` ``uint8`` RGB array, already downscaled to the configured limits.
         index: 0-based position of this frame among the frames *sampled* from the stream.
+        arrival: ``time.monotonic()`` when it was sampled (the encode scheduler's lag).
     """
 
     t: float
     image: np.ndarray
     index: int
+    arrival: float = field(default_factory=time.monotonic, compare=False)
 
     @property
     def height(self) -> int:

@@ -136,7 +136,7 @@ class EncoderService:
     def _push(self, session, image, t: float) -> tuple[float, int]:
         """Push one frame; the encode time and frame count of the unit it completed (or 0, 0)."""
         self.timer.take()
-        session.push_frame(image, t)
+        self.engine.scheduler.encode(session, image, t)  # batched with the other streams' frames
         return self.timer.take()
 
     @staticmethod
