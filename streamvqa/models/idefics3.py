@@ -111,7 +111,7 @@ class Idefics3Adapter(ModelAdapter):
     def unit_pieces(self, units: list[tuple[list[np.ndarray], float]]) -> list[Piece]:
         """The frames of every unit through the tower as one batch of images."""
         embeds = iter(self.image_embeds([f for frames, _ in units for f in frames]))
-        return [self._layout(t, [Segment(embeds=next(embeds)) for _ in frames]) for frames, t in units]
+        return [self.layout_unit(t, [Segment(embeds=next(embeds)) for _ in frames]) for frames, t in units]
 
     def unit_tokens(self, n_frames: int = 1) -> int:
         """Tokens per unit of `n_frames` frames (the same for every timestamp under 100 minutes)."""

@@ -95,7 +95,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
             by_len.setdefault(len(frames), []).append(i)
         for idx in by_len.values():
             for i, e in zip(idx, self.videos_embeds([units[i][0] for i in idx]), strict=True):
-                out[i] = self._layout(units[i][1], Segment(embeds=e))
+                out[i] = self.layout_unit(units[i][1], Segment(embeds=e))
         return out
 
     def reference_inputs(

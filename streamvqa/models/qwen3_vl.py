@@ -203,7 +203,7 @@ class Qwen3VLAdapter(ModelAdapter):
         for i, ((_, t), (_, (_, gh, gw))) in enumerate(zip(units, pix, strict=True)):
             wide = torch.cat([out.pooler_output[i]] + [f[i] for f in out.deepstack_features], dim=-1)
             h, w = gh // self.merge, gw // self.merge
-            pieces.append(self._layout(t, [Segment(embeds=e, grid=(1, h, w)) for e in wide.split(h * w)]))
+            pieces.append(self.layout_unit(t, [Segment(embeds=e, grid=(1, h, w)) for e in wide.split(h * w)]))
         return pieces
 
     # -- compute --------------------------------------------------------------------------

@@ -155,7 +155,7 @@ class QwenVLAdapter(ModelAdapter):
         px = torch.cat([p for p, _ in pix]).to(self.device, self.model.dtype)
         out = self.model.model.get_video_features(px, grid, return_dict=True)
         return [
-            self._layout(t, Segment(embeds=feats, grid=(gt, gh // self.merge, gw // self.merge)))
+            self.layout_unit(t, Segment(embeds=feats, grid=(gt, gh // self.merge, gw // self.merge)))
             for (_, t), feats, (_, (gt, gh, gw)) in zip(units, out.pooler_output, pix, strict=True)
         ]
 

@@ -22,7 +22,7 @@ def _memory(session) -> dict:
     encoder's cache, captions."""
     idx = session.store.index(session.stream_id)
     blocks = session.store.get_many(session.stream_id, idx.indices) if idx.indices else list(session.window.blocks)
-    memory = session.stages.memory.view() if session.stages.memory is not None else []
+    memory = session.retainer.memory.view() if session.retainer is not None else []
     cache = [(layer.keys, layer.values) for layer in session.window.cache.layers]
     return {"blocks": blocks, "memory": memory, "cache": cache, "captions": [c.text for c in session.captions],
             "frames_encoded": session.stats().frames_encoded}
