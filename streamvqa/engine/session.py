@@ -168,6 +168,9 @@ class StreamSession:
                 mem_tokens = cap if mem_tokens is None else min(mem_tokens, cap)
             self.retainer = Retainer(policy, mem_tokens, mem_bytes, adapter.rotate, adapter.n_heads,
                                      keep_memory=config.keep_memory)
+            scratch = policy.scratch()
+            if scratch is not None:  # room for the policy's probe from the first unit on
+                self.extra_tokens = adapter.text_segment(scratch[0]).n + scratch[1]
         on_memory = self.retainer is not None and config.encode_on == "memory"
         self.target = MemoryTarget(self.window) if on_memory else WindowTarget(self.window)
         # the retained memory is laid out at original or contiguous positions (time-aware: contiguous)

@@ -256,6 +256,11 @@ class Retention:
     def __init__(self, options: Options | None = None) -> None:
         self.options = options or self.Options()
 
+    def scratch(self) -> tuple[str, int] | None:
+        """The text this policy runs after the stream (`ctx.probe` / `ctx.generate`) and the tokens
+        it generates after it; the encoder keeps room for them in its device budget."""
+        return None
+
     def score(self, layer: int, mem: LayerMemory, memory: TokenMemory, ctx: RetainContext) -> torch.Tensor:
         """[H, n] importance of each retained token; higher is kept."""
         raise NotImplementedError

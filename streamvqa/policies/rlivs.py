@@ -49,6 +49,9 @@ class RLiVS(Retention):
     def needs(self, memory: TokenMemory, ctx: RetainContext) -> bool:
         return any(memory.units[u].kind == "frames" for u in ctx.new_units if u in memory.units)
 
+    def scratch(self) -> tuple[str, int]:
+        return self.options.prompt, self.options.caption_tokens
+
     def retain(self, memory: TokenMemory, ctx: RetainContext) -> None:
         new = [u for u in ctx.new_units if u in memory.units and memory.units[u].kind == "frames"]
         if not new or not memory.layers:

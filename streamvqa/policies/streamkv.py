@@ -139,6 +139,9 @@ class StreamKV(Retention):
     name = "streamkv"
     Options = StreamKVOptions
 
+    def scratch(self) -> tuple[str, int]:
+        return self.options.guidance, 0
+
     def needs(self, memory: TokenMemory, ctx: RetainContext) -> bool:
         return any(memory.units[u].kind == "frames" for u in ctx.new_units if u in memory.units)
 

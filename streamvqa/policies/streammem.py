@@ -85,6 +85,9 @@ class StreamMem(Retention):
         q, pos = self._proxy
         return attention(q[layer], pos, mem, ctx.rotate)
 
+    def scratch(self) -> tuple[str, int]:
+        return self.options.proxy, 0
+
     def retain(self, memory: TokenMemory, ctx: RetainContext) -> None:
         if not memory.layers or not self.needs(memory, ctx):
             return

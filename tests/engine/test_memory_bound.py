@@ -13,7 +13,8 @@ from streamvqa.policies.presets import PRESETS
 from tests.engine.conftest import get_adapter, make_frames
 
 FRAMES = 1500
-BUDGETS = {"device": 96 << 10, "memory": 48 << 10, "store": 256 << 10}
+# device: room for the sink (the published SmolVLM2 chat, ~50 tokens), a unit and a probe
+BUDGETS = {"device": 128 << 10, "memory": 48 << 10, "store": 256 << 10}
 # per preset: windows and token budgets scaled to the tiny model; lossy extras kept cheap
 OPTIONS = {
     "rlivs": {"retention_options": {"caption_tokens": 2}, "unit_frames": 8},
@@ -78,3 +79,17 @@ def test_long_stream_never_exceeds_any_budget(cheap_frames, method):
         assert stats.units_dropped > 0
     else:  # sliding-window never reads a stored block back: it stores none, so none is dropped
         assert stats.kv_blocks["host"] == 0 and stats.units_dropped == 0
+
+
+@pytest.mark.parametrize("method", ["streamkv", "streammem", "rlivs"])
+def test_room_for_the_policys_probe_is_kept_from_the_first_unit(cheap_frames, method):
+    """The text a policy runs after the stream (StreamKV's guidance, StreamMem's proxy, rLiVS's
+    caption prompt and tokens) is reserved in the device budget before the first probe runs, so
+    the first probe cannot take the encoder cache past its budget."""
+    session = Engine(adapter=cheap_frames).open_stream(
+        "s", method=method, options={"budget_bytes": BUDGETS, **OPTIONS.get(method, {})})
+    text, generated = session.retainer.policy.scratch()
+    assert session.extra_tokens == cheap_frames.text_segment(text).n + generated > 0
+    for i in range(40):
+        session.push_frame(frame(i), float(i))
+    assert session.stats().kv_peak_bytes["device"] <= BUDGETS["device"]
