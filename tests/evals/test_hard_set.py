@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -134,3 +136,38 @@ def test_pareto_front():
     pts = [{"hot_peak_bytes": 1, "accuracy": 0.5}, {"hot_peak_bytes": 2, "accuracy": 0.4},
            {"hot_peak_bytes": 2, "accuracy": 0.7}, {"hot_peak_bytes": 3, "accuracy": 0.7}]
     assert pareto(pts) == [pts[0], pts[2]]
+
+
+def _row(method, budget, acc, hot):
+    return {"method": method, "kv_budget": budget, "budget_tokens": hot, "budget_bytes": hot * 46080,
+            "hot_peak_tokens": hot, "hot_peak_bytes": hot * 46080, "within_budget": True, "store_bytes": 0,
+            "accuracy": acc, "n": 10, "per_type": {}, "per_distance": {"1m": {"n": 10, "correct": 5, "accuracy": acc}},
+            "evidence": {"n": 10, "recall": 1.0, "precision": 0.5}, "evidence_when": {}, "no_answers": {},
+            "ttft_median_s": 0.1, "seconds": 1.0, "options": {}}
+
+
+def test_sweep_table_from_logs(tmp_path):
+    from streamvqa.evals import sweep
+
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("\n".join(json.dumps(r) for r in (_row("full", None, 0.6, 900), _row("rekv", "10%", 0.4, 90))))
+    b.write_text(json.dumps(_row("hybrid", "10%", 0.5, 90)) + "\n")
+    result = sweep.from_logs([str(a), str(b)], ["rekv", "hybrid"], ["10%"])
+    assert [r["method"] for r in result["rows"]] == ["full", "rekv", "hybrid"]
+    assert result["leaders"] == {"10%": ["hybrid"]}
+    assert [r["method"] for r in result["rows"] if r["pareto"]] == ["hybrid"]
+    table = sweep.markdown(result)
+    assert "| hybrid * | 10% | 90 / 4.0 |" in table and "| full | - | 900 / 39.6 |" in table
+
+
+def test_cli_parsers():
+    import argparse
+
+    from streamvqa.evals import cli, hard, sweep
+
+    p = argparse.ArgumentParser()
+    cli.add_parsers(p.add_subparsers(dest="command"))
+    a = p.parse_args(["eval", "hard", "--method", "hybrid", "--kv-budget", "5%", "--minutes", "60"])
+    assert a.func is hard.run and a.kv_budget == "5%" and a.minutes == 60.0
+    a = p.parse_args(["eval", "sweep", "--budgets", "5%,10%"])
+    assert a.func is sweep.run and a.minutes == 3.0 and "hybrid" in a.methods
