@@ -151,11 +151,12 @@ def test_sweep_table_from_logs(tmp_path):
 
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     a.write_text("\n".join(json.dumps(r) for r in (_row("full", None, 0.6, 900), _row("rekv", "10%", 0.4, 90))))
-    b.write_text(json.dumps(_row("hybrid", "10%", 0.5, 90)) + "\n")
-    result = sweep.from_logs([str(a), str(b)], ["rekv", "hybrid"], ["10%"])
-    assert [r["method"] for r in result["rows"]] == ["full", "rekv", "hybrid"]
-    assert result["leaders"] == {"10%": ["hybrid"]}
-    assert [r["method"] for r in result["rows"] if r["pareto"]] == ["hybrid"]
+    over = {**_row("hybrid-v1", "10%", 0.9, 200), "within_budget": False}  # held twice the budget
+    b.write_text(json.dumps(_row("hybrid", "10%", 0.5, 90)) + "\n" + json.dumps(over) + "\n")
+    result = sweep.from_logs([str(a), str(b)], ["rekv", "hybrid", "hybrid-v1"], ["10%"])
+    assert [r["method"] for r in result["rows"]] == ["full", "rekv", "hybrid", "hybrid-v1"]
+    assert result["leaders"] == {"10%": ["hybrid"]}  # not the run over its budget
+    assert [r["method"] for r in result["rows"] if r["pareto"]] == ["hybrid", "hybrid-v1"]  # by bytes held
     table = sweep.markdown(result)
     assert "| hybrid * | 10% | 90 / 4.0 |" in table and "| full | - | 900 / 39.6 |" in table
 
