@@ -106,6 +106,7 @@ def plot(result: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)  # more presets than the default ten colours
     points = [r for r in result["rows"] if r["kv_budget"] is not None]
     for method in result["methods"]:
         mine = sorted((r for r in points if r["method"] == method), key=lambda r: r["hot_peak_bytes"])
