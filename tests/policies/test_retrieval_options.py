@@ -26,7 +26,7 @@ def test_presets_keep_their_retrieval_settings():
     rekv = resolve("rekv").retriever()
     assert (rekv.topk, rekv.similarity, rekv.score_mass, rekv.min_blocks) == (64, "cosine", None, 1)
     hybrid = resolve("hybrid").retriever()
-    assert (hybrid.topk, hybrid.similarity, hybrid.score_mass, hybrid.min_blocks) == (8, "cosine", 0.9, 2)
+    assert (hybrid.topk, hybrid.similarity, hybrid.score_mass, hybrid.min_blocks) == (64, "cosine", None, 1)
     assert resolve("streamkv").retriever().similarity == "cosine"
     assert resolve("livevlm").retriever().similarity == "cosine"
     assert resolve("streamingtom").retriever().retrieve_tokens == 12544

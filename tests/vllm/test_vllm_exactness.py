@@ -6,14 +6,14 @@ import pytest
 from tests.vllm.conftest import both_answers, needle_stream
 
 # preset -> (options, whether vLLM serves it). A memory whose layers hold different numbers of
-# tokens cannot be one vLLM token sequence: hybrid once retention has compressed its memory per
-# layer is answered by the transformers engine instead (counted as a fallback), the same answer.
+# tokens cannot be one vLLM token sequence: a memory compressed per layer (InfiniPot-V) is
+# answered by the transformers engine instead (counted as a fallback), the same answer.
 CASES = {
     "full": ("full", None, True),
     "rekv": ("rekv", {"n_local": 48, "topk": 4}, True),
     "sliding-window": ("sliding-window", {"n_local": 48}, True),
     "hybrid": ("hybrid", {"n_local": 48, "topk": 3}, True),
-    "hybrid-compressed": ("hybrid", {"n_local": 48, "topk": 3, "memory_tokens": 96}, False),
+    "compressed": ("infinipot-v", {"memory_tokens": 96}, False),
 }
 # the first test also starts vLLM (the session fixture): seconds idle, minutes on a busy machine
 pytestmark = pytest.mark.timeout(1200)
