@@ -99,7 +99,7 @@ class HotMeter:
         self.answer = 0
 
     def after_frame(self, session) -> None:
-        memory = session.stages.memory
+        memory = session.retainer.memory if session.retainer is not None else None
         # a memory encoded on is the encoder's cache; one retrieved from (StreamKV's segments,
         # LiveVLM's pages) is storage until a question picks from it, counted in the answer cache
         on_memory = memory is not None and session.config.encode_on == "memory"
@@ -107,7 +107,7 @@ class HotMeter:
         self.encoder = max(self.encoder, session.window.tokens, held)
 
     def after_answer(self, session) -> None:
-        assembled = session._assembled  # the answer's cache, rolled back to its blocks
+        assembled = session.answer_cache  # the answer's cache, rolled back to its blocks
         if assembled is None:
             return
         sink = session.window.sink.n_tokens

@@ -116,13 +116,14 @@ def test_kv_budget_maps_to_each_presets_options(method, tokens):
         assert cfg.n_local is not None and cfg.n_local <= tokens  # the encoder's window
     if cfg.memory_tokens is not None and method != "streammem":
         assert cfg.memory_tokens <= tokens
-    if cfg.retrieval == "rekv" and cfg.score_mass is None:  # one frame a block: top-k frames in what is left
+    ret = cfg.retrieval_options
+    if cfg.retrieval == "rekv" and ret.get("score_mass") is None:  # one frame a block: top-k frames in what is left
         kept = cfg.memory_tokens if cfg.keep_memory else 0
-        assert kept + cfg.topk * FRAME_TOKENS <= tokens
+        assert kept + ret["topk"] * FRAME_TOKENS <= tokens
     if method == "streamingvlm":
         assert cfg.retention_options["vision_window_s"] == frames
     if method == "streamingtom":
-        assert cfg.retrieve_tokens <= tokens
+        assert ret["retrieve_tokens"] <= tokens
 
 
 def test_unsupported_and_references():

@@ -38,7 +38,8 @@ def test_presets_keep_their_retrieval_settings():
 def test_top_level_names_still_work_and_the_nested_form_wins():
     assert resolve("rekv", {"topk": 2}).retriever().topk == 2
     assert resolve("rekv", {"similarity": "dot"}).retriever().similarity == "dot"
-    assert resolve("hybrid", {"topk": 3}).retrieval_options["score_mass"] == 0.9  # the preset's others stay
+    mixed = resolve("rekv", {"topk": 3, "retrieval_options": {"score_mass": 0.9}}).retrieval_options
+    assert (mixed["topk"], mixed["score_mass"]) == (3, 0.9)  # a top-level name leaves the others alone
     assert resolve("rekv", {"topk": 2, "retrieval_options": {"topk": 5}}).retriever().topk == 5
     pages = resolve("rekv", {"retrieval": "livevlm", "page_ratio": 0.2, "topk": 2}).retriever()
     assert pages.ratio == 0.2  # topk: not a PaR option, ignored as it always was
