@@ -132,18 +132,19 @@ def forward_batch(adapter, requests: list[ForwardRequest]) -> list[torch.Tensor]
         a += r.n
     cache = RaggedCache([r.cache for r in requests], spans)
     config = adapter.backbone.config
-    inner = config._attn_implementation or "sdpa"
+    # transformers selects the attention function by this config field (no public setter)
+    inner = config._attn_implementation or "sdpa"  # noqa: SLF001
     if inner not in ALL_ATTENTION_FUNCTIONS:
         inner = "sdpa"
     x, extra = adapter.decoder_inputs(embeds)
     _active.batch = _Batch(cache, inner)
-    config._attn_implementation = RAGGED
+    config._attn_implementation = RAGGED  # noqa: SLF001
     try:
         with capture(adapter.attention_layers(), q=want_q, kv=want_kv) if want_q or want_kv else _nothing() as cap:
             h = adapter.backbone(inputs_embeds=x, position_ids=adapter.position_ids(positions),
                                  past_key_values=cache, use_cache=True, **extra).last_hidden_state
     finally:
-        config._attn_implementation = inner
+        config._attn_implementation = inner  # noqa: SLF001
         _active.batch = None
     outs = []
     for r, (a, b) in zip(requests, spans, strict=True):

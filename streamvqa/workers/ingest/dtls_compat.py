@@ -302,7 +302,7 @@ def install() -> bool:
     shim = types.SimpleNamespace(**{k: v for k, v in vars(SSL).items() if not k.startswith("__")})
     shim.Connection = _Connection
     dtls.SSL = shim
-    dtls.RTCCertificate._create_ssl_context = create_ssl_context
+    dtls.RTCCertificate._create_ssl_context = create_ssl_context  # noqa: SLF001 - aiortc's hook, replaced
     _installed = True
     log.info("WHIP DTLS: the system OpenSSL (P-224 certificates accepted, as FFmpeg makes by default)")
     return True

@@ -91,7 +91,7 @@ class _DtlsFailureLog(logging.Filter):
             session = _current_session.get()
             reason = text.split(" x ", 1)[-1]
             if session is not None:
-                session._dtls_failure = reason
+                session.dtls_failure = reason
             log.warning("whip %s: %s", session.id[:8] if session else "?", reason)
             return False
         return record.levelno >= logging.getLogger("aiortc").getEffectiveLevel()
@@ -147,7 +147,7 @@ class WhipSession:
         self._closed = False
         self._done = asyncio.Event()
         self._pc_closing: asyncio.Future[None] | None = None
-        self._dtls_failure: str | None = None  # set by _DtlsFailureLog
+        self.dtls_failure: str | None = None  # set by _DtlsFailureLog
 
     @classmethod
     async def create(
@@ -298,7 +298,7 @@ class WhipSession:
     async def _on_connection_state(self) -> None:
         state = self.pc.connectionState
         if state == "failed":
-            why = f" ({self._dtls_failure})" if self._dtls_failure else ""
+            why = f" ({self.dtls_failure})" if self.dtls_failure else ""
             log.warning("whip %s: connection failed%s", self.id[:8], why)
             self._set_state(IngestState.FAILED, IngestError("source_unreachable", f"WebRTC connection failed{why}"))
             return
