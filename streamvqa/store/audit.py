@@ -91,20 +91,7 @@ class AuditMixin:
         tier = self.tiers[i]
         found = list(tier.scan(self.fingerprint))
         self._unscanned.discard(i)
-        for key, size in found:
-            with self._meta:
-                if key in self._index:
-                    continue
-            entry = self._read_index_entry(i, key, size)
-            if entry is None:
-                continue
-            with self._meta:
-                if key in self._index:
-                    continue
-                entry.tiers.add(i)
-                self._index.add(key, entry)
-                self._lru.add(i, key, size, oldest=True)  # older than anything written since
-                self._stats.recovered += 1
+        self._stats.recovered += self._index_unknown(i, found, oldest=True)  # older than anything written since
         log.info("tier %s is back: %d blocks re-indexed", tier.name, len(found))
         if tier.nbytes() > tier.budget_bytes:
             with self._tier_locks[i]:

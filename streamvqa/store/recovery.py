@@ -62,20 +62,27 @@ class RecoveryMixin:
             except (StoreError, OSError) as e:
                 self._error(i, e)
                 continue
-            for key, size in found:
-                with self._meta:
-                    if key in self._index:
-                        continue
-                entry = self._read_index_entry(i, key, size)
-                if entry is None:
+            added += self._index_unknown(i, found)
+        return added
+
+    def _index_unknown(self, i: int, found: list[tuple[BlockKey, int]], *, oldest: bool = False) -> int:
+        """Index the blocks of tier i in `found` that the store does not know (blocks put
+        meanwhile win); returns how many. `oldest`: they go to the LRU's old end."""
+        added = 0
+        for key, size in found:
+            with self._meta:
+                if key in self._index:
                     continue
-                with self._meta:
-                    if key in self._index:
-                        continue
-                    entry.tiers.add(i)
-                    self._index.add(key, entry)
-                    self._lru.add(i, key, size)
-                added += 1
+            entry = self._read_index_entry(i, key, size)
+            if entry is None:
+                continue
+            with self._meta:
+                if key in self._index:
+                    continue
+                entry.tiers.add(i)
+                self._index.add(key, entry)
+                self._lru.add(i, key, size, oldest=oldest)
+            added += 1
         return added
 
     def _read_index_entry(self, i: int | str, key: BlockKey, size: int) -> Entry | None:
