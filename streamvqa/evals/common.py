@@ -7,6 +7,14 @@ from collections import defaultdict
 from pathlib import Path
 
 
+def add_engine_args(p) -> None:
+    """The engine and output flags every eval task takes."""
+    p.add_argument("--model", default="default", help="engine model (default: the grounded default model)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--json", default=None, metavar="OUT", help="write the result as JSON")
+
+
 def normalise(text: str) -> str:
     """Exact match up to case, surrounding whitespace and a trailing full stop; centre == center."""
     t = text.strip().lower().rstrip(".").strip()

@@ -23,7 +23,7 @@ import numpy as np
 
 from streamvqa.cliargs import json_object
 from streamvqa.evals.budget import HotMeter, budget_options, parse_budget, preset_of
-from streamvqa.evals.common import normalise, write_json
+from streamvqa.evals.common import add_engine_args, normalise, write_json
 from streamvqa.evals.scoring import evidence_scores, evidence_summary, summarise, truth_frames
 from streamvqa.synth.hard import HARD_SEED, hard_questions, hard_stream, moments, stream_tokens
 from streamvqa.synth.streams import Stream
@@ -192,10 +192,7 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--fps", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=HARD_SEED)
     p.add_argument("--mp4", action="store_true", help="feed frames decoded from an H.264 round trip")
-    p.add_argument("--model", default="default", help="engine model (default: the grounded default model)")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--json", default=None, metavar="OUT", help="write the result as JSON")
+    add_engine_args(p)
     return p
 
 

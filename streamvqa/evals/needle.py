@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from streamvqa.cliargs import json_object
-from streamvqa.evals.common import normalise, per_type, table, write_json
+from streamvqa.evals.common import add_engine_args, normalise, per_type, table, write_json
 from streamvqa.synth.streams import Stream, needle_questions, random_stream, render_stream_frame, write_stream
 
 EVAL_SEED = 7_000
@@ -87,10 +87,7 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--fps", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=EVAL_SEED)
     p.add_argument("--no-mp4", action="store_true", help="feed rendered frames instead of decoded H.264")
-    p.add_argument("--model", default="default", help="engine model (default: the grounded default model)")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--json", default=None, metavar="OUT", help="write the result as JSON")
+    add_engine_args(p)
     return p
 
 
