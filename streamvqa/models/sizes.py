@@ -3,7 +3,12 @@ engine (`streamvqa models --measure`).
 
 Per checkpoint: LLM tokens per frame at the family's default frame size, KV bytes stored per frame
 and per stream-hour at 0.5 and 1 fps (the store's bytes, as ReKV counts its offloaded cache), encode
-time per frame, and the time to the first token of a question after the stream's first frames.
+time per frame, and the time to the first token of a question after the stream's first frames and
+after 10 and 60 minutes at 0.5 fps. For the long streams the encoded frames' blocks are stored
+again at later times and positions (sharing their tensors) and the window is rebuilt from the
+store as a replica's is (`engine/replica.sync`): the question's cost (retrieval over every block,
+the assembled cache, the prefill) depends on how many blocks and tokens there are, not on their
+values, and encoding an hour of frames at these sizes is a GPU's job.
 
 A checkpoint whose weights do not fit `max_gb` is measured as its *attention geometry*: the same
 layers, KV heads, head size and visual tokens per frame, with the MLPs and all but one vision block
@@ -92,6 +97,7 @@ class SizeReport:
     kv_gib_per_hour: dict[str, float]  # at 16-bit (as served in bf16): {"0.5": ..., "1": ...}
     encode_s_per_frame: float | None
     first_token_s: float | None
+    first_token_s_after: dict[str, float]  # minutes of stream (at 0.5 fps) -> seconds
     frames: int
     dtype: str
 
@@ -175,17 +181,44 @@ def measure(checkpoint: str, frames: int = 4, max_gb: float = 8.0, dtype: str = 
     tokens = sum(b.n_tokens for b in blocks) / n
     kv = sum(b.keys.nbytes + b.values.nbytes for b in blocks) / n  # keys and values, as ReKV counts
     stored = sum(b.nbytes for b in blocks) / n  # everything a stored block takes (positions, index key)
-    first_token = None
+    first_token, after = None, {}
     if not geometry:
         first_token = session.answer("What is moving?", max_tokens=1).timings["first_token_s"]
+        for minutes in LONG_MINUTES:
+            after[str(minutes)] = round(first_token_after(session, minutes), 3)
     session.close()
     return SizeReport(
         checkpoint=checkpoint, family=SIZES[checkpoint][0], mode="geometry" if geometry else "full",
         params=params, tokens_per_frame=round(tokens, 1), kv_bytes_per_frame=kv, stored_bytes_per_frame=stored,
         kv_gib_per_hour={str(fps): round(kv * 2 / nbytes * fps * 3600 / 2**30, 2) for fps in (0.5, 1)},
         encode_s_per_frame=None if geometry else round(statistics.median(times[1:]), 3),
-        first_token_s=None if first_token is None else round(first_token, 3), frames=n, dtype=dtype,
+        first_token_s=None if first_token is None else round(first_token, 3), first_token_s_after=after,
+        frames=n, dtype=dtype,
     )
+
+
+LONG_MINUTES = (10, 60)
+
+
+def first_token_after(session, minutes: float, fps: float = 0.5) -> float:
+    """Seconds to the first token once the stream holds `minutes` of blocks at `fps` (the
+    encoded blocks repeated at later times and positions), its window rebuilt from the store."""
+    from dataclasses import replace
+
+    from streamvqa.engine import replica
+
+    store, sid = session.store, session.stream_id
+    base = store.get_many(sid, store.index(sid).indices)
+    pos = base[-1].pos_end
+    for i in range(len(base), int(minutes * 60 * fps)):
+        b = base[i % len(base)]
+        t = i / fps
+        store.put(replace(b, index=i, t_start=t, t_end=t, positions=b.positions + (pos - b.pos_start),
+                          pos_start=pos, pos_end=pos + b.extent))
+        pos += b.extent
+    with session.lock:
+        replica.sync(session)
+    return session.answer("What is moving?", max_tokens=1).timings["first_token_s"]
 
 
 def run(checkpoints: list[str], frames: int, max_gb: float, dtype: str) -> list[dict]:
@@ -194,6 +227,7 @@ def run(checkpoints: list[str], frames: int, max_gb: float, dtype: str) -> list[
         r = asdict(measure(name, frames=frames, max_gb=max_gb, dtype=dtype))
         print(f"{name:32s} {r['mode']:8s} {r['tokens_per_frame']:7.1f} tok/frame  "
               f"{r['kv_bytes_per_frame'] / 2**20:7.2f} MiB/frame  {r['kv_gib_per_hour']['0.5']:6.2f} GiB/h @0.5fps  "
-              f"encode {r['encode_s_per_frame']} s/frame  first token {r['first_token_s']} s", flush=True)
+              f"encode {r['encode_s_per_frame']} s/frame  first token {r['first_token_s']} s, "
+              f"after 10/60 min {r['first_token_s_after']}", flush=True)
         rows.append(r)
     return rows

@@ -29,3 +29,25 @@ def test_measured_kv_is_the_analytic_kv():
     assert r.kv_bytes_per_frame == r.tokens_per_frame * 30 * 2 * 3 * 64 * 2
     assert r.stored_bytes_per_frame > r.kv_bytes_per_frame
     assert r.kv_gib_per_hour["1"] == pytest.approx(2 * r.kv_gib_per_hour["0.5"], abs=0.011)
+
+
+def test_long_stream_for_first_token_is_built_from_the_encoded_blocks():
+    """`first_token_after`: 1 minute at 0.5 fps = 30 blocks (the 3 encoded ones repeated at later
+    times and contiguous positions), the window rebuilt from the store, then one answer."""
+    from streamvqa.engine import Engine
+    from streamvqa.models.sizes import camera_frame, first_token_after
+    from tests.engine.conftest import get_adapter
+
+    session = Engine(adapter=get_adapter("tiny:smolvlm")).open_stream("long", method="rekv")
+    for i in range(3):
+        session.push_frame(camera_frame(i), float(i))
+    session.flush()
+    assert first_token_after(session, 1.0, fps=0.5) > 0
+    idx = session.store.index("long")
+    blocks = session.get_blocks(idx.indices)
+    assert idx.indices == list(range(30)) and session.next_index == 30
+    assert all(a.pos_end == b.pos_start for a, b in zip(blocks, blocks[1:], strict=False))
+    assert [b.t_start for b in blocks[3:]] == [i / 0.5 for i in range(3, 30)]
+    assert session.window.blocks[-1].index == 29
+    answer = session.answer("What is moving?", max_tokens=1)
+    assert answer.evidence and max(t for _, t in answer.evidence) <= 58.0
