@@ -67,7 +67,9 @@ def budget_options(method: str, tokens: int) -> dict:
         "infinipot-v": {"memory_tokens": b},
         "streammem": {"memory_tokens": max(b, 8 * f)},
         "resv": {"n_local": b, "memory_tokens": b},
-        "streamingvlm": {"retention_options": {"vision_window_s": float(frames), "text_sink": 0, "text_window": 0}},
+        # the frames of the last (frames - 1) seconds at 1 fps: `frames` frames, both ends included
+        "streamingvlm": {"retention_options": {"vision_window_s": float(max(0, frames - 1)), "text_sink": 0,
+                                               "text_window": 0}},
         # short-term window of B, long-term memory of B that PaR pages are retrieved from
         "livevlm": {"n_local": b, "memory_tokens": b, "retention_options": {"short_term": b // 4}},
         # window of B, groups retrieved up to B tokens
