@@ -51,3 +51,10 @@ def test_long_stream_for_first_token_is_built_from_the_encoded_blocks():
     assert session.window.blocks[-1].index == 29
     answer = session.answer("What is moving?", max_tokens=1)
     assert answer.evidence and max(t for _, t in answer.evidence) <= 58.0
+
+
+def test_measure_refuses_an_unknown_checkpoint(capsys):
+    from streamvqa.cli import main
+
+    assert main(["models", "--measure", "--only", "Nope-1B"]) == 2
+    assert "unknown checkpoint" in capsys.readouterr().out
