@@ -1,6 +1,6 @@
 """A vLLM v1 KV connector that loads a question's stream memory into vLLM's paged KV cache.
 
-Runs inside the vLLM process (`.venv-vllm`): imports only numpy, torch and vllm. vLLM loads it by
+Runs inside the vLLM process (`.venv-vllm`): imports only torch and vllm. vLLM loads it by
 `KVTransferConfig(kv_connector="StreamMemoryConnector",
 kv_connector_module_path="streamvqa.answering.connector")`.
 
@@ -10,8 +10,10 @@ cache tells memories apart. The request's ``kv_transfer_params["streamvqa"]`` na
 that memory's KV (`kvfile.KVSpec`). The connector reports exactly the memory's tokens beyond
 those vLLM already holds (a prefix-cache hit on a follow-up) as matched, synchronously, and
 writes them into the blocks vLLM allocated, layer by layer, with the attention backend's own
-cache-update op (so the layout is the backend's: CPU and CUDA differ). At least one prompt token
-(the question) is always left for vLLM to compute.
+cache-update op (so the layout is the backend's: CPU and CUDA differ). The file is mapped, not
+read: each layer's keys and values are views of the mapping in the shape that op takes, so the
+op's write into vLLM's blocks is the only copy on this side. At least one prompt token (the
+question) is always left for vLLM to compute.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from vllm.distributed.kv_transfer.kv_connector.v1.base import (
     KVConnectorBase_V1,
@@ -30,7 +31,7 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
 )
 from vllm.model_executor.models.utils import extract_layer_index
 
-from streamvqa.answering.kvfile import KVSpec, open_array
+from streamvqa.answering.kvfile import KVSpec, open_memory
 
 PARAMS_KEY = "streamvqa"
 
@@ -113,17 +114,14 @@ class StreamMemoryConnector(KVConnectorBase_V1):
             pos = torch.arange(load.start, n)
             ids = torch.tensor(load.block_ids, dtype=torch.long)
             slots = ids[pos // self._block_size] * self._block_size + pos % self._block_size
-            kv = open_array(spec)
+            kv = open_memory(spec)  # [layers, 2, tokens, heads, d], mapped: nothing is read yet
             for name, cache in self._caches.items():
                 layer = layers[name]
-                part = torch.from_numpy(np.array(kv[extract_layer_index(name), :, :, load.start:n]))  # a copy
-                if spec.dtype == "bfloat16":
-                    part = part.view(torch.bfloat16)
-                # [2, heads, t, d] -> keys, values [t, heads, d], the shape the backend writes
-                k, v = part[0].transpose(0, 1).contiguous(), part[1].transpose(0, 1).contiguous()
-                layer.impl.do_kv_cache_update(layer, k.to(cache.device), v.to(cache.device), cache,
-                                              slots.to(cache.device))
-                nbytes += part.numel() * part.element_size()
+                # views of the mapping, [t, heads, d] each: the op reads the file's pages as it
+                # writes vLLM's blocks (the one copy on this side; .to is a no-op on CPU)
+                k, v = kv[extract_layer_index(name), :, load.start:n].to(cache.device).unbind(0)
+                layer.impl.do_kv_cache_update(layer, k, v, cache, slots.to(cache.device))
+                nbytes += k.nbytes + v.nbytes
             tokens += n - load.start
             blocks += len({int(b) for b in ids[pos // self._block_size]})
         with STATS.lock:

@@ -4,12 +4,23 @@ For a question the session has retrieved and assembled its answer cache (the sin
 blocks, rotated, as transformers would attend to them). Here that cache becomes:
 - a prompt of token ids: one placeholder id per memory token, then the question's ids;
 - a file of the memory's KV in shared memory (`kvfile`), which the KV connector writes into
-  vLLM's paged cache (`connector.py`).
+  vLLM's paged cache (`connector.py`). Each layer's keys and values go from the answer cache
+  into the file's mapping in one pass (`export_memory`), the shift below applied on the way.
 
-Positions: vLLM puts prompt token i at position i; the session puts the question at `end` after
-a memory of `length` tokens. Every memory key is rotated by ``length - end`` (RoPE composes:
-R(p + d) = R(d) R(p)), a uniform shift that leaves attention unchanged, so the question and the
-answer tokens see the memory exactly as in the transformers engine.
+Positions: vLLM puts prompt token i at position i (at (i, i, i) under Qwen's M-RoPE for text);
+the session puts the question at `end` after a memory of `length` tokens (with M-RoPE a vision
+block advances positions by max(h, w), not by its h * w tokens, so `end` is not `length`).
+Every memory key is rotated by ``length - end`` in every position row (RoPE composes:
+R(p + d) = R(d) R(p), row by row for M-RoPE's sections), a uniform shift that leaves attention
+unchanged, so the question and the answer tokens see the memory exactly as in the transformers
+engine.
+
+The model: vLLM loads the language model alone (the vision tower never runs in vLLM: the memory
+is already KV), exported once per fingerprint (`export_lm`). The default model's is a Llama
+(SmolLM2, its LoRA merged). Qwen2-VL's and Qwen2.5-VL's is exported as a plain
+`Qwen2ForCausalLM`: the same decoder (biased q/k/v, RMSNorm, SwiGLU), and M-RoPE at (i, i, i)
+is 1-D RoPE at i (every section rotates by the same position), which is what vLLM gives a
+text-only prompt.
 
 Placeholder ids are a hash of the memory's identity (the session, the per-layer selection, the
 layout end): vLLM's prefix cache then serves a follow-up over the same memory, and never serves
@@ -38,28 +49,107 @@ import torch
 from streamvqa.answering import kvfile
 from streamvqa.answering.vllm_process import RequestFailed, Unavailable, VLLMOptions, VLLMProcess, vllm_python
 from streamvqa.engine.errors import EngineError
-from streamvqa.models.base import ModelAdapter, Piece
+from streamvqa.models.base import ModelAdapter, Piece, rotate_half
 from streamvqa.models.smollm2 import cache_root
 
 log = logging.getLogger(__name__)
 
 # families whose language model vLLM loads from the exported directory (the LM alone: the vision
 # tower never runs in vLLM, the memory is already KV)
-FAMILIES = {"default"}
+QWEN2_LM = {"qwen2_vl", "qwen2_5_vl"}  # exported as Qwen2ForCausalLM (`qwen2_lm`)
+FAMILIES = {"default"} | QWEN2_LM
+
+
+def qwen2_lm(adapter: ModelAdapter) -> torch.nn.Module:
+    """Qwen2-VL's / Qwen2.5-VL's language model as a `Qwen2ForCausalLM` with the same weights.
+
+    Exact for text positions: M-RoPE at (p, p, p) rotates every frequency by p, as 1-D RoPE with
+    the same theta does; only the default rope type (theta alone) maps so."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tc = adapter.text_config
+    rope = dict(tc.rope_parameters)
+    if rope.get("rope_type", "default") != "default":
+        raise EngineError("unsupported_for_engine", f"the vllm answer engine serves default M-RoPE; "
+                                                    f"not rope_type {rope['rope_type']!r}")
+    if getattr(tc, "use_sliding_window", False):
+        raise EngineError("unsupported_for_engine", "the vllm answer engine serves full-attention Qwen2 LMs; "
+                                                    "this one uses a sliding window")
+    tied = adapter.lm_head.weight is adapter.backbone.get_input_embeddings().weight
+    cfg = Qwen2Config(
+        vocab_size=tc.vocab_size, hidden_size=tc.hidden_size, intermediate_size=tc.intermediate_size,
+        num_hidden_layers=tc.num_hidden_layers, num_attention_heads=tc.num_attention_heads,
+        num_key_value_heads=tc.num_key_value_heads, hidden_act=tc.hidden_act,
+        max_position_embeddings=tc.max_position_embeddings, rms_norm_eps=tc.rms_norm_eps,
+        rope_parameters={"rope_type": "default", "rope_theta": rope["rope_theta"]},
+        tie_word_embeddings=tied, use_sliding_window=False, attention_dropout=0.0,
+        bos_token_id=tc.bos_token_id, eos_token_id=tc.eos_token_id, pad_token_id=tc.pad_token_id,
+    )
+    if adapter.head_dim != cfg.hidden_size // cfg.num_attention_heads:
+        raise EngineError("unsupported_for_engine", "the exported Qwen2 LM needs head_dim = hidden / heads")
+    lm = Qwen2ForCausalLM(cfg).to(adapter.dtype).eval()
+    lm.model.load_state_dict(adapter.backbone.state_dict(), strict=True)
+    if not tied:
+        lm.lm_head.load_state_dict(adapter.lm_head.state_dict(), strict=True)
+    return lm
+
+
+def weights_digest(adapter: ModelAdapter) -> str:
+    """A cheap digest of the language model's weights (names, shapes, each tensor's first values):
+    two checkpoints of one config and directory name do not share an export."""
+    h = hashlib.blake2b(digest_size=8)
+    for name, t in sorted({**adapter.backbone.state_dict(), "lm_head": adapter.lm_head.weight}.items()):
+        h.update(f"{name}{tuple(t.shape)}".encode())
+        h.update(t.detach().reshape(-1)[:64].float().cpu().numpy().tobytes())
+    return h.hexdigest()
 
 
 def export_lm(adapter: ModelAdapter) -> Path:
     """The adapter's language model (adapters merged) as a local Hugging Face directory, written
     once per model fingerprint."""
-    out = cache_root() / "vllm" / adapter.fingerprint()
+    out = cache_root() / "vllm" / f"{adapter.fingerprint()}-{weights_digest(adapter)}"
     if (out / "config.json").exists():
         return out
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-    adapter.model.save_pretrained(tmp, safe_serialization=True)
+    lm = qwen2_lm(adapter) if adapter.family in QWEN2_LM else adapter.model
+    lm.save_pretrained(tmp, safe_serialization=True)
     if adapter.tokenizer is not None:
         adapter.tokenizer.save_pretrained(tmp)
     os.replace(tmp, out)
     return out
+
+
+@torch.inference_mode()
+def export_memory(adapter: ModelAdapter, cache, length: int, shift: int, rows: int, spec: kvfile.KVSpec) -> None:
+    """Each layer's first `length` keys (rotated by `shift` in all `rows` position rows) and
+    values, written once, straight from the answer cache into a new shared-memory file.
+
+    A uniform shift is one rotation for every token: cos and sin of `shift` ([head_dim]), applied
+    half by half (RoPE's rotate_half layout) into the file, so no intermediate tensor is made."""
+    out = kvfile.create(spec)  # [layers, 2, tokens, heads, d], mapped
+    try:
+        if shift:
+            like = cache.layers[0].keys  # the rotary module takes its dtype and device
+            cos, sin = adapter.rotary(like, adapter.position_ids(torch.full((rows, 1), shift)))
+            cos, sin = cos.reshape(-1), sin.reshape(-1)
+            h = cos.numel() // 2
+        for i, layer in enumerate(cache.layers):
+            k = layer.keys[0, :, :length].transpose(0, 1)  # [tokens, heads, d]: views
+            v = layer.values[0, :, :length].transpose(0, 1)
+            dst = out[i, 0]
+            if not shift:
+                dst.copy_(k)
+            elif k.device != dst.device:  # a GPU cache: rotated there, then one copy to the host
+                dst.copy_(k * cos + rotate_half(k) * sin)
+            else:  # dst = k * cos + rotate_half(k) * sin, rotate_half(k) = (-k2, k1)
+                k1, k2, d1, d2 = k[..., :h], k[..., h:], dst[..., :h], dst[..., h:]
+                torch.mul(k1, cos[:h], out=d1)
+                d1.addcmul_(k2, sin[:h], value=-1)
+                torch.mul(k2, cos[h:], out=d2)
+                d2.addcmul_(k1, sin[h:])
+            out[i, 1].copy_(v)
+    finally:
+        del out  # unmapped; the file stays for the connector
 
 
 def placeholder_ids(identity: bytes, n: int, vocab: int) -> list[int]:
@@ -81,7 +171,8 @@ class VLLMAnswerEngine:
         self.options = options or VLLMOptions()
         if adapter.family not in FAMILIES:
             raise EngineError("unsupported_for_engine",
-                              f"the vllm answer engine serves the default model; not the {adapter.family} family")
+                              f"the vllm answer engine serves the default model and the Qwen2-VL "
+                              f"family (qwen2_vl, qwen2_5_vl); not the {adapter.family} family")
         if vllm_python(self.options.python) is None:
             raise EngineError("unsupported_for_engine",
                               "the vllm answer engine needs .venv-vllm: run `bash tools/setup.sh --vllm`")
@@ -129,19 +220,15 @@ class VLLMAnswerEngine:
         if not self.process.ready:
             raise EngineError("worker_unavailable", "the vLLM answer process is restarting; retry shortly")
         shift = length - end
-        keys = torch.stack([layer.keys[0, :, :length] for layer in cache.layers])  # [L, H, n, d]
-        values = torch.stack([layer.values[0, :, :length] for layer in cache.layers])
-        if shift:
-            rows = getattr(session.tracker, "rows", 1)
-            pos = torch.full((rows, length), shift, dtype=torch.long)
-            keys = torch.stack([self.adapter.rotate(k, pos) for k in keys])
-        kv = torch.stack([keys, values], dim=1).cpu().contiguous()  # [L, 2, H, n, d]
-        if kv.dtype == torch.bfloat16:
-            kv = kv.view(torch.int16)
+        first = cache.layers[0].keys
         path = str(self.process.kv_dir / f"{uuid.uuid4().hex}.kv")
-        kvfile.write(path, kv.numpy())
-        spec = kvfile.KVSpec(path=path, layers=kv.shape[0], heads=kv.shape[2], tokens=length, head_dim=kv.shape[4],
-                             dtype=self.dtype)
+        spec = kvfile.KVSpec(path=path, layers=len(cache.layers), heads=first.shape[1], tokens=length,
+                             head_dim=first.shape[-1], dtype=self.dtype)
+        try:
+            export_memory(self.adapter, cache, length, shift, getattr(session.tracker, "rows", 1), spec)
+        except BaseException:
+            _unlink(path)
+            raise
         identity = repr((session.nonce, assembled.key, end, length)).encode()
         prompt = placeholder_ids(identity, length, self.vocab) + qids
         with self._lock:
@@ -162,7 +249,11 @@ class VLLMAnswerEngine:
             log.error("vLLM refused a request: %s", e)
             raise EngineError("internal_error", "the vLLM answer engine failed the request") from None
         finally:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+            _unlink(path)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -2,7 +2,10 @@
 here: starting vLLM costs tens of seconds on CPU. Skipped, with the reason, without `.venv-vllm`
 (`bash tools/setup.sh --vllm`; `tools/test.sh` makes it)."""
 
+from pathlib import Path
+
 import pytest
+import torch
 
 from streamvqa.answering.vllm_process import vllm_python
 from streamvqa.synth.streams import needle_questions, random_stream, render_stream_frame
@@ -42,3 +45,34 @@ def both_answers(engine, session, question: str, max_tokens: int):
     finally:
         session.answerer = engine.answerer
     return remote, local
+
+
+def tiny_qwen_dir(family: str, out: Path) -> Path:
+    """A tiny random Qwen2-VL / Qwen2.5-VL (the tests' tiny config) with head_dim 64, the smallest
+    head vLLM's CPU attention takes (it rejects the tiny models' 16): hidden 128, 2 query heads,
+    1 KV head, M-RoPE sections [8, 12, 12] (published [16, 24, 24] halved). Qwen2.5-VL's
+    embeddings are tied (as Qwen2.5-VL-3B's are), Qwen2-VL's not: both exports are covered.
+    Weights drawn wider than the usual 0.02 (0.15): attention is then sharp enough that answers
+    depend on the question, the memory and its positions (at 0.02 every answer was the same
+    tokens, and a memory exported without its shift answered alike: a test that cannot fail)."""
+    from transformers import AutoModelForImageTextToText
+
+    from streamvqa.models.tiny import tiny_config
+    from streamvqa.models.tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    cfg = tiny_config(family, tok)
+    tc = cfg.text_config
+    tc.hidden_size, tc.num_attention_heads, tc.num_key_value_heads = 128, 2, 1
+    cfg.initializer_range = tc.initializer_range = 0.15
+    tc.rope_parameters["mrope_section"] = [8, 12, 12]
+    if family == "qwen2_vl":
+        cfg.vision_config.hidden_size = 128  # the merger's output: the LM's width
+    else:
+        cfg.vision_config.out_hidden_size = 128
+        cfg.tie_word_embeddings = tc.tie_word_embeddings = True
+    torch.manual_seed(0)
+    model = AutoModelForImageTextToText.from_config(cfg).eval()
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

@@ -1,0 +1,60 @@
+"""What the vllm answer engine hands vLLM, checked without vLLM: the Qwen2-VL family's language
+model exported as a plain Qwen2 (exact at text positions), and the memory written once into its
+shared-memory file with the uniform shift applied in every M-RoPE row."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from streamvqa.answering import kvfile
+from streamvqa.answering.vllm_engine import export_memory, qwen2_lm
+from streamvqa.models.loading import load_adapter
+from tests.engine.conftest import get_adapter
+from tests.vllm.conftest import tiny_qwen_dir
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+@torch.inference_mode()
+def test_the_exported_qwen2_lm_is_the_vl_language_model_at_text_positions(family: str, tmp_path) -> None:
+    """vLLM runs the export at 1-D positions i; the VL model puts text at (i, i, i): same logits."""
+    adapter = load_adapter(str(tiny_qwen_dir(family, tmp_path / family)))
+    lm = qwen2_lm(adapter)
+    assert type(lm).__name__ == "Qwen2ForCausalLM" and "mrope_section" not in lm.config.rope_parameters
+    torch.manual_seed(0)
+    ids = torch.randint(0, adapter.text_config.vocab_size, (1, 50))
+    pos = torch.arange(300, 350).view(1, -1)  # far from 0: every rotary frequency matters
+    hidden = adapter.backbone(input_ids=ids, position_ids=pos.view(1, 1, -1).expand(3, 1, -1)).last_hidden_state
+    torch.testing.assert_close(lm(input_ids=ids, position_ids=pos).logits, adapter.lm_head(hidden), rtol=0, atol=1e-6)
+    # and the M-RoPE model does depend on its rows: a grid (rows differing) is not what the export computes
+    grid = pos.view(1, 1, -1).expand(3, 1, -1).clone()
+    grid[1, :, :25] += 7
+    other = adapter.lm_head(adapter.backbone(input_ids=ids, position_ids=grid).last_hidden_state)
+    assert not torch.allclose(other, adapter.lm_head(hidden), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["tiny:smolvlm", "tiny:qwen2_vl"])
+@pytest.mark.parametrize("shift", [0, -37])
+@torch.inference_mode()
+def test_export_memory_writes_each_layers_shifted_keys_and_values_into_the_file(name: str, shift: int,
+                                                                                 tmp_path) -> None:
+    adapter = get_adapter(name)
+    rows = adapter.new_positions().rows
+    torch.manual_seed(1)
+    n, total = 23, 30  # the cache may hold more than the memory (a question's own tokens): not exported
+    layers = [SimpleNamespace(keys=torch.randn(1, adapter.n_kv_heads, total, adapter.head_dim),
+                              values=torch.randn(1, adapter.n_kv_heads, total, adapter.head_dim))
+              for _ in range(adapter.n_layers)]
+    spec = kvfile.KVSpec(path=str(tmp_path / "m.kv"), layers=len(layers), heads=adapter.n_kv_heads, tokens=n,
+                         head_dim=adapter.head_dim, dtype="float32")
+    export_memory(adapter, SimpleNamespace(layers=layers), n, shift, rows, spec)
+    kv = kvfile.open_memory(spec)
+    assert kv.shape == (len(layers), 2, n, adapter.n_kv_heads, adapter.head_dim)
+    assert (tmp_path / "m.kv").stat().st_size == spec.nbytes
+    for i, layer in enumerate(layers):
+        k, v = layer.keys[0, :, :n], layer.values[0, :, :n]
+        want = adapter.rotate(k, torch.full((rows, n), shift)) if shift else k
+        torch.testing.assert_close(kv[i, 0].transpose(0, 1), want, rtol=1e-6, atol=1e-6)
+        assert torch.equal(kv[i, 1].transpose(0, 1), v)
+    with pytest.raises(FileExistsError):  # a file is created, never overwritten under a reader
+        kvfile.create(spec)
