@@ -6,7 +6,10 @@
 `streamvqa bench soak [--minutes M]`: the embedded server's RSS and KV bytes over time (`bench/soak.py`).
 
 `streamvqa bench answer-engines`: transformers vs vllm answering, 1 and 16 questions at once
-(`bench/answer_engines.py`)."""
+(`bench/answer_engines.py`).
+
+`streamvqa bench vllm-export`: bytes copied and time handing one question's memory to vLLM
+(`bench/vllm_export.py`)."""
 
 from __future__ import annotations
 
@@ -26,11 +29,13 @@ def add_parsers(subparsers) -> None:
     from bench.answer_engines import add_parser as add_answer_engines
     from bench.replay import add_parser as add_real
     from bench.soak import add_parser as add_soak
+    from bench.vllm_export import add_parser as add_vllm_export
 
-    sub = p.add_subparsers(dest="bench_command", metavar="{real,soak,answer-engines}")
+    sub = p.add_subparsers(dest="bench_command", metavar="{real,soak,answer-engines,vllm-export}")
     add_real(sub)
     add_soak(sub)
     add_answer_engines(sub)
+    add_vllm_export(sub)
 
 
 def main(args: argparse.Namespace) -> int:
