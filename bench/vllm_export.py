@@ -5,7 +5,9 @@
 The path from the session's answer cache to vLLM's paged cache, per question, for a memory of N
 tokens of the model's shape (`--model`, default the default model; random KV: only shapes count):
 - `single` (today's): `vllm_engine.export_memory` writes each layer's keys (shifted) and values
-  straight into the shared-memory file's mapping; the connector takes views of its mapping.
+  straight into a pooled shared-memory file's mapping (reused from question to question); the
+  connector takes views of its mapping. `single-fresh`: the same into a new file each time (a
+  pool that keeps none), as the first question of its size does.
 - `former` (the baseline, the code before it, kept here only to compare): stack the keys, rotate,
   stack again, stack K and V, write the array to a file (tmp + rename); the connector copied each
   layer out of its memory map and made keys and values contiguous.
@@ -27,7 +29,7 @@ import statistics
 import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +81,8 @@ class CountWrites(TorchDispatchMode):
 
 
 # -- the former path (before the single copy), as it was ------------------------------------
-def former_export(adapter, cache, length: int, shift: int, rows: int, path: str, copies: Copies) -> kvfile.KVSpec:
+def former_export(adapter, cache, length: int, shift: int, rows: int, directory: str, copies: Copies):
+    path = os.path.join(directory, "former.kv")
     keys = torch.stack([layer.keys[0, :, :length] for layer in cache.layers])  # [L, H, n, d]
     values = torch.stack([layer.values[0, :, :length] for layer in cache.layers])
     if shift:
@@ -91,8 +94,9 @@ def former_export(adapter, cache, length: int, shift: int, rows: int, path: str,
         f.write(memoryview(np.ascontiguousarray(kv.numpy())).cast("B"))
     os.replace(tmp, path)
     copies.other_bytes += kv.nbytes  # the file write
-    return kvfile.KVSpec(path=path, layers=kv.shape[0], heads=kv.shape[2], tokens=length, head_dim=kv.shape[4],
+    spec = kvfile.KVSpec(path=path, layers=kv.shape[0], heads=kv.shape[2], tokens=length, head_dim=kv.shape[4],
                          dtype=str(kv.dtype).removeprefix("torch."))
+    return spec, lambda: os.unlink(path)
 
 
 def former_layers(spec: kvfile.KVSpec, copies: Copies):
@@ -107,12 +111,14 @@ def former_layers(spec: kvfile.KVSpec, copies: Copies):
 
 
 # -- today's path ---------------------------------------------------------------------------
-def single_export(adapter, cache, length: int, shift: int, rows: int, path: str, copies: Copies) -> kvfile.KVSpec:
+def single_export(adapter, cache, length: int, shift: int, rows: int, pool: kvfile.Pool, copies: Copies):
     first = cache.layers[0].keys
-    spec = kvfile.KVSpec(path=path, layers=len(cache.layers), heads=first.shape[1], tokens=length,
+    spec = kvfile.KVSpec(path="", layers=len(cache.layers), heads=first.shape[1], tokens=length,
                          head_dim=first.shape[-1], dtype=str(first.dtype).removeprefix("torch."))
-    export_memory(adapter, cache, length, shift, rows, spec)
-    return spec
+    buf = pool.acquire(spec.nbytes)
+    spec = replace(spec, path=buf.path)
+    export_memory(adapter, cache, length, shift, rows, buf.array(spec))
+    return spec, lambda: pool.release(buf, reusable=True)  # vLLM answered: the file is reused
 
 
 def single_layers(spec: kvfile.KVSpec, copies: Copies):
@@ -121,21 +127,23 @@ def single_layers(spec: kvfile.KVSpec, copies: Copies):
         yield kv[i, 0], kv[i, 1]
 
 
-PATHS = {"former": (former_export, former_layers), "single": (single_export, single_layers)}
+# `single` reuses its pool's file from one question to the next; `single-fresh` (a pool keeping
+# no file) writes a new file each time, as the first question of a size does
+PATHS = {"former": (former_export, former_layers), "single-fresh": (single_export, single_layers),
+         "single": (single_export, single_layers)}
 
 
-def one_question(path_name: str, adapter, cache, length: int, shift: int, rows: int, directory: str,
+def one_question(path_name: str, adapter, cache, length: int, shift: int, rows: int, target,
                  paged: torch.Tensor, slots: torch.Tensor, count: bool) -> tuple[dict, Copies]:
     """Export, read and write into the paged cache once; seconds per stage (wall, and this
     thread's CPU time: `_cpu`, steadier on a shared machine) and what was copied."""
     export, layers = PATHS[path_name]
     copies = {"export": Copies(), "connector": Copies(), "cache_write": Copies()}
-    path = os.path.join(directory, f"{path_name}.kv")
     seconds, cpu = {}, {}
     mode = CountWrites if count else None
     t0, c0 = time.perf_counter(), time.thread_time()
     with mode(copies["export"]) if mode else nullcontext():
-        spec = export(adapter, cache, length, shift, rows, path, copies["export"])
+        spec, done = export(adapter, cache, length, shift, rows, target, copies["export"])
     seconds["export"], cpu["export"] = time.perf_counter() - t0, time.thread_time() - c0
     read = write = read_cpu = write_cpu = 0.0
     it = layers(spec, copies["connector"])
@@ -152,7 +160,8 @@ def one_question(path_name: str, adapter, cache, length: int, shift: int, rows: 
     seconds.update(connector=read, cache_write=write, total=seconds["export"] + read + write)
     cpu.update(connector=read_cpu, cache_write=write_cpu, total=cpu["export"] + read_cpu + write_cpu)
     seconds.update({f"{k}_cpu": v for k, v in cpu.items()})
-    os.unlink(path)
+    del k, v, it
+    done()
     return seconds, copies
 
 
@@ -174,6 +183,7 @@ def run(args: argparse.Namespace) -> dict:
     rows = adapter.new_positions().rows
     directory = tempfile.mkdtemp(prefix="streamvqa-bench-export-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     rows_out = []
+    pools = {"single-fresh": kvfile.Pool(directory, keep=0), "single": kvfile.Pool(directory)}
     try:
         for tokens in args.tokens:
             cache = random_cache(adapter, tokens)
@@ -182,8 +192,9 @@ def run(args: argparse.Namespace) -> dict:
             slots = torch.randperm(tokens, generator=torch.Generator().manual_seed(1))  # scattered, like blocks
             for shift in sorted({0, args.shift}):
                 for name in PATHS:
-                    _, copies = one_question(name, adapter, cache, tokens, shift, rows, directory, paged, slots, True)
-                    runs = [one_question(name, adapter, cache, tokens, shift, rows, directory, paged, slots, False)[0]
+                    target = directory if name == "former" else pools[name]
+                    _, copies = one_question(name, adapter, cache, tokens, shift, rows, target, paged, slots, True)
+                    runs = [one_question(name, adapter, cache, tokens, shift, rows, target, paged, slots, False)[0]
                             for _ in range(args.repeats)]
                     sec = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
                     row = {"path": name, "tokens": tokens, "shift": shift, "memory_bytes": memory,
@@ -193,7 +204,7 @@ def run(args: argparse.Namespace) -> dict:
                            "copies_of_memory": sum(c.total for c in copies.values()) / memory,
                            "torch_ops_bytes": {k: c.ops for k, c in copies.items()}}
                     rows_out.append(row)
-                    print(f"{name:7s} tokens={tokens:6d} shift={shift:4d}  memory {memory / 2**20:7.1f} MiB  "
+                    print(f"{name:12s} tokens={tokens:6d} shift={shift:4d}  memory {memory / 2**20:7.1f} MiB  "
                           f"copied {row['bytes_copied_total'] / 2**20:8.1f} MiB ({row['copies_of_memory']:.2f}x: "
                           f"export {row['bytes_copied']['export'] / memory:.2f}, connector "
                           f"{row['bytes_copied']['connector'] / memory:.2f}, cache {row['bytes_copied']['cache_write'] / memory:.2f})"
@@ -202,19 +213,21 @@ def run(args: argparse.Namespace) -> dict:
                           f"{sec['total'] * 1e3:.1f} ms", flush=True)
             del cache, paged
     finally:
+        for pool in pools.values():
+            pool.close()
         for f in Path(directory).glob("*"):
             f.unlink()
         os.rmdir(directory)
     ratios = []
     for r in rows_out:
-        if r["path"] == "single":
+        if r["path"] != "former":
             base = next(b for b in rows_out if b["path"] == "former" and b["tokens"] == r["tokens"]
                         and b["shift"] == r["shift"])
-            ratios.append({"tokens": r["tokens"], "shift": r["shift"],
+            ratios.append({"path": r["path"], "tokens": r["tokens"], "shift": r["shift"],
                            "bytes_ratio": r["bytes_copied_total"] / base["bytes_copied_total"],
                            "cpu_time_ratio": r["seconds"]["total_cpu"] / base["seconds"]["total_cpu"],
                            "wall_time_ratio": r["seconds"]["total"] / base["seconds"]["total"]})
-            print(f"single/former tokens={r['tokens']:6d} shift={r['shift']:4d}: bytes copied "
+            print(f"{r['path']}/former tokens={r['tokens']:6d} shift={r['shift']:4d}: bytes copied "
                   f"{ratios[-1]['bytes_ratio']:.2f}x, CPU time {ratios[-1]['cpu_time_ratio']:.2f}x, "
                   f"wall {ratios[-1]['wall_time_ratio']:.2f}x")
     return {"bench": "vllm-export", "model": args.model, "dtype": str(adapter.dtype).removeprefix("torch."),

@@ -38,9 +38,9 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -120,36 +120,33 @@ def export_lm(adapter: ModelAdapter) -> Path:
 
 
 @torch.inference_mode()
-def export_memory(adapter: ModelAdapter, cache, length: int, shift: int, rows: int, spec: kvfile.KVSpec) -> None:
+def export_memory(adapter: ModelAdapter, cache, length: int, shift: int, rows: int, out: torch.Tensor) -> None:
     """Each layer's first `length` keys (rotated by `shift` in all `rows` position rows) and
-    values, written once, straight from the answer cache into a new shared-memory file.
+    values, written once, straight from the answer cache into `out` ([layers, 2, tokens, heads,
+    head_dim], a shared-memory file's mapping).
 
     A uniform shift is one rotation for every token: cos and sin of `shift` ([head_dim]), applied
-    half by half (RoPE's rotate_half layout) into the file, so no intermediate tensor is made."""
-    out = kvfile.create(spec)  # [layers, 2, tokens, heads, d], mapped
-    try:
-        if shift:
-            like = cache.layers[0].keys  # the rotary module takes its dtype and device
-            cos, sin = adapter.rotary(like, adapter.position_ids(torch.full((rows, 1), shift)))
-            cos, sin = cos.reshape(-1), sin.reshape(-1)
-            h = cos.numel() // 2
-        for i, layer in enumerate(cache.layers):
-            k = layer.keys[0, :, :length].transpose(0, 1)  # [tokens, heads, d]: views
-            v = layer.values[0, :, :length].transpose(0, 1)
-            dst = out[i, 0]
-            if not shift:
-                dst.copy_(k)
-            elif k.device != dst.device:  # a GPU cache: rotated there, then one copy to the host
-                dst.copy_(k * cos + rotate_half(k) * sin)
-            else:  # dst = k * cos + rotate_half(k) * sin, rotate_half(k) = (-k2, k1)
-                k1, k2, d1, d2 = k[..., :h], k[..., h:], dst[..., :h], dst[..., h:]
-                torch.mul(k1, cos[:h], out=d1)
-                d1.addcmul_(k2, sin[:h], value=-1)
-                torch.mul(k2, cos[h:], out=d2)
-                d2.addcmul_(k1, sin[h:])
-            out[i, 1].copy_(v)
-    finally:
-        del out  # unmapped; the file stays for the connector
+    half by half (RoPE's rotate_half layout) into `out`, so no intermediate tensor is made."""
+    if shift:
+        like = cache.layers[0].keys  # the rotary module takes its dtype and device
+        cos, sin = adapter.rotary(like, adapter.position_ids(torch.full((rows, 1), shift)))
+        cos, sin = cos.reshape(-1), sin.reshape(-1)
+        h = cos.numel() // 2
+    for i, layer in enumerate(cache.layers):
+        k = layer.keys[0, :, :length].transpose(0, 1)  # [tokens, heads, d]: views
+        v = layer.values[0, :, :length].transpose(0, 1)
+        dst = out[i, 0]
+        if not shift:
+            dst.copy_(k)
+        elif k.device != dst.device:  # a GPU cache: rotated there, then one copy to the host
+            dst.copy_(k * cos + rotate_half(k) * sin)
+        else:  # dst = k * cos + rotate_half(k) * sin, rotate_half(k) = (-k2, k1)
+            k1, k2, d1, d2 = k[..., :h], k[..., h:], dst[..., :h], dst[..., h:]
+            torch.mul(k1, cos[:h], out=d1)
+            d1.addcmul_(k2, sin[:h], value=-1)
+            torch.mul(k2, cos[h:], out=d2)
+            d2.addcmul_(k1, sin[h:])
+        out[i, 1].copy_(v)
 
 
 def placeholder_ids(identity: bytes, n: int, vocab: int) -> list[int]:
@@ -179,6 +176,7 @@ class VLLMAnswerEngine:
         self.adapter = adapter
         self.dtype = str(adapter.dtype).removeprefix("torch.")
         self.process = VLLMProcess(export_lm(adapter), self.dtype, self.options)
+        self.pool = kvfile.Pool(self.process.kv_dir)  # the memories' shared-memory files, reused
         # the engine (and so the server's /ready) is ready once vLLM is: questions before would be 503s
         if not self.process.wait_ready(self.options.start_timeout_s):
             self.process.close()
@@ -195,6 +193,7 @@ class VLLMAnswerEngine:
         self.export_seconds = 0.0
 
     def close(self) -> None:
+        self.pool.close()
         self.process.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -221,13 +220,14 @@ class VLLMAnswerEngine:
             raise EngineError("worker_unavailable", "the vLLM answer process is restarting; retry shortly")
         shift = length - end
         first = cache.layers[0].keys
-        path = str(self.process.kv_dir / f"{uuid.uuid4().hex}.kv")
-        spec = kvfile.KVSpec(path=path, layers=len(cache.layers), heads=first.shape[1], tokens=length,
+        spec = kvfile.KVSpec(path="", layers=len(cache.layers), heads=first.shape[1], tokens=length,
                              head_dim=first.shape[-1], dtype=self.dtype)
+        buf = self.pool.acquire(spec.nbytes)
+        spec = replace(spec, path=buf.path)
         try:
-            export_memory(self.adapter, cache, length, shift, getattr(session.tracker, "rows", 1), spec)
+            export_memory(self.adapter, cache, length, shift, getattr(session.tracker, "rows", 1), buf.array(spec))
         except BaseException:
-            _unlink(path)
+            self.pool.release(buf, reusable=True)  # never handed to vLLM
             raise
         identity = repr((session.nonce, assembled.key, end, length)).encode()
         prompt = placeholder_ids(identity, length, self.vocab) + qids
@@ -238,22 +238,19 @@ class VLLMAnswerEngine:
             self.export_seconds += time.perf_counter() - t0
         msg = {"prompt": prompt, "kv": spec.to_dict(), "max_tokens": max_tokens, "temperature": temperature,
                "top_p": top_p, "seed": seed, "stop": sorted(self.adapter.eos_ids)}
-        return self._tokens(msg, path)
+        return self._tokens(msg, buf)
 
-    def _tokens(self, msg: dict, path: str) -> Iterator[int]:
+    def _tokens(self, msg: dict, buf: kvfile.Buffer) -> Iterator[int]:
+        loaded = False  # vLLM is done reading the memory: its file may be reused
         try:
-            yield from self.process.generate(msg)
+            for tok in self.process.generate(msg):
+                loaded = True  # a token: the step that computed it had loaded the memory before
+                yield tok
+            loaded = True  # finished: vLLM forgot the request
         except Unavailable as e:
             raise EngineError("worker_unavailable", f"{e}; retry shortly") from None
         except RequestFailed as e:
             log.error("vLLM refused a request: %s", e)
             raise EngineError("internal_error", "the vLLM answer engine failed the request") from None
         finally:
-            _unlink(path)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+            self.pool.release(buf, reusable=loaded)

@@ -2,6 +2,7 @@
 model exported as a plain Qwen2 (exact at text positions), and the memory written once into its
 shared-memory file with the uniform shift applied in every M-RoPE row."""
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -45,16 +46,38 @@ def test_export_memory_writes_each_layers_shifted_keys_and_values_into_the_file(
     layers = [SimpleNamespace(keys=torch.randn(1, adapter.n_kv_heads, total, adapter.head_dim),
                               values=torch.randn(1, adapter.n_kv_heads, total, adapter.head_dim))
               for _ in range(adapter.n_layers)]
-    spec = kvfile.KVSpec(path=str(tmp_path / "m.kv"), layers=len(layers), heads=adapter.n_kv_heads, tokens=n,
+    pool = kvfile.Pool(tmp_path)
+    spec = kvfile.KVSpec(path="", layers=len(layers), heads=adapter.n_kv_heads, tokens=n,
                          head_dim=adapter.head_dim, dtype="float32")
-    export_memory(adapter, SimpleNamespace(layers=layers), n, shift, rows, spec)
-    kv = kvfile.open_memory(spec)
+    buf = pool.acquire(spec.nbytes)
+    spec = replace(spec, path=buf.path)
+    export_memory(adapter, SimpleNamespace(layers=layers), n, shift, rows, buf.array(spec))
+    kv = kvfile.open_memory(spec)  # what the connector maps, in another process
     assert kv.shape == (len(layers), 2, n, adapter.n_kv_heads, adapter.head_dim)
-    assert (tmp_path / "m.kv").stat().st_size == spec.nbytes
     for i, layer in enumerate(layers):
         k, v = layer.keys[0, :, :n], layer.values[0, :, :n]
         want = adapter.rotate(k, torch.full((rows, n), shift)) if shift else k
         torch.testing.assert_close(kv[i, 0].transpose(0, 1), want, rtol=1e-6, atol=1e-6)
         assert torch.equal(kv[i, 1].transpose(0, 1), v)
-    with pytest.raises(FileExistsError):  # a file is created, never overwritten under a reader
-        kvfile.create(spec)
+    pool.close()
+
+
+def test_the_pool_reuses_a_file_only_when_vllm_is_done_with_it(tmp_path) -> None:
+    pool = kvfile.Pool(tmp_path, keep=2)
+    a = pool.acquire(3000)
+    assert a.capacity == 4096 and (tmp_path / a.path.split("/")[-1]).stat().st_size == 4096
+    a.data[:3000] = 7
+    pool.release(a, reusable=True)  # vLLM loaded it: the same file (pages) serves the next memory
+    assert pool.acquire(4096).path == a.path
+    b = pool.acquire(100)
+    assert b.path != a.path  # a is in use: another file
+    pool.release(b, reusable=False)  # a question that ended before vLLM computed it: never rewritten
+    assert not (tmp_path / b.path.split("/")[-1]).exists()
+    c, d = pool.acquire(10), pool.acquire(10)
+    for buf in (a, c, d):
+        pool.release(buf, reusable=True)
+    assert len(list(tmp_path.iterdir())) == 2  # at most `keep` free files stay: the largest
+    assert pool.acquire(4000).path == a.path
+    pool.release(a, reusable=True)
+    pool.close()
+    assert not list(tmp_path.iterdir())
