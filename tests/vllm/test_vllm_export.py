@@ -81,3 +81,24 @@ def test_the_pool_reuses_a_file_only_when_vllm_is_done_with_it(tmp_path) -> None
     pool.release(a, reusable=True)
     pool.close()
     assert not list(tmp_path.iterdir())
+
+
+def test_the_memory_is_copied_once_on_each_side(capsys) -> None:
+    """`streamvqa bench vllm-export`'s count (a dispatch mode over every torch op, plus numpy and
+    file writes): the server writes the memory once (keys twice over half their width when
+    shifted), the connector copies nothing, the cache write once; the former path 6x / 9.67x."""
+    from argparse import Namespace
+
+    from bench.vllm_export import run
+
+    result = run(Namespace(model="tiny:smolvlm", tokens=[40], shift=-5, repeats=1, threads=1))
+    copied = {(r["path"], r["shift"]): r["bytes_copied"] for r in result["rows"]}
+    memory = result["rows"][0]["memory_bytes"]
+    for path in ("single", "single-fresh"):
+        assert copied[(path, 0)] == {"export": memory, "connector": 0, "cache_write": memory}
+        shifted = copied[(path, -5)]
+        assert (shifted["connector"], shifted["cache_write"]) == (0, memory)
+        assert 3 * memory // 2 <= shifted["export"] < 3 * memory // 2 + 1024  # + cos and sin of the shift
+    assert sum(copied[("former", 0)].values()) == 6 * memory
+    assert sum(copied[("former", -5)].values()) > 9 * memory
+    assert "single/former" in capsys.readouterr().out
