@@ -31,6 +31,7 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
 from vllm.model_executor.models.utils import extract_layer_index
 
 from streamvqa.answering.kvfile import KVSpec, open_array
+from streamvqa.answering.tier_counts import COUNTS
 
 PARAMS_KEY = "streamvqa"
 
@@ -82,6 +83,7 @@ class StreamMemoryConnector(KVConnectorBase_V1):
         return max(0, n - num_computed_tokens), False
 
     def update_state_after_alloc(self, request: Any, blocks: Any, num_external_tokens: int) -> None:
+        COUNTS.matched(min(memory_tokens(request), request.num_prompt_tokens - 1), num_external_tokens)
         if num_external_tokens <= 0:
             return
         n = min(memory_tokens(request), request.num_prompt_tokens - 1)
@@ -125,6 +127,7 @@ class StreamMemoryConnector(KVConnectorBase_V1):
                                               slots.to(cache.device))
                 nbytes += part.numel() * part.element_size()
             tokens += n - load.start
+            COUNTS.loaded(load.spec, load.start, n, spec.nbytes // spec.tokens)
             blocks += len({int(b) for b in ids[pos // self._block_size]})
         with STATS.lock:
             STATS.requests += len(meta.loads)

@@ -149,7 +149,7 @@ class VLLMAnswerEngine:
             self.kv_bytes += spec.nbytes
             self.kv_tokens += length
             self.export_seconds += time.perf_counter() - t0
-        msg = {"prompt": prompt, "kv": spec.to_dict(), "max_tokens": max_tokens, "temperature": temperature,
+        msg = {"prompt": prompt, "kv": {**spec.to_dict(), "spans": assembled.spans}, "max_tokens": max_tokens, "temperature": temperature,
                "top_p": top_p, "seed": seed, "stop": sorted(self.adapter.eos_ids)}
         return self._tokens(msg, path)
 
