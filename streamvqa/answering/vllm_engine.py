@@ -121,6 +121,9 @@ class VLLMAnswerEngine:
         if len(lengths) != 1:
             self._fallback("ragged_layers")
             return None
+        if temperature > 2.0:  # vLLM's sampler refuses hotter ones; the API allows up to 10
+            self._fallback("temperature")
+            return None
         qids = question_ids(piece)
         if not qids:
             self._fallback("question_not_text")

@@ -23,6 +23,7 @@ from tests.vllm.conftest import START_TIMEOUT_S, needle_stream
 
 pytestmark = pytest.mark.timeout(1800)
 MAX_TOKENS = 6
+HOST_BYTES = 4 << 20
 CASES = {"full": None, "rekv": {"n_local": 48, "topk": 4}, "sliding-window": {"n_local": 48}}
 
 
@@ -44,10 +45,12 @@ def vllm_child(worker_pid: int) -> int | None:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
     if vllm_python() is None:
         pytest.skip("no .venv-vllm: run `bash tools/setup.sh --vllm` (tools/test.sh does)")
-    store = {"tiers": [{"kind": "host", "budget_bytes": 256 << 20, "shm_prefix": prefix("vl")}]}
+    # a small host tier: a stream's older blocks live on disk (the connector counts per tier)
+    store = {"tiers": [{"kind": "host", "budget_bytes": HOST_BYTES, "shm_prefix": prefix("vl")},
+                       {"kind": "disk", "path": str(tmp_path_factory.mktemp("kvdisk")), "budget_bytes": 1 << 30}]}
     config = MultiConfig(model="default", threads=1, run_dir=tempfile.mkdtemp(prefix="svq-"), store=store,
                             restart_backoff_s=0.2, start_timeout_s=START_TIMEOUT_S, answer_engine="vllm",
                             vllm={"max_num_seqs": 8, "max_model_len": 4096, "kv_cache_gib": 1,
@@ -103,6 +106,10 @@ def test_multi_vllm_answers_equal_transformers(cluster, reference, method: str) 
         metrics = cluster.answer_metrics()["answer"]
         assert samples(metrics, "streamvqa_vllm_questions_total")[()] >= 2
         assert not samples(metrics, "streamvqa_vllm_fallbacks_total")  # none fell back to transformers
+        # the server's /metrics (the collectors it registers): vLLM's families, labelled by worker
+        fams = {f.name: f for c in cluster.collectors() for f in c.collect()}
+        assert {s.labels["worker"] for s in fams["streamvqa_vllm_questions"].samples} == {"answer"}
+        assert "vllm:num_requests_running" in fams
     finally:
         cluster.close_stream(sid)
         reference.close_stream(sid)
@@ -161,3 +168,61 @@ def test_multi_kill_9_of_vllm_is_503_then_answers(cluster) -> None:
         assert samples(cluster.answer_metrics()["answer"], "streamvqa_vllm_restarts_total") == {(): 1.0}
     finally:
         cluster.close_stream("mk")
+
+
+def _counts(cluster) -> dict[str, dict[tuple, float]]:
+    text = cluster.answer_metrics()["answer"]
+    return {name: samples(text, name) for name in (
+        "streamvqa_vllm_connector_blocks_loaded_by_tier_total", "streamvqa_vllm_connector_tokens_loaded_by_tier_total",
+        "streamvqa_vllm_connector_bytes_loaded_by_tier_total", "streamvqa_vllm_connector_prefix_hits_total",
+        "streamvqa_vllm_connector_prefix_hit_tokens_total", "streamvqa_vllm_memory_exported_tokens_total",
+        "streamvqa_vllm_memory_exported_bytes_total")}
+
+
+def _delta(after: dict, before: dict, name: str) -> dict[str, float]:
+    """Per tier (or "" unlabelled): what the counter `name` grew by (zero growth left out)."""
+    out = {}
+    for labels, v in after[name].items():
+        d = v - before[name].get(labels, 0.0)
+        if d:
+            out[dict(labels).get("tier", "")] = d
+    return out
+
+
+@pytest.mark.slow
+def test_connector_counts_per_tier_and_a_follow_up_is_a_prefix_hit(cluster) -> None:
+    """The first question loads the sink and every retrieved block, counted under the tier the
+    answer read it from (host or disk), bytes = tokens x the KV bytes of a token; the same question
+    again is served from vLLM's prefix cache: at most the block holding the memory's end (shared
+    with the question's ids) is loaded again."""
+    frames, questions = needle_stream(7130, minutes=0.25)
+    session = _fed(cluster, "mt", "full", None, frames)
+    try:
+        q = questions[0]["question"]
+        m0 = _counts(cluster)
+        first = session.answer(q, max_tokens=MAX_TOKENS)
+        m1 = _counts(cluster)
+        assert {"host", "disk"} <= set(first.tiers), first.tiers  # the stream outgrew the host tier
+        assert _delta(m1, m0, "streamvqa_vllm_connector_blocks_loaded_by_tier_total") == {"sink": 1, **first.tiers}
+        memory = _delta(m1, m0, "streamvqa_vllm_memory_exported_tokens_total")[""]
+        tokens = _delta(m1, m0, "streamvqa_vllm_connector_tokens_loaded_by_tier_total")
+        nbytes = _delta(m1, m0, "streamvqa_vllm_connector_bytes_loaded_by_tier_total")
+        assert sum(tokens.values()) == memory  # nothing was in vLLM's cache yet
+        assert not _delta(m1, m0, "streamvqa_vllm_connector_prefix_hit_tokens_total")
+        # a token's K and V in every layer, as exported: the same for every tier
+        per_token = _delta(m1, m0, "streamvqa_vllm_memory_exported_bytes_total")[""] / memory
+        assert {t: nbytes[t] / tokens[t] for t in tokens} == dict.fromkeys(tokens, per_token)
+
+        again = session.answer(q, max_tokens=MAX_TOKENS)
+        m2 = _counts(cluster)
+        assert again.token_ids == first.token_ids
+        assert _delta(m2, m1, "streamvqa_vllm_memory_exported_tokens_total")[""] == memory
+        reloaded = sum(_delta(m2, m1, "streamvqa_vllm_connector_tokens_loaded_by_tier_total").values())
+        hit = _delta(m2, m1, "streamvqa_vllm_connector_prefix_hit_tokens_total").get("", 0)
+        print(f"follow-up: {hit:.0f} of {memory:.0f} memory tokens from vLLM's prefix cache, {reloaded:.0f} loaded")
+        assert hit + reloaded == memory and reloaded < 128  # vLLM's block size: at most the last block
+        assert _delta(m2, m1, "streamvqa_vllm_connector_prefix_hits_total").get("", 0) == (1 if reloaded == 0 else 0)
+        assert sum(_delta(m2, m1, "streamvqa_vllm_connector_bytes_loaded_by_tier_total").values()) == \
+            reloaded * per_token
+    finally:
+        cluster.close_stream("mt")
