@@ -507,7 +507,7 @@ class StreamSession:
             selection = chosen.per_layer
             wanted = sorted({i for layer in selection for i in layer})
             where = self._where(wanted, chosen)  # where the blocks were before retrieval promoted them
-            tiers = self._tiers_of(wanted, chosen)
+            tiers = count_tiers(where)
             key = (tuple(tuple(layer) for layer in selection), tuple(chosen.captions))
             if self.retainer is not None:
                 key = (key, self.retainer.memory.version, at)
@@ -636,13 +636,6 @@ class StreamSession:
         window = {b.index: b for b in self.window.blocks}
         return [window[i] for i in indices]
 
-    def _tiers_of(self, indices: list[int], chosen: Selection) -> dict[str, int]:
-        """How many used blocks or units were where (`_where`)."""
-        out: dict[str, int] = {}
-        for name in self._where(indices, chosen).values():
-            out[name] = out.get(name, 0) + 1
-        return out
-
     def _where(self, indices: list[int], chosen: Selection) -> dict[int, str]:
         """Where each used block or unit was: the retained memory, the window, or a store tier."""
         if self.retainer is None and not self.stores_blocks:
@@ -682,6 +675,14 @@ class StreamSession:
     def close(self) -> None:
         self.closed = True
         self.store.drop_stream(self.stream_id)
+
+
+def count_tiers(where: dict[int, str]) -> dict[str, int]:
+    """How many blocks or units were where (the answer's `tiers`)."""
+    out: dict[str, int] = {}
+    for name in where.values():
+        out[name] = out.get(name, 0) + 1
+    return out
 
 
 def vision_piece(adapter: ModelAdapter, lock: threading.Lock, frames: list[np.ndarray], t0: float) -> Piece:
