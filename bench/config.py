@@ -31,6 +31,12 @@ class BenchConfig:
     scale_capacity_frames_main: int = 3  # the same for the main model
     transfers: bool = True
     accuracy: bool = True
+    # answer engines (bench/answer_engines.py): transformers vs vllm, skipped without .venv-vllm
+    answer_engines: bool = True
+    answer_streams: int = 4
+    answer_minutes: float = 0.1  # each needle stream's length
+    answer_concurrency: list[int] = field(default_factory=lambda: [1, 16])
+    answer_rounds: int = 1
 
     @classmethod
     def quick_config(cls, model: str = "default") -> BenchConfig:
@@ -42,7 +48,7 @@ class BenchConfig:
             quick=False, model=model, sweep_model=model, encode_frames=16, tiny_encode_frames=120,
             multi_frames=30, sweep_seconds=[60.0, 300.0, 900.0], needle_minutes=2.0,
             needle_streams=3, offline_frames=16, max_tokens=16, scale_seconds=30.0,
-            scale_capacity_frames=40, scale_capacity_frames_main=8,
+            scale_capacity_frames=40, scale_capacity_frames_main=8, answer_minutes=0.3, answer_rounds=2,
         )
 
     def to_dict(self) -> dict:

@@ -78,6 +78,17 @@ def tables(result: dict) -> dict[str, str]:
             {"tier": r["tier"], "op": r["op"], "MB/s": r["MB_per_s"], "× memcpy": r["ratio_vs_memcpy"]}
             for r in tr["rows"]
         ])
+    ae = result.get("answer_engines", {})
+    if ae.get("rows"):
+        out["answer engines"] = markdown_table([
+            {"engine": r["engine"], "in flight": r["concurrency"], "questions/s": r["questions_per_s"],
+             "tokens/s": r["tokens_per_s"], "TTFT p50 s": r["ttft_p50_s"], "TTFT p99 s": r["ttft_p99_s"],
+             "latency p50 s": r["latency_p50_s"]}
+            for r in ae["rows"]
+        ]) + "".join(f"- {e}: {v['concurrency'][1]} in flight / 1: latency p50 {v['latency_p50_ratio']:.2f}x, "
+                     f"TTFT p50 {v['ttft_p50_ratio']:.2f}x\n" for e, v in ae["summary"].items())
+    elif ae:
+        out["answer engines"] = f"skipped: {ae.get('skipped')}\n"
     return out
 
 

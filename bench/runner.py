@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from bench import accuracy, baselines, encoding, memory, questions, scale, transfers
+from bench import accuracy, answer_engines, baselines, encoding, memory, questions, scale, transfers
 from bench.common import close_engines, engine, presets, unavailable
 from bench.config import BenchConfig
 
@@ -37,12 +37,15 @@ def run(cfg: BenchConfig, log=print) -> dict:
             ("accuracy", lambda: accuracy.run(cfg) if cfg.accuracy else {"skipped": "disabled"}),
             ("baselines", lambda: baselines.run(cfg, result["accuracy"]) if cfg.accuracy else {"skipped": "disabled"}),
             ("transfers", lambda: transfers.run(cfg.quick) if cfg.transfers else {"skipped": "disabled"}),
+            ("answer_engines", lambda: answer_engines.section(cfg)),
         ]
         for name, fn in steps:
             t0 = time.perf_counter()
             log(f"bench: {name} ...")
             result[name] = fn()
             result["seconds"][name] = time.perf_counter() - t0
+            if isinstance(result[name], dict) and "skipped" in result[name]:
+                log(f"bench: {name} skipped: {result[name]['skipped']}")
     finally:
         close_engines()
     result["seconds"]["total"] = sum(result["seconds"].values())

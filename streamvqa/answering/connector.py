@@ -32,6 +32,7 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
 from vllm.model_executor.models.utils import extract_layer_index
 
 from streamvqa.answering.kvfile import KVSpec, open_memory
+from streamvqa.answering.tier_counts import COUNTS
 
 PARAMS_KEY = "streamvqa"
 
@@ -83,6 +84,7 @@ class StreamMemoryConnector(KVConnectorBase_V1):
         return max(0, n - num_computed_tokens), False
 
     def update_state_after_alloc(self, request: Any, blocks: Any, num_external_tokens: int) -> None:
+        COUNTS.matched(min(memory_tokens(request), request.num_prompt_tokens - 1), num_external_tokens)
         if num_external_tokens <= 0:
             return
         n = min(memory_tokens(request), request.num_prompt_tokens - 1)
@@ -123,6 +125,7 @@ class StreamMemoryConnector(KVConnectorBase_V1):
                 layer.impl.do_kv_cache_update(layer, k, v, cache, slots.to(cache.device))
                 nbytes += k.nbytes + v.nbytes
             tokens += n - load.start
+            COUNTS.loaded(load.spec, load.start, n, spec.nbytes // spec.tokens)
             blocks += len({int(b) for b in ids[pos // self._block_size]})
         with STATS.lock:
             STATS.requests += len(meta.loads)

@@ -1,8 +1,10 @@
 """The vLLM answer process's metrics in the server's /metrics.
 
 `VLLMCollector` asks the process for its Prometheus text at scrape time (vLLM's own `vllm:*`
-families and the connector's `streamvqa_vllm_connector_*`) and re-exposes it, beside the
-server-side counts of the answer engine (questions handed over, fallbacks, memory exported).
+families and the connector's `streamvqa_vllm_connector_*`, per tier among them) and re-exposes
+it, beside the server-side counts of the answer engine (questions handed over, fallbacks, memory
+exported). In the multi topology each answer worker runs that collector for its own vLLM and the
+server gathers them (`WorkersCollector`, label ``worker``).
 """
 
 from __future__ import annotations
@@ -48,3 +50,37 @@ class VLLMCollector:
         text = e.process.metrics()
         if text:
             yield from text_string_to_metric_families(text)
+
+
+def exposition(engine) -> str:
+    """The answer engine's metrics as Prometheus text (the multi topology's answer worker hands it
+    to the server, `ans.metrics`)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(VLLMCollector(engine))
+    return generate_latest(registry).decode()
+
+
+class WorkersCollector:
+    """The multi topology: every answer worker's answer-engine metrics, labelled ``worker=<role>``
+    (one vLLM per answer worker: the same families, told apart by that label). `texts` returns
+    {role: Prometheus text} at scrape time."""
+
+    def __init__(self, texts) -> None:
+        self.texts = texts
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client import Metric
+
+        merged: dict[str, Metric] = {}
+        for role, text in self.texts().items():
+            for fam in text_string_to_metric_families(text):
+                out = merged.get(fam.name)
+                if out is None:
+                    out = merged[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
+                out.samples += [s._replace(labels={**s.labels, "worker": role}) for s in fam.samples]
+        yield from merged.values()

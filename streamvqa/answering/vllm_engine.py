@@ -211,6 +211,9 @@ class VLLMAnswerEngine:
         if len(lengths) != 1:
             self._fallback("ragged_layers")
             return None
+        if temperature > 2.0:  # vLLM's sampler refuses hotter ones; the API allows up to 10
+            self._fallback("temperature")
+            return None
         qids = question_ids(piece)
         if not qids:
             self._fallback("question_not_text")
@@ -236,7 +239,7 @@ class VLLMAnswerEngine:
             self.kv_bytes += spec.nbytes
             self.kv_tokens += length
             self.export_seconds += time.perf_counter() - t0
-        msg = {"prompt": prompt, "kv": spec.to_dict(), "max_tokens": max_tokens, "temperature": temperature,
+        msg = {"prompt": prompt, "kv": {**spec.to_dict(), "spans": assembled.spans}, "max_tokens": max_tokens, "temperature": temperature,
                "top_p": top_p, "seed": seed, "stop": sorted(self.adapter.eos_ids)}
         return self._tokens(msg, buf)
 

@@ -67,6 +67,7 @@ def metrics_text() -> str:
     from prometheus_client import REGISTRY, generate_latest
 
     from streamvqa.answering.connector import STATS
+    from streamvqa.answering.tier_counts import COUNTS
 
     with STATS.lock:
         s = (STATS.requests, STATS.tokens, STATS.blocks, STATS.bytes, STATS.seconds)
@@ -81,7 +82,7 @@ def metrics_text() -> str:
             ("load_seconds_total", "time spent writing memory KV into vLLM's cache", s[4]),
         ]
     )
-    return generate_latest(REGISTRY).decode() + ours
+    return generate_latest(REGISTRY).decode() + ours + COUNTS.text()
 
 
 class Server:

@@ -35,13 +35,14 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Generator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import numpy as np
 import torch
 from transformers import DynamicCache
 
+from streamvqa.answering.tier_counts import spans as tier_spans
 from streamvqa.engine.capture import Capture, capture, to_host
 from streamvqa.engine.errors import EngineError
 from streamvqa.engine.layout import layout_for
@@ -75,6 +76,9 @@ class Assembled:
     cache: DynamicCache
     length: int
     end: int  # next position after the blocks, contiguous layout
+    sink: int = 0  # tokens of the sink, then `blocks`: (index, tokens) in cache order (retrieved blocks)
+    blocks: list[tuple[int, int]] = field(default_factory=list)
+    spans: list[list] | None = None  # [[tier, tokens], ...] in cache order (answering/tier_counts.py)
 
 
 @dataclass
@@ -502,7 +506,8 @@ class StreamSession:
             chosen, times = self.select(question, at)
             selection = chosen.per_layer
             wanted = sorted({i for layer in selection for i in layer})
-            tiers = self._tiers_of(wanted, chosen)  # where the blocks were before retrieval promoted them
+            where = self._where(wanted, chosen)  # where the blocks were before retrieval promoted them
+            tiers = count_tiers(where)
             key = (tuple(tuple(layer) for layer in selection), tuple(chosen.captions))
             if self.retainer is not None:
                 key = (key, self.retainer.memory.version, at)
@@ -510,6 +515,9 @@ class StreamSession:
             reused = assembled is not None and assembled.key == key
             if not reused:
                 assembled = self.assemble(key, chosen, wanted, at)
+            # the memory's layout by tier, for the vLLM connector's per-tier counts (tier_counts.py)
+            assembled.spans = tier_spans(assembled.sink, [(where.get(i, "memory"), n) for i, n in assembled.blocks]) \
+                if self.retainer is None else [["memory", assembled.length]]
             with self._answer_caches_lock:
                 self._answer_caches.add(assembled)
             timings["retrieval_s"] = time.perf_counter() - t
@@ -601,7 +609,8 @@ class StreamSession:
             tracker = self.tracker.fork(end)
             prefill(a, a.embed(piece), tracker.place(piece), cache, logits="none")
             end = tracker.next
-        return Assembled(key, cache, cache.get_seq_length(), end)
+        order = [] if self.retainer is not None else [(b.index, int(b.keys.shape[-2])) for b in per_layer[0]]
+        return Assembled(key, cache, cache.get_seq_length(), end, self.window.sink.n_tokens, order)
 
     def embed_text(self, texts: list[str]) -> tuple[torch.Tensor, list[int]]:
         """Mean LM input embedding and token count of each text (rLiVS's caption index)."""
@@ -627,19 +636,14 @@ class StreamSession:
         window = {b.index: b for b in self.window.blocks}
         return [window[i] for i in indices]
 
-    def _tiers_of(self, indices: list[int], chosen: Selection) -> dict[str, int]:
+    def _where(self, indices: list[int], chosen: Selection) -> dict[int, str]:
         """Where each used block or unit was: the retained memory, the window, or a store tier."""
-        stored = set(indices) if self.retainer is None else set(chosen.originals) & set(indices)
         if self.retainer is None and not self.stores_blocks:
-            return {"window": len(indices)} if indices else {}
-        out: dict[str, int] = {}
-        if self.retainer is not None and len(stored) < len(indices):
-            out["memory"] = len(indices) - len(stored)
+            return dict.fromkeys(indices, "window")
+        stored = set(indices) if self.retainer is None else set(chosen.originals) & set(indices)
         tier_of = getattr(self.store, "tier_of", None)
-        for i in sorted(stored):
-            name = str(tier_of(self.stream_id, i)) if tier_of is not None else getattr(self.store, "tier", "host")
-            out[name] = out.get(name, 0) + 1
-        return out
+        return {i: (str(tier_of(self.stream_id, i)) if tier_of is not None else getattr(self.store, "tier", "host"))
+                if i in stored else "memory" for i in sorted(indices)}
 
     # -- the Session protocol (engine/protocols.py) -------------------------------------------
     def events(self, question: str, *, max_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
@@ -671,6 +675,14 @@ class StreamSession:
     def close(self) -> None:
         self.closed = True
         self.store.drop_stream(self.stream_id)
+
+
+def count_tiers(where: dict[int, str]) -> dict[str, int]:
+    """How many blocks or units were where (the answer's `tiers`)."""
+    out: dict[str, int] = {}
+    for name in where.values():
+        out[name] = out.get(name, 0) + 1
+    return out
 
 
 def vision_piece(adapter: ModelAdapter, lock: threading.Lock, frames: list[np.ndarray], t0: float) -> Piece:

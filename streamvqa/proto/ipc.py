@@ -243,6 +243,12 @@ class IngestPoll(_Msg):
     encoder: EncoderStats | None = None  # the session's window after them
 
 
+class MetricsText(_Msg):
+    """Prometheus text exposition of a worker's own metrics (the answer worker's vLLM)."""
+
+    text: str = ""
+
+
 class ModelInfo(_Msg):
     methods: list[str]
     model: dict[str, Any]
@@ -312,6 +318,7 @@ OPS: dict[str, tuple[type[_Msg], type[_Msg]]] = {
     "ans.ask": (Ask, AnswerMsg),  # events: TokenMsg
     "ans.forget": (StreamRef, Empty),
     "ans.cancel": (CancelAsk, Empty),  # the caller went away: stop generating
+    "ans.metrics": (Empty, MetricsText),  # the answer engine's metrics (vLLM's and the connector's)
 }
 EVENTS: dict[str, type[_Msg]] = {"ans.ask": TokenMsg, "enc.ask": TokenMsg}
 

@@ -91,6 +91,8 @@ def multi_config(settings: ServerSettings) -> Any:
         threads=settings.threads,
         max_question_chars=settings.max_question_chars,
         max_new_tokens=settings.max_tokens,
+        answer_engine=settings.answer_engine,
+        vllm=settings.vllm_options(),
         store=settings.store_config(),
         run_dir=settings.run_dir or default_run_dir(),
         transport=settings.worker_transport,
@@ -102,14 +104,16 @@ def multi_config(settings: ServerSettings) -> Any:
 
 def question_slots(settings: ServerSettings) -> int:
     """Questions the model works on at once: the setting, else one per answer worker (one
-    model lock each), one embedded (more would only interleave tokens under the one lock)."""
+    model lock each), one embedded (more would only interleave tokens under the one lock); with
+    vLLM, what its engines decode at once (one vLLM per answer worker in multi)."""
     if settings.question_slots is not None:
         return settings.question_slots
-    if settings.answer_engine == "vllm":  # vLLM batches decoding across the questions in flight
-        return settings.vllm_max_num_seqs
+    workers = 1
     if settings.topology == "multi":
-        return len([d for d in (settings.answer_device or settings.device).split(",") if d.strip()]) or 1
-    return 1
+        workers = len([d for d in (settings.answer_device or settings.device).split(",") if d.strip()]) or 1
+    if settings.answer_engine == "vllm":  # vLLM batches decoding across the questions in flight
+        return settings.vllm_max_num_seqs * workers
+    return workers
 
 
 @dataclass

@@ -270,7 +270,7 @@ class ServerSettings(_Settings):
     # -- answer engine (docs/vllm.md) ----------------------------------------------------------
     answer_engine: Literal["transformers", "vllm"] = Field(
         "transformers", description="who decodes answers: the model in this process, or a vLLM process "
-        "(`bash tools/setup.sh --vllm`; embedded topology)")
+        "(`bash tools/setup.sh --vllm`; multi: one vLLM process per answer worker)")
     vllm_python: str | None = Field(None, description="vLLM's interpreter (None: .venv-vllm/bin/python)")
     vllm_max_num_seqs: int = Field(32, ge=1, description="questions vLLM decodes at once (continuous batching)")
     vllm_kv_cache_gib: int = Field(2, ge=1, description="vLLM's paged KV cache on CPU (VLLM_CPU_KVCACHE_SPACE)")
@@ -281,12 +281,6 @@ class ServerSettings(_Settings):
         return {"max_num_seqs": self.vllm_max_num_seqs, "kv_cache_gib": self.vllm_kv_cache_gib,
                 "max_model_len": self.vllm_max_model_len, "start_timeout_s": self.worker_start_timeout_s,
                 **({"python": self.vllm_python} if self.vllm_python else {})}
-
-    @model_validator(mode="after")
-    def _check_answer_engine(self) -> ServerSettings:
-        if self.answer_engine == "vllm" and self.topology != "embedded":
-            raise ValueError("answer_engine=vllm runs in the embedded topology only (docs/vllm.md)")
-        return self
 
     @model_validator(mode="after")
     def _check_store(self) -> ServerSettings:

@@ -35,8 +35,15 @@ def test_a_uniform_shift_of_rotated_keys_is_rope_at_the_shifted_positions(name: 
     torch.testing.assert_close(shifted, adapter.rotate(k, p + d), rtol=1e-5, atol=1e-5)
 
 
-def test_vllm_runs_in_the_embedded_topology_only() -> None:
+def test_vllm_settings_reach_both_topologies() -> None:
+    from streamvqa.server.app import multi_config, question_slots
+
     assert ServerSettings.from_env({}, answer_engine="vllm").answer_engine == "vllm"
-    with pytest.raises(ValueError, match="embedded topology only"):
-        ServerSettings.from_env({}, answer_engine="vllm", topology="multi")
     assert ServerSettings.from_env({"STREAMVQA_ANSWER_ENGINE": "vllm"}).answer_engine == "vllm"
+    s = ServerSettings.from_env({}, answer_engine="vllm", topology="multi", answer_device="cpu,cpu",
+                                vllm_max_num_seqs=8, run_dir="/tmp/svq-unit")
+    cfg = multi_config(s)
+    assert cfg.answer_engine == "vllm" and cfg.vllm["max_num_seqs"] == 8
+    assert cfg.answer_threads() == 8 + 4  # one RPC thread per question vLLM decodes at once
+    assert question_slots(s) == 16  # one vLLM per answer worker, 8 questions each
+    assert question_slots(ServerSettings.from_env({}, topology="multi", answer_device="cpu,cpu")) == 2

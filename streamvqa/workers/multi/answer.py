@@ -11,6 +11,11 @@ is forgotten by the store and reported as unavailable from then on; a question t
 is answered again from the blocks that are left and says so (``degraded: ["lost_blocks"]``,
 ``tiers["unavailable"]``, ``evidence_scores`` entries with ``missing: true`` where the block's
 time is known), never a 500.
+
+With the vLLM answer engine (docs/vllm.md) the worker supervises one vLLM process: the model lock
+is held for the replica's refresh, retrieval and the memory's export only, the tokens come from
+vLLM outside it, so the questions in flight (one RPC thread each, `MultiConfig.answer_threads`)
+are decoded together. `ans.metrics` hands the server vLLM's and the connector's metrics.
 """
 
 from __future__ import annotations
@@ -45,7 +50,16 @@ class AnswerService:
         self.cancels = Cancels()  # ask ids whose caller went away
 
     def handlers(self) -> dict:
-        return {"ping": self.ping, "ans.ask": self.ask, "ans.forget": self.forget, "ans.cancel": self.cancel}
+        return {"ping": self.ping, "ans.ask": self.ask, "ans.forget": self.forget, "ans.cancel": self.cancel,
+                "ans.metrics": self.metrics}
+
+    def metrics(self, body, atts, emit) -> ipc.MetricsText:
+        """The answer engine's Prometheus text (empty with the transformers engine)."""
+        if self.engine.answerer is None:
+            return ipc.MetricsText(text="")
+        from streamvqa.answering.metrics import exposition
+
+        return ipc.MetricsText(text=exposition(self.engine.answerer))
 
     def cancel(self, body: ipc.CancelAsk, atts, emit) -> ipc.Empty:
         self.cancels.add(body.ask_id)
@@ -102,5 +116,5 @@ def serve(config: MultiConfig, role: str = "answer") -> None:
     from streamvqa.workers.multi.process import run_until_signal
 
     service = AnswerService(config, role)
-    server = RpcServer(config.endpoint(role), service.handlers(), threads=8)
-    run_until_signal(server)
+    server = RpcServer(config.endpoint(role), service.handlers(), threads=config.answer_threads())
+    run_until_signal(server, on_close=service.engine.close)  # stops the vLLM process, if any

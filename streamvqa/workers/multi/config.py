@@ -45,6 +45,10 @@ class MultiConfig(BaseModel):
     threads: int | None = Field(None, ge=1, description="torch CPU threads per model worker")
     max_question_chars: int = Field(2000, ge=1)
     max_new_tokens: int = Field(512, ge=1)
+    answer_engine: Literal["transformers", "vllm"] = Field(
+        "transformers", description="who decodes in the answer workers: their model, or one vLLM process "
+        "each (docs/vllm.md); encoders always answer with transformers")
+    vllm: dict[str, Any] = Field(default_factory=dict, description="VLLMOptions fields (answering/vllm_process.py)")
     store: dict[str, Any] = Field(
         description="TieredStoreConfig fields without the fingerprint; the first tier must be host (shm)"
     )
@@ -70,6 +74,16 @@ class MultiConfig(BaseModel):
         if not tiers or tiers[0].get("kind", "host") != "host":
             raise ValueError("multi topology: the store's first tier must be a host (shared-memory) tier")
         return self
+
+    def answer_threads(self) -> int:
+        """RPC threads of an answer worker: one per question vLLM may decode at once (each waits
+        on its tokens), plus a few for pings and forgets; the transformers engine answers one
+        question at a time under its model lock."""
+        if self.answer_engine != "vllm":
+            return 8
+        from streamvqa.answering.vllm_process import VLLMOptions
+
+        return int(self.vllm.get("max_num_seqs", VLLMOptions.max_num_seqs)) + 4
 
     @property
     def shm_prefix(self) -> str:

@@ -66,11 +66,16 @@ class _UnitTimer:
 
 
 def build_engine(config: MultiConfig, device: str, role: str) -> tuple[Engine, RemoteStore]:
-    """A model worker's engine over the kvstore (opens the store with this model's fingerprint)."""
+    """A model worker's engine over the kvstore (opens the store with this model's fingerprint).
+    Answer workers decode with the configured answer engine (vLLM: one process per worker);
+    encoders always with their own model (the questions they answer keep state only they hold)."""
     from streamvqa.models.loading import load_adapter
 
+    answers = role.startswith("answer")
     ecfg = EngineConfig(model=config.model, device=device, dtype=config.dtype, threads=config.threads,
-                        max_question_chars=config.max_question_chars, max_new_tokens=config.max_new_tokens)
+                        max_question_chars=config.max_question_chars, max_new_tokens=config.max_new_tokens,
+                        answer_engine=config.answer_engine if answers else "transformers",
+                        vllm=config.vllm if answers else {})
     if ecfg.threads:
         torch.set_num_threads(ecfg.threads)
     adapter = load_adapter(ecfg.model, ecfg.device, ecfg.torch_dtype)

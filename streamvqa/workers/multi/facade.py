@@ -6,6 +6,8 @@ worker processes, so the registry, REST, WebSocket and metrics code is the same 
 taken, so ingest sees the same backpressure as in embedded mode), questions to the answer
 worker (tokens streamed back) — or to the stream's encoder when its method keeps state the
 store does not hold (`enc.ask`), statistics are what the encoder reported plus the store's usage.
+With the vLLM answer engine, questions wait on their tokens in an executor as large as what the
+answer workers' vLLM engines decode at once, and /metrics gathers their vLLM metrics.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Generator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -217,7 +220,7 @@ class RemoteSession:
     def ask(self, question: str, *, max_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
             at: float | None = None, seed: int | None = None) -> AsyncIterator[TokenEvent | Answer]:
         return stream_in_thread(self.events(question, max_tokens=max_tokens, temperature=temperature,
-                                            top_p=top_p, at=at, seed=seed))
+                                            top_p=top_p, at=at, seed=seed), self.engine.executor)
 
     def close(self) -> None:
         self.closed = True
@@ -246,6 +249,12 @@ class MultiEngine:
         self.store = RemoteStore(kv, str(self._model["fingerprint"]), config.shm_prefix)
         self.supervisor.on_ready.append(self._worker_ready)
         self.supervisor.on_death.append(self._worker_died)
+        # threads that wait on the answer workers' tokens: with vLLM, every question it may decode
+        # at once (the event loop's default executor has a handful; it would cap the batch)
+        self.executor: ThreadPoolExecutor | None = None
+        if config.answer_engine == "vllm":
+            self.executor = ThreadPoolExecutor(config.answer_threads() * len(self.answers),
+                                               thread_name_prefix="svqa-ask")
 
     def worker_up(self, role: str) -> bool:
         return self.supervisor.workers[role].state == "up"
@@ -332,7 +341,26 @@ class MultiEngine:
 
     def collectors(self) -> list:
         """Prometheus collectors the server registers next to its own."""
-        return [WorkerCollector(self)]
+        if self.config.answer_engine != "vllm":
+            return [WorkerCollector(self)]
+        from streamvqa.answering.metrics import WorkersCollector
+
+        return [WorkerCollector(self), WorkersCollector(self.answer_metrics)]
+
+    def answer_metrics(self) -> dict[str, str]:
+        """Each answer worker's answer-engine metrics text (those down or slow are left out)."""
+        out = {}
+        for role in self.answers:
+            if not self.worker_up(role):
+                continue
+            try:
+                reply, _ = self.supervisor.workers[role].client.call("ans.metrics", ipc.Empty(), timeout=10,
+                                                                     connect_wait=0.5)
+            except ipc.IpcError as e:
+                log.debug("%s metrics: %s", role, e)
+                continue
+            out[role] = reply.text
+        return out
 
     def health(self) -> dict:
         """For `/ready`: the store's tiers (a cold tier down is `degraded`, still ready) and the
@@ -354,6 +382,8 @@ class MultiEngine:
         for stream_id in list(self.sessions):
             self.sessions[stream_id].close()
         self.supervisor.stop()
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 class WorkerCollector:
