@@ -10,7 +10,7 @@ Why the bound (`MAX_STEPS` = 5): with continuous batching B's question joins the
 step, so it waits for at most the step in flight (1); its prefill then runs in a step that also
 decodes A's answers (1 more than alone); and the server's own stages for B (retrieval, the
 memory's export), which take well under a step alone, share the CPU with vLLM stepping A's
-batch (about 2 more on 2 cores); 1 of margin. Measured here: 2.7 steps (2 cores, load ~15).
+batch (about 2 more on 2 cores); 1 of margin. Measured here: 2.7 and 1.4 steps (2 cores, load ~15).
 Under the transformers engine's model lock (fair turns between keys) B would instead wait for
 one of A's answers to end: as many steps as A's answer has tokens (`A_TOKENS`, 256), far above.
 
