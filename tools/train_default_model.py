@@ -9,9 +9,14 @@ Deterministic given --seed and the step counts; --minutes caps the wall time, fi
 evaluation included (stage 2 stops early, keeping what it has; --stop-step replays such a run).
 Prints the loss curve and held-out exact-match accuracy per question type.
 
-The committed grounded-v4 weights, on the 2-core CPU in 42 minutes (docs/model_card.md)::
+grounded-v4, from scratch on the 2-core CPU in 42 minutes (docs/model_card.md)::
 
     python tools/train_default_model.py --seed 0 --report /tmp/train.json
+
+grounded-v5, a fine-tune of v4 (`--recipe v5`: no stage 1, tower frozen; word tables, soft prompt
+and adapters train on a mix with busy streams of the hard set, `samples.hard_sample`)::
+
+    OMP_NUM_THREADS=1 python tools/train_default_model.py --recipe v5 --threads 1 --report /tmp/train5.json
 
 bf16 autocast only on CUDA or where the CPU has AVX-512 BF16 / AMX; fp32 otherwise.
 """
@@ -34,7 +39,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamvqa.models import template  # noqa: E402
 from streamvqa.models.grounded.lora import LoRA  # noqa: E402
-from streamvqa.models.grounded.samples import SIZES, event_sample, scene_sample, snippet_sample  # noqa: E402
+from streamvqa.models.grounded.samples import (  # noqa: E402
+    SIZES,
+    event_sample,
+    hard_sample,
+    scene_sample,
+    snippet_sample,
+)
 from streamvqa.models.grounded.sequences import IGNORE, Sample, Tokens, collate, embed  # noqa: E402
 from streamvqa.models.grounded.vision import GroundedVision, GroundedVisionConfig, default_weights_path  # noqa: E402
 from streamvqa.models.smollm2 import ensure_smollm2  # noqa: E402
@@ -120,8 +131,13 @@ def stage1(vision: GroundedVision, seed: int, steps: int, batch: int, max_s: flo
 
 # -- stage 2 ---------------------------------------------------------------------------------
 def train_batch(rng: np.random.Generator, args: argparse.Namespace) -> list[Sample]:
-    """All scenes, all snippets of one length, or all event streams (long: a smaller batch)."""
+    """All scenes, all snippets of one length, all event streams or all busy streams (long: a
+    smaller batch)."""
     r = rng.random()
+    if args.p_hard:  # drawn first, so a recipe without busy streams keeps v4's draws
+        if r < args.p_hard:
+            return _some(lambda: hard_sample(rng, minutes=tuple(args.hard_minutes)), args.hard_batch)
+        r = (r - args.p_hard) / (1 - args.p_hard)
     if r < args.p_events:
         return _some(lambda: event_sample(rng), args.events_batch)
     if r >= args.p_events + args.p_snippet:
@@ -182,14 +198,18 @@ def step_loss(lm, vision, samples: list[Sample], toks: Tokens, pad_id: int, devi
     return total / n_total
 
 
-def held_out(seed: int, per_type: int, n_snippets: int, n_events: int = 0) -> list[Sample]:
-    """Single-question samples: `per_type` scenes per QA type, stream snippets, then event
-    streams (their types prefixed "events:")."""
+def held_out(seed: int, per_type: int, n_snippets: int, n_events: int = 0, n_hard: int = 0) -> list[Sample]:
+    """Single-question samples: `per_type` scenes per QA type, stream snippets, event streams
+    (their types prefixed "events:"), then busy streams ("hard:", drawn from their own seed)."""
     rng = np.random.default_rng(seed)
     out = [scene_sample(rng, kinds=(k,)) for k in QA_TYPES for _ in range(per_type)]
     out += _some(lambda: snippet_sample(rng, n_turns=1), n_snippets)
     for s in _some(lambda: event_sample(rng, n_turns=1), n_events):
         s.types = [f"events:{t}" for t in s.types]
+        out.append(s)
+    hrng = np.random.default_rng(seed + 1)
+    for s in _some(lambda: hard_sample(hrng, n_turns=1), n_hard):
+        s.types = [f"hard:{t}" for t in s.types]
         out.append(s)
     return out
 
@@ -200,6 +220,7 @@ def exact_match(lm, vision, samples: list[Sample], toks: Tokens, pad_id: int, ba
     the argmax, which is exactly when greedy decoding produces the answer and stops."""
     emb = lm.get_input_embeddings()
     hits: dict[str, list[int]] = defaultdict(list)
+    samples = sorted(samples, key=lambda s: len(s.frames))  # little padding in a chunk
     for i in range(0, len(samples), batch):
         chunk = samples[i:i + batch]
         b = to_device(collate(chunk, toks, vision.n_tokens, pad_id, n_prompt=vision.prompt.shape[0]), emb.weight.device.type)
@@ -216,10 +237,15 @@ def exact_match(lm, vision, samples: list[Sample], toks: Tokens, pad_id: int, ba
     acc = {k: float(np.mean(v)) for k, v in sorted(hits.items())}
     scene = [x for k in QA_TYPES for x in hits.get(k, [])]
     events = [x for k, v in hits.items() if k.startswith("events:") for x in v]
-    stream = [x for k, v in hits.items() if k not in QA_TYPES and not k.startswith("events:") for x in v]
+    hard = [x for k, v in hits.items() if k.startswith("hard:") for x in v]
+    hard_no = [x for k in ("hard:exists_no", "hard:now_no") for x in hits.get(k, [])]
+    stream = [x for k, v in hits.items() if k not in QA_TYPES and ":" not in k for x in v]
     acc["frames_overall"] = float(np.mean(scene)) if scene else 0.0
     acc["snippets_overall"] = float(np.mean(stream)) if stream else 0.0
     acc["events_overall"] = float(np.mean(events)) if events else 0.0
+    if hard:
+        acc["hard_overall"] = float(np.mean(hard))
+        acc["hard_no"] = float(np.mean(hard_no)) if hard_no else 0.0
     return acc
 
 
@@ -233,13 +259,13 @@ def stage2(lm, vision, tok, args, deadline: float) -> dict:
         groups.append({"params": list(vision.lora.parameters()), "lr_scale": args.lora_lr / args.lr})
     opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.0)
     rng = np.random.default_rng(args.seed + 1)
-    evalset = held_out(args.seed + 999, args.eval_per_type, args.eval_snippets, args.eval_events)
+    evalset = held_out(args.seed + 999, args.eval_per_type, args.eval_snippets, args.eval_events, args.eval_hard)
     n_prefix = len(toks(template.PREFIX)) + vision.prompt.shape[0]  # shared by every row (lm_loss)
     history, results, evals = [], {}, []
     t0 = time.time()
     ema = None
     for step in range(args.steps):
-        warm = min(1.0, (step + 1) / 30)
+        warm = min(1.0, (step + 1) / args.warmup)
         lr = args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         for g in opt.param_groups:
             g["lr"] = lr * g["lr_scale"]
@@ -275,8 +301,22 @@ def _cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+WEIGHTS = default_weights_path().parent
+# --recipe sets these defaults (explicit flags still win): v4 trains from scratch; v5 fine-tunes
+# v4 (tower frozen, no stage 1) on a mix with busy streams of the hard set (issue 22)
+RECIPES: dict[str, dict] = {
+    "v4": {"out": str(WEIGHTS / "grounded-v4.safetensors")},
+    "v5": {"init": str(WEIGHTS / "grounded-v4.safetensors"), "out": str(WEIGHTS / "grounded-v5.safetensors"),
+           "stage1_steps": 0, "steps": 120, "lr": 3e-3, "lora_lr": 8e-4, "warmup": 10, "p_hard": 0.5,
+           "hard_batch": 1, "hard_minutes": (1.0, 5.0), "amp": "off", "eval_per_type": 5, "eval_snippets": 10,
+           "eval_events": 10, "eval_hard": 20, "eval_reserve_s": 400.0, "minutes": 60.0},
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default="v4",
+                    help="defaults of a published version (v5: fine-tune of v4 with busy streams)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--minutes", type=float, default=45.0, help="wall-time cap for the whole run")
     ap.add_argument("--stage1-steps", type=int, default=600)
@@ -295,6 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--snippet-frames", type=int, default=16, help="most frames in a training snippet")
     ap.add_argument("--p-events", type=float, default=0.3, help="share of batches that are event streams")
     ap.add_argument("--events-batch", type=int, default=2, help="event streams per batch")
+    ap.add_argument("--p-hard", type=float, default=0.0,
+                    help="share of batches that are busy streams of the hard set (drawn before the others)")
+    ap.add_argument("--hard-batch", type=int, default=2, help="busy streams per batch")
+    ap.add_argument("--hard-minutes", type=float, nargs=2, default=(1.0, 4.0), help="busy streams' length range")
+    ap.add_argument("--warmup", type=int, default=30, help="stage-2 warm-up steps")
     ap.add_argument("--lora-rank", type=int, default=8, help="rank of LM attention adapters (0: none, LM untouched)")
     ap.add_argument("--lora-alpha", type=float, default=16.0)
     ap.add_argument("--lora-lr", type=float, default=1e-3, help="peak learning rate of the adapters")
@@ -305,9 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-per-type", type=int, default=30)
     ap.add_argument("--eval-snippets", type=int, default=60)
     ap.add_argument("--eval-events", type=int, default=40)
+    ap.add_argument("--eval-hard", type=int, default=0, help="held-out busy-stream questions")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=str(default_weights_path()))
+    ap.add_argument("--out", default=None, help="where to save the weights (default: the recipe's version)")
     ap.add_argument("--report", default=None, help="write the loss curve and accuracies as JSON")
+    ap.set_defaults(**RECIPES[ap.parse_known_args(argv)[0].recipe])
     args = ap.parse_args(argv)
 
     start = time.time()
@@ -350,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         vision.eval()
         toks = Tokens(tok)
         results = exact_match(lm, vision, held_out(args.seed + 999, args.eval_per_type, args.eval_snippets,
-                                                   args.eval_events), toks,
+                                                   args.eval_events, args.eval_hard), toks,
                               tok.pad_token_id if tok.pad_token_id is not None else 2)
         log("held-out: " + " ".join(f"{k}={v:.3f}" for k, v in results.items()))
         if args.out:

@@ -5,7 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamvqa.models.grounded.samples import _seen, event_sample, event_stream, snippet_sample
+from streamvqa.models.grounded.samples import (
+    TRAIN_SEED_MIN,
+    _seen,
+    busy_stream,
+    event_sample,
+    event_stream,
+    hard_sample,
+    now_questions,
+    snippet_sample,
+    was_there_questions,
+)
+from streamvqa.synth.hard import HARD_SEED, moments
 from streamvqa.synth.streams import Event, Stream, needle_questions, render_stream_frame
 
 
@@ -54,3 +65,53 @@ def test_snippets_are_deterministic_and_short():
         a, b = _draw(lambda r: snippet_sample(r, n_frames=12), seed), _draw(lambda r: snippet_sample(r, n_frames=12), seed)
         assert a.times == b.times and a.turns == b.turns
         assert 1 <= len(a.frames) <= 12
+
+
+def test_busy_streams_never_use_the_hard_sets_seeds():
+    rng = np.random.default_rng(0)
+    seeds = [busy_stream(rng).seed for _ in range(200)]
+    assert min(seeds) >= TRAIN_SEED_MIN > HARD_SEED + 10_000
+
+
+def _pairs(ms) -> set[tuple[str, str]]:
+    return {(str(o.colour), str(o.shape)) for m in ms for o in m.objects}
+
+
+def test_hard_samples_answer_from_the_frames_they_show():
+    """Rebuild each sample's stream (the first draw of its seed) and check: deterministic, the
+    kept frames are the stream's non-empty frames up to the asking time, and every yes/no answer
+    is what those frames show ("was there": any moment shown; "is there": the last one)."""
+    checked = 0
+    for seed in range(40):
+        a, b = _draw(hard_sample, seed), _draw(hard_sample, seed)
+        assert a.times == b.times and a.turns == b.turns
+        assert all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames, strict=True))
+        stream = busy_stream(np.random.default_rng(seed))
+        last = a.times[-1]
+        assert a.times == [float(i) for i in range(int(last) + 1) if any(e.active(i) for e in stream.events)]
+        shown = [m for m in moments(stream) if m.t <= last]
+        now = [m for m in shown if m.t <= last < m.end]
+        for (q, ans), kind in zip(a.turns, a.types, strict=True):
+            if kind.startswith(("exists_", "now_")):
+                pair = tuple(q.removesuffix("?").split()[-2:])
+                pool = _pairs(now) if kind.startswith("now_") else _pairs(shown)
+                assert ans == ("yes" if pair in pool else "no"), (seed, q, ans)
+                assert kind.endswith("yes") == (ans == "yes")
+                checked += 1
+    assert checked >= 20
+
+
+def test_near_misses_join_a_colour_and_a_shape_shown_apart():
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        stream = busy_stream(rng)
+        seen = moments(stream)
+        colours = {o.colour for m in seen for o in m.objects}
+        shapes = {o.shape for m in seen for o in m.objects}
+        for q in was_there_questions(stream, stream.duration, rng):
+            c, s = q["question"].removesuffix("?").split()[-2:]
+            assert q["answer"] == ("yes" if (c, s) in _pairs(seen) else "no")
+            assert c in colours and s in shapes
+        qs = now_questions(stream, rng)
+        assert len({q["question"] for q in qs}) == len(qs)
+        assert len({q["asked_at"] for q in qs}) <= 1

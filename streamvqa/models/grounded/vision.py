@@ -271,7 +271,7 @@ class GroundedVision(nn.Module):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(path), metadata={"format": "pt", "model": "streamvqa-" + WEIGHTS_NAME.removesuffix(".safetensors")})
+        save_file(state, str(path), metadata={"format": "pt", "model": "streamvqa-" + path.stem})
         sha256_path(path).write_text(f"{file_sha256(path)}  {path.name}\n")
         config_path(path).write_text(self.config.to_json() + "\n")
 
