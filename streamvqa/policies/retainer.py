@@ -145,7 +145,9 @@ class Retainer:
         for b in originals.values():
             units[b.index] = UnitInfo(b.index, b.t_start, b.t_end, b.pos_start, b.pos_end, b.n_tokens)
         out: list[LayerMemory] = []
-        for i, (layer, chosen) in enumerate(zip(self.memory.view(before=at), sel.per_layer, strict=True)):
+        wanted = {u for row in sel.per_layer for u in row}  # packed units no layer chose stay packed
+        for i, (layer, chosen) in enumerate(zip(self.memory.view(before=at, packed=wanted), sel.per_layer,
+                                                strict=True)):
             chosen_set = set(chosen)
             present = set(layer.unit.unique().tolist()) if layer.n else set()
             layer = drop_units(layer, (present - chosen_set) | (chosen_set & set(originals)))
