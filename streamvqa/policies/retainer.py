@@ -28,6 +28,7 @@ from streamvqa.policies.memory import (
     TokenMemory,
     TokenMeta,
     UnitInfo,
+    cat_layers,
     drop_units,
     enforce_fifo,
     sort_units,
@@ -151,9 +152,10 @@ class Retainer:
             chosen_set = set(chosen)
             present = set(layer.unit.unique().tolist()) if layer.n else set()
             layer = drop_units(layer, (present - chosen_set) | (chosen_set & set(originals)))
-            for u in sorted(chosen_set & set(originals)):
-                b = originals[u]
-                extra = unit_layers(b.keys[i:i + 1], b.values[i:i + 1], b.positions, u, TokenMeta.text(b.n_tokens))[0]
-                layer = extra if layer.n == 0 else layer.cat(extra)
+            extras = [unit_layers(b.keys[i:i + 1], b.values[i:i + 1], b.positions, u, TokenMeta.text(b.n_tokens))[0]
+                      for u in sorted(chosen_set & set(originals)) for b in (originals[u],)]
+            parts = ([layer] if layer.n else []) + extras
+            if extras:  # one concatenation: one at a time would copy the layer once per original
+                layer = cat_layers(parts)
             out.append(sort_units(layer))
         return out, units
