@@ -143,18 +143,29 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--plot", default=None, metavar="PNG", help="write the plot")
     p.add_argument("--log", default=None, metavar="JSONL", help="append each finished run as a JSON line")
     p.add_argument("--from-log", default=None, metavar="JSONL[,JSONL]",
-                   help="build the table and plot from runs logged by --log (runs split over processes)")
+                   help="build the table and plot from runs logged by --log, or written by `eval hard --json` "
+                        "(runs split over processes)")
     return p
+
+
+def logged_rows(path: str) -> list[dict]:
+    """The rows of a `--log` file (one JSON line a run) or of one `eval hard --json` result."""
+    text = Path(path).read_text()
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        whole = None
+    if isinstance(whole, dict):  # a single run written by `streamvqa eval hard --json`
+        return [{k: whole.get(k) for k in KEEP}]
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def from_logs(paths: list[str], methods: list[str], budgets: list[str]) -> dict:
     """The sweep's result from logged rows (the last row of each method and budget wins)."""
     rows: dict[tuple, dict] = {}
     for path in paths:
-        for line in Path(path).read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                rows[(r["method"], r["kv_budget"])] = r
+        for r in logged_rows(path):
+            rows[(r["method"], r["kv_budget"])] = r
     refs = [rows[(m, None)] for m in REFERENCES if (m, None) in rows]
     runs = [rows[(m, b)] for b in budgets for m in methods if (m, b) in rows]
     return finish(refs + runs, methods, budgets, [])

@@ -75,14 +75,17 @@ class LayerMemory:
         return LayerMemory(**out)
 
     def cat(self, other: LayerMemory) -> LayerMemory:
-        dims = {"positions": 2}
-        return LayerMemory(**{
-            f.name: torch.cat([getattr(self, f.name), getattr(other, f.name)], dim=dims.get(f.name, 1))
-            for f in fields(self)
-        })
+        return cat_layers([self, other])
 
     def nbytes(self) -> int:
         return 2 * self.keys.element_size() * self.keys.nelement()
+
+
+def cat_layers(parts: list[LayerMemory]) -> LayerMemory:
+    """The parts' tokens one after another (one copy, however many parts)."""
+    dims = {"positions": 2}
+    return LayerMemory(**{f.name: torch.cat([getattr(p, f.name) for p in parts], dim=dims.get(f.name, 1))
+                          for f in fields(LayerMemory)})
 
 
 def unit_layers(keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor, unit: int,
@@ -165,7 +168,7 @@ class TokenMemory:
     def rep_keys(self, units: list[int]) -> dict[int, torch.Tensor]:
         """Mean retained pre-RoPE key of each unit, per layer and head: [L, H, d]. A packed unit
         may keep its exact representative (`Packed.rep`, e.g. StreamingTOM's group key)."""
-        layers = self.view()
+        layers: list[LayerMemory] | None = None  # built once, and only for units without a kept rep
         out = {}
         for u in units:
             packed = self.packed.get(u)
@@ -173,6 +176,7 @@ class TokenMemory:
             if rep is not None:
                 out[u] = rep
                 continue
+            layers = self.view() if layers is None else layers
             rows = []
             for layer in layers:
                 m = (layer.unit == u).unsqueeze(-1).float()  # [H, n, 1]
@@ -195,12 +199,16 @@ class TokenMemory:
     def nbytes(self) -> int:
         return sum(layer.nbytes() for layer in self.layers) + sum(p.nbytes() for p in self.packed.values())
 
-    def view(self, exclude: set[int] | None = None, before: float | None = None) -> list[LayerMemory]:
-        """Per layer, every retained token (packed units expanded) in unit order."""
-        layers = list(self.layers)
-        for p in sorted(self.packed.values(), key=lambda p: p.unit):
-            expanded = p.expand()
-            layers = expanded if not layers else [a.cat(b) for a, b in zip(layers, expanded, strict=True)]
+    def view(self, exclude: set[int] | None = None, before: float | None = None,
+             packed: set[int] | None = None) -> list[LayerMemory]:
+        """Per layer, every retained token (packed units expanded) in unit order; with `packed`,
+        only those packed units are expanded (a packed unit holds the same tokens in every head,
+        so leaving one out equals dropping it afterwards, without decoding it)."""
+        parts = [self.layers] if self.layers else []
+        parts += [p.expand() for p in sorted(self.packed.values(), key=lambda p: p.unit)
+                  if packed is None or p.unit in packed]
+        # one concatenation per layer: pairwise ones would copy the memory once per packed unit
+        layers = [cat_layers(list(rows)) for rows in zip(*parts, strict=True)] if parts else []
         drop = set(exclude or ())
         if before is not None:
             drop |= {u for u, info in self.units.items() if info.t_end > before}

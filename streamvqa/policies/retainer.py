@@ -28,6 +28,7 @@ from streamvqa.policies.memory import (
     TokenMemory,
     TokenMeta,
     UnitInfo,
+    cat_layers,
     drop_units,
     enforce_fifo,
     sort_units,
@@ -145,13 +146,16 @@ class Retainer:
         for b in originals.values():
             units[b.index] = UnitInfo(b.index, b.t_start, b.t_end, b.pos_start, b.pos_end, b.n_tokens)
         out: list[LayerMemory] = []
-        for i, (layer, chosen) in enumerate(zip(self.memory.view(before=at), sel.per_layer, strict=True)):
+        wanted = {u for row in sel.per_layer for u in row}  # packed units no layer chose stay packed
+        for i, (layer, chosen) in enumerate(zip(self.memory.view(before=at, packed=wanted), sel.per_layer,
+                                                strict=True)):
             chosen_set = set(chosen)
             present = set(layer.unit.unique().tolist()) if layer.n else set()
             layer = drop_units(layer, (present - chosen_set) | (chosen_set & set(originals)))
-            for u in sorted(chosen_set & set(originals)):
-                b = originals[u]
-                extra = unit_layers(b.keys[i:i + 1], b.values[i:i + 1], b.positions, u, TokenMeta.text(b.n_tokens))[0]
-                layer = extra if layer.n == 0 else layer.cat(extra)
+            extras = [unit_layers(b.keys[i:i + 1], b.values[i:i + 1], b.positions, u, TokenMeta.text(b.n_tokens))[0]
+                      for u in sorted(chosen_set & set(originals)) for b in (originals[u],)]
+            parts = ([layer] if layer.n else []) + extras
+            if extras:  # one concatenation: one at a time would copy the layer once per original
+                layer = cat_layers(parts)
             out.append(sort_units(layer))
         return out, units

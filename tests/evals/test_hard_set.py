@@ -162,6 +162,20 @@ def test_sweep_table_from_logs(tmp_path):
     assert "| hybrid * | 10% | 90 / 4.0 |" in table and "| full | - | 900 / 39.6 |" in table
 
 
+def test_sweep_table_from_single_run_results(tmp_path):
+    """`eval hard --json` results (one run, indented, with its question rows) merge with logs."""
+    from streamvqa.evals import sweep
+
+    log = tmp_path / "a.jsonl"
+    log.write_text(json.dumps(_row("full", None, 0.7, 900)) + "\n")
+    single = tmp_path / "hybrid.json"
+    single.write_text(json.dumps({**_row("hybrid", "5%", 0.5, 45), "rows": [{"question": "q"}], "model": {}},
+                                 indent=2))
+    result = sweep.from_logs([str(log), str(single)], ["hybrid"], ["5%"])
+    assert [(r["method"], r["kv_budget"]) for r in result["rows"]] == [("full", None), ("hybrid", "5%")]
+    assert "rows" not in result["rows"][1] and result["leaders"] == {"5%": ["hybrid"]}
+
+
 def test_cli_parsers():
     import argparse
 

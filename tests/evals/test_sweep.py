@@ -1,5 +1,6 @@
-"""The hard set through the real engine (slow): every preset within its kv_budget, a tiny sweep end
-to end (JSON table, plot, references), and the ordering the full sweep shows."""
+"""The hard set through the real engine (slow): every preset within its kv_budget, and the CI sweep
+(a two-minute dense stream, two budgets) end to end (JSON table, plot, references) with the
+ordering the full sweep shows."""
 
 from __future__ import annotations
 
@@ -47,20 +48,29 @@ def test_meter_sees_an_unbounded_reference_over_a_small_budget(engine, tiny):
     assert meter.peak >= tiny["full_tokens"] - 12  # full holds every frame (the last unit in flight aside)
 
 
-def test_tiny_sweep_end_to_end(engine, tiny, tmp_path):
-    result = sweep_mod.sweep(engine, ["sliding-window", "hybrid"], ["25%", "50%"], [tiny])
+@pytest.fixture(scope="module")
+def dense():
+    """The CI sweep's stream: two minutes of the hard set (seed 22001: 20 answer-scored questions)."""
+    return prepared(22_001, 2.0)
+
+
+def test_fast_sweep_shows_the_full_sweeps_ordering(engine, dense, tmp_path):
+    """The full sweep's ordering on a short dense stream, two budgets: at equal memory `hybrid`
+    (retrieval) keeps at least the evidence recall of `sliding-window` (the 30-minute sweep: 0.99
+    and 0.92 against 0.31). Accuracy is not ordered the same way at every length (here hybrid
+    leads; at 30 minutes sliding-window does, docs/benchmarks.md), so it is not asserted."""
+    result = sweep_mod.sweep(engine, ["sliding-window", "hybrid"], ["10%", "25%"], [dense])
     rows = result["rows"]
     assert [r["method"] for r in rows[:2]] == ["full", "oracle"]
     assert {(r["method"], r["kv_budget"]) for r in rows[2:]} == {
-        (m, b) for m in ("sliding-window", "hybrid") for b in ("25%", "50%")}
+        (m, b) for m in ("sliding-window", "hybrid") for b in ("10%", "25%")}
     assert all(r["within_budget"] for r in rows[2:])
     assert any(r["pareto"] for r in rows[2:])
-    # the ordering of the full sweep: retrieval brings back evidence a window has dropped
-    for b in ("25%",):
+    for b in ("10%", "25%"):
         at = {r["method"]: r for r in rows if r["kv_budget"] == b}
-        assert at["hybrid"]["evidence"]["recall"] >= at["sliding-window"]["evidence"]["recall"]
+        assert at["hybrid"]["evidence"]["recall"] >= at["sliding-window"]["evidence"]["recall"], b
     out = tmp_path / "sweep.json"
     out.write_text(json.dumps(result))
     png = sweep_mod.plot(result, tmp_path / "sweep.png")
-    assert png.stat().st_size > 1000 and json.loads(out.read_text())["leaders"].keys() == {"25%", "50%"}
+    assert png.stat().st_size > 1000 and json.loads(out.read_text())["leaders"].keys() == {"10%", "25%"}
     assert "| hybrid" in sweep_mod.markdown(result)
