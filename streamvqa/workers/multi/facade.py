@@ -45,8 +45,13 @@ def _unavailable(role: str, e: ipc.IpcError) -> ApiError:
 
 
 class RemoteSession:
+    # threads that wait on a question's tokens (the engine's, sized to vLLM's batch); None: the
+    # event loop's default executor, as StreamSession without an answer engine
+    executor: ThreadPoolExecutor | None = None
+
     def __init__(self, engine: MultiEngine, stream_id: str, method: str, options: dict, encoder: str) -> None:
         self.engine = engine
+        self.executor = getattr(engine, "executor", None)
         self.encoder = encoder  # the encoder worker this stream is placed on
         self.stream_id = stream_id
         self.method = method
@@ -220,7 +225,7 @@ class RemoteSession:
     def ask(self, question: str, *, max_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
             at: float | None = None, seed: int | None = None) -> AsyncIterator[TokenEvent | Answer]:
         return stream_in_thread(self.events(question, max_tokens=max_tokens, temperature=temperature,
-                                            top_p=top_p, at=at, seed=seed), self.engine.executor)
+                                            top_p=top_p, at=at, seed=seed), self.executor)
 
     def close(self) -> None:
         self.closed = True
