@@ -2,6 +2,7 @@
 model exported as a plain Qwen2 (exact at text positions), and the memory written once into its
 shared-memory file with the uniform shift applied in every M-RoPE row."""
 
+import threading
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 from streamvqa.answering import kvfile
-from streamvqa.answering.vllm_engine import export_memory, qwen2_lm
+from streamvqa.answering.vllm_engine import VLLMAnswerEngine, export_memory, qwen2_lm
+from streamvqa.engine.errors import EngineError
 from streamvqa.models.loading import load_adapter
 from tests.engine.conftest import get_adapter
 from tests.vllm.conftest import tiny_qwen_dir
@@ -102,3 +104,26 @@ def test_the_memory_is_copied_once_on_each_side(capsys) -> None:
     assert sum(copied[("former", 0)].values()) == 6 * memory
     assert sum(copied[("former", -5)].values()) > 9 * memory
     assert "single/former" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("change", [{"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 2.0}},
+                                    {"use_sliding_window": True}], ids=["rope_type", "sliding_window"])
+def test_an_lm_the_export_cannot_match_is_refused_with_unsupported_for_engine(change: dict, tmp_path) -> None:
+    """A rope scaling or a sliding window has no exact plain-Qwen2 equivalent: refused, not served wrong."""
+    adapter = load_adapter(str(tiny_qwen_dir("qwen2_vl", tmp_path / "q")))
+    for key, value in change.items():
+        setattr(adapter.text_config, key, value)
+    with pytest.raises(EngineError) as e:
+        qwen2_lm(adapter)
+    assert e.value.code == "unsupported_for_engine"
+
+
+def test_a_temperature_vllm_refuses_falls_back_to_transformers_and_is_counted() -> None:
+    """vLLM's sampler takes temperatures up to 2, the API up to 10: hotter questions are answered
+    by the session's own model (start returns None) and counted, never a 500."""
+    engine = VLLMAnswerEngine.__new__(VLLMAnswerEngine)  # start() decides before any vLLM call
+    engine._lock, engine.fallbacks = threading.Lock(), {}
+    layer = SimpleNamespace(keys=torch.zeros(1, 1, 4, 8), values=torch.zeros(1, 1, 4, 8))
+    assembled = SimpleNamespace(cache=SimpleNamespace(layers=[layer, layer]), length=4)
+    assert engine.start(None, assembled, 4, [], max_tokens=4, temperature=2.5, top_p=1.0, seed=None) is None
+    assert engine.fallbacks == {"temperature": 1}
