@@ -16,12 +16,12 @@ its `answer_engines` section (`section`), skipped with the reason without `.venv
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
+
+from streamvqa.evals.common import write_json
 
 
 def _percentile(xs: list[float], q: float) -> float:
@@ -149,7 +149,5 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    result = run(args)
-    if args.engines_json:
-        Path(args.engines_json).write_text(json.dumps(result, indent=1))
+    write_json(args.engines_json, run(args))
     return 0

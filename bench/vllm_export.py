@@ -23,7 +23,6 @@ Nothing is asserted; figures are printed and written as JSON (docs/vllm.md, "The
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -38,6 +37,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from streamvqa.answering import kvfile
 from streamvqa.answering.vllm_engine import export_memory
+from streamvqa.evals.common import write_json
 
 
 @dataclass
@@ -248,7 +248,5 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    result = run(args)
-    if args.export_json:
-        Path(args.export_json).write_text(json.dumps(result, indent=1))
+    write_json(args.export_json, run(args))
     return 0
