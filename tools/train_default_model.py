@@ -41,6 +41,7 @@ from streamvqa.models import template  # noqa: E402
 from streamvqa.models.grounded.lora import LoRA  # noqa: E402
 from streamvqa.models.grounded.samples import (  # noqa: E402
     SIZES,
+    busy_sample,
     event_sample,
     hard_sample,
     scene_sample,
@@ -136,7 +137,8 @@ def train_batch(rng: np.random.Generator, args: argparse.Namespace) -> list[Samp
     r = rng.random()
     if args.p_hard:  # drawn first, so a recipe without busy streams keeps v4's draws
         if r < args.p_hard:
-            return _some(lambda: hard_sample(rng, minutes=tuple(args.hard_minutes)), args.hard_batch)
+            draw = BUSY[args.hard_sampler]
+            return _some(lambda: draw(rng, minutes=tuple(args.hard_minutes)), args.hard_batch)
         r = (r - args.p_hard) / (1 - args.p_hard)
     if r < args.p_events:
         return _some(lambda: event_sample(rng), args.events_batch)
@@ -198,7 +200,11 @@ def step_loss(lm, vision, samples: list[Sample], toks: Tokens, pad_id: int, devi
     return total / n_total
 
 
-def held_out(seed: int, per_type: int, n_snippets: int, n_events: int = 0, n_hard: int = 0) -> list[Sample]:
+BUSY = {"v5": hard_sample, "v6": busy_sample}  # busy-stream samplers, by the recipe that introduced them
+
+
+def held_out(seed: int, per_type: int, n_snippets: int, n_events: int = 0, n_hard: int = 0,
+             hard_sampler: str = "v5") -> list[Sample]:
     """Single-question samples: `per_type` scenes per QA type, stream snippets, event streams
     (their types prefixed "events:"), then busy streams ("hard:", drawn from their own seed)."""
     rng = np.random.default_rng(seed)
@@ -208,7 +214,7 @@ def held_out(seed: int, per_type: int, n_snippets: int, n_events: int = 0, n_har
         s.types = [f"events:{t}" for t in s.types]
         out.append(s)
     hrng = np.random.default_rng(seed + 1)
-    for s in _some(lambda: hard_sample(hrng, n_turns=1), n_hard):
+    for s in _some(lambda: BUSY[hard_sampler](hrng, n_turns=1), n_hard):
         s.types = [f"hard:{t}" for t in s.types]
         out.append(s)
     return out
@@ -259,7 +265,8 @@ def stage2(lm, vision, tok, args, deadline: float) -> dict:
         groups.append({"params": list(vision.lora.parameters()), "lr_scale": args.lora_lr / args.lr})
     opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.0)
     rng = np.random.default_rng(args.seed + 1)
-    evalset = held_out(args.seed + 999, args.eval_per_type, args.eval_snippets, args.eval_events, args.eval_hard)
+    evalset = held_out(args.seed + 999, args.eval_per_type, args.eval_snippets, args.eval_events, args.eval_hard,
+                       args.hard_sampler)
     n_prefix = len(toks(template.PREFIX)) + vision.prompt.shape[0]  # shared by every row (lm_loss)
     history, results, evals = [], {}, []
     t0 = time.time()
@@ -310,6 +317,12 @@ RECIPES: dict[str, dict] = {
            "stage1_steps": 0, "steps": 120, "lr": 3e-3, "lora_lr": 8e-4, "warmup": 10, "p_hard": 0.5,
            "hard_batch": 1, "hard_minutes": (1.0, 5.0), "amp": "off", "eval_per_type": 5, "eval_snippets": 10,
            "eval_events": 10, "eval_hard": 20, "eval_reserve_s": 400.0, "minutes": 60.0},
+    # v6: v5's fine-tune with balanced busy-stream samples (`samples.busy_sample`: yes/no pairs on
+    # one context, every answer type, up to six turns, streams up to 6 minutes) and more steps
+    "v6": {"init": str(WEIGHTS / "grounded-v4.safetensors"), "out": str(WEIGHTS / "grounded-v6.safetensors"),
+           "stage1_steps": 0, "steps": 400, "lr": 1e-3, "lora_lr": 8e-4, "warmup": 20, "p_hard": 0.5,
+           "hard_batch": 1, "hard_sampler": "v6", "hard_minutes": (1.0, 6.0), "amp": "off", "eval_per_type": 5,
+           "eval_snippets": 10, "eval_events": 10, "eval_hard": 40, "eval_reserve_s": 400.0, "minutes": 75.0},
 }
 
 
@@ -338,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--p-hard", type=float, default=0.0,
                     help="share of batches that are busy streams of the hard set (drawn before the others)")
     ap.add_argument("--hard-batch", type=int, default=2, help="busy streams per batch")
+    ap.add_argument("--hard-sampler", choices=sorted(BUSY), default="v5",
+                    help="busy-stream samples: v5 (the hard set's questions, up to 3 turns) or v6 (balanced pairs)")
     ap.add_argument("--hard-minutes", type=float, nargs=2, default=(1.0, 4.0), help="busy streams' length range")
     ap.add_argument("--warmup", type=int, default=30, help="stage-2 warm-up steps")
     ap.add_argument("--lora-rank", type=int, default=8, help="rank of LM attention adapters (0: none, LM untouched)")
@@ -397,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         vision.eval()
         toks = Tokens(tok)
         results = exact_match(lm, vision, held_out(args.seed + 999, args.eval_per_type, args.eval_snippets,
-                                                   args.eval_events, args.eval_hard), toks,
+                                                   args.eval_events, args.eval_hard, args.hard_sampler), toks,
                               tok.pad_token_id if tok.pad_token_id is not None else 2)
         log("held-out: " + " ".join(f"{k}={v:.3f}" for k, v in results.items()))
         if args.out:

@@ -4,7 +4,8 @@ One method (a preset, optionally held to a `--kv-budget` of hot memory) runs ove
 `streamvqa.synth.hard`; questions are asked *while* frames arrive, at their `asked_at` times.
 Two references need no budget: `full` (everything in context, the offline full-memory answer)
 and `oracle` (the model given only each question's evidence frames: what perfect memory could
-give this model). Reported: accuracy per type and per distance, evidence recall and precision
+give this model). Reported: accuracy per type, per distance, single- against multi-object
+evidence and for answers yes against no, evidence recall and precision
 (the "when did the digit 7 appear?" type is scored on evidence alone), the hot tokens the run
 really held, store bytes, and time to first token.
 
@@ -43,7 +44,8 @@ def prepared(seed: int, minutes: float, fps: float = 1.0, via_mp4: bool = False,
 def _row(q: dict, prediction: str, evidence: list, fps: float, timings: dict | None = None) -> dict:
     scores = evidence_scores(evidence, q["evidence"], fps) if q["evidence"] else {"recall": None, "precision": None}
     return {
-        "type": q["type"], "bucket": q["bucket"], "distance": q["distance"], "asked_at": q["asked_at"],
+        "type": q["type"], "bucket": q["bucket"], "distance": q["distance"], "objects": q["objects"],
+        "asked_at": q["asked_at"],
         "question": q["question"], "answer": q["answer"], "prediction": prediction, "scored": q["scored"],
         "correct": q["scored"] == "answer" and normalise(prediction) == normalise(q["answer"]),
         "evidence_truth": q["evidence"], "evidence": [list(e) for e in evidence],
@@ -124,7 +126,9 @@ def summary(method: str, rows: list[dict], extra: dict) -> dict:
         "accuracy": sum(r["correct"] for r in scored) / max(1, len(scored)),
         "per_type": summarise(rows, "type"), "per_distance": summarise(rows, "bucket"),
         "evidence": evidence_summary(rows), "evidence_when": evidence_summary(when),
+        "per_objects": summarise(rows, "objects"),
         "no_answers": summarise([r for r in scored if r["answer"] == "no"], "type"),
+        "yes_no": summarise([r for r in scored if r["answer"] in ("yes", "no")], "answer"),
         "ttft_median_s": statistics.median(ttft) if ttft else None, **extra, "rows": rows,
     }
 
@@ -177,7 +181,8 @@ def report(result: dict) -> str:
     if result.get("budget_tokens"):
         lines[0] += (f", budget {result['budget_tokens']} tokens, hot peak {result['hot_peak_tokens']} "
                      f"({'within' if result['within_budget'] else 'OVER'})")
-    for title, table in (("type", result["per_type"]), ("distance", result["per_distance"])):
+    for title, table in (("type", result["per_type"]), ("distance", result["per_distance"]),
+                         ("objects", result["per_objects"]), ("yes/no", result["yes_no"])):
         lines.append(f"  {title:<9}" + "  ".join(f"{k} {v['accuracy']:.2f} ({v['n']})" for k, v in table.items()))
     return "\n".join(lines)
 

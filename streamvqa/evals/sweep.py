@@ -26,7 +26,7 @@ METHODS = ("sliding-window", "rekv", "streamkv", "infinipot-v", "streammem", "li
 REFERENCES = ("full", "oracle")
 KEEP = ("method", "kv_budget", "budget_tokens", "budget_bytes", "hot_peak_tokens", "hot_peak_bytes",
         "within_budget", "store_bytes", "accuracy", "n", "per_type", "per_distance", "evidence", "evidence_when",
-        "no_answers", "ttft_median_s", "seconds", "options")
+        "no_answers", "per_objects", "yes_no", "ttft_median_s", "seconds", "options")
 
 
 def pareto(points: list[dict]) -> list[dict]:
@@ -80,18 +80,19 @@ def markdown(result: dict) -> str:
     buckets = sorted({b for r in result["rows"] for b in r["per_distance"]} - {"none"},
                      key=lambda b: ["now", "1m", "5m", "15m", "45m"].index(b))
     head = ["method", "budget", "hot peak (tok / MiB)", "store MiB", "accuracy", *buckets,
-            "\"no\" acc", "ev. recall", "ev. precision", "TTFT s"]
+            "\"no\" acc", "multi-object acc", "ev. recall", "ev. precision", "TTFT s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["rows"]:
         no = r["no_answers"]
         no_n = sum(v["n"] for v in no.values())
         no_acc = sum(v["correct"] for v in no.values()) / no_n if no_n else 0.0
+        multi = (r.get("per_objects") or {}).get("multi")  # absent in logs written before the split
         hot = (f"{r['hot_peak_tokens']} / {r['hot_peak_bytes'] / 2**20:.1f}" if r["hot_peak_tokens"] is not None
                else "-")
         cells = [r["method"] + (" *" if r.get("pareto") else ""), r["kv_budget"] or "-", hot,
                  f"{r['store_bytes'] / 2**20:.1f}" if r["store_bytes"] is not None else "-", f"{r['accuracy']:.3f}",
                  *[f"{r['per_distance'][b]['accuracy']:.2f}" if b in r["per_distance"] else "-" for b in buckets],
-                 f"{no_acc:.2f}", f"{r['evidence']['recall']:.2f}", f"{r['evidence']['precision']:.2f}",
+                 f"{no_acc:.2f}", f"{multi['accuracy']:.2f}" if multi else "-", f"{r['evidence']['recall']:.2f}", f"{r['evidence']['precision']:.2f}",
                  f"{r['ttft_median_s']:.2f}" if r["ttft_median_s"] is not None else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -15,8 +15,8 @@ The (colour, shape) pairs are split per stream (seeded):
 
 Digits: a few appear exactly once (evidence-time questions: "When did the digit 7 appear?"), the
 others repeat. Every question carries its answer, the time it is asked (during the stream, not
-only at its end), the evidence ranges [start, end) it needs and its distance in seconds from the
-farthest of them; `question_truth` recomputes an answer from the events alone (tests use it).
+only at its end), the evidence ranges [start, end) it needs, its distance in seconds from the
+farthest of them and whether its evidence shows several objects at once; `question_truth` recomputes an answer from the events alone (tests use it).
 """
 
 from __future__ import annotations
@@ -72,6 +72,13 @@ def moments(stream: Stream) -> list[Moment]:
 
 def bucket(distance: float) -> str:
     return next(name for name, hi in BUCKETS if distance <= hi)
+
+
+def objects_kind(evidence: list[Moment]) -> str:
+    """"multi" when a moment of the evidence shows two or three objects, "single" when they show
+    one, "none" without objects (a digit alone, or no evidence: a near miss)."""
+    most = max((len(m.objects) for m in evidence), default=0)
+    return "multi" if most >= 2 else ("single" if most == 1 else "none")
 
 
 def _objects(rng: np.random.Generator, combos: list[tuple[str, str]], n: int, positions: list[str],
@@ -144,7 +151,8 @@ def _seen(ms: list[Moment], at: float) -> list[Moment]:
     return [m for m in ms if m.t < at]
 
 
-def _matching(ms: list[Moment], colour: str, shape: str) -> list[Moment]:
+def moments_with(ms: list[Moment], colour: str, shape: str) -> list[Moment]:
+    """The moments of `ms` that show a `colour` `shape`."""
     return [m for m in ms if any(o.colour == colour and o.shape == shape for o in m.objects)]
 
 
@@ -155,7 +163,7 @@ def question_truth(stream: Stream, q: dict) -> str | None:
     seen = _seen(ms, at)
     kind = q["type"]
     if kind in ("position_of", "colour_with", "count_with", "after", "exists_yes"):
-        hits = _matching(seen, k["colour"], k["shape"])
+        hits = moments_with(seen, k["colour"], k["shape"])
         if len(hits) != 1:
             return None
         m = hits[0]
@@ -179,7 +187,7 @@ def question_truth(stream: Stream, q: dict) -> str | None:
     if kind == "exists_no":
         shown_c = any(o.colour == k["colour"] for m in seen for o in m.objects)
         shown_s = any(o.shape == k["shape"] for m in seen for o in m.objects)
-        return "no" if shown_c and shown_s and not _matching(seen, k["colour"], k["shape"]) else None
+        return "no" if shown_c and shown_s and not moments_with(seen, k["colour"], k["shape"]) else None
     if kind in ("now_yes", "now_no"):
         now = [m for m in seen if m.t <= at - 1 / stream.fps < m.end]
         if len(now) != 1:
@@ -187,8 +195,8 @@ def question_truth(stream: Stream, q: dict) -> str | None:
         present = any(o.colour == k["colour"] and o.shape == k["shape"] for o in now[0].objects)
         return "yes" if present else "no"
     if kind == "first_of":
-        a = _matching(seen, k["colour"], k["shape"])
-        b = _matching(seen, k["colour2"], k["shape2"])
+        a = moments_with(seen, k["colour"], k["shape"])
+        b = moments_with(seen, k["colour2"], k["shape2"])
         if len(a) != 1 or len(b) != 1 or k["shape"] == k["shape2"]:
             return None
         return k["shape"] if a[0].t < b[0].t else k["shape2"]
@@ -227,10 +235,11 @@ def hard_questions(stream: Stream, per_needle: int = 5, max_needles: int | None 
         q["answer"] = answer
         q["distance"] = max(0.0, float(at - min(m.end for m in evidence))) if evidence else None
         q["bucket"] = bucket(q["distance"]) if evidence else "none"
+        q["objects"] = objects_kind(evidence)
         q["scored"] = "evidence" if kind in EVIDENCE_ONLY else "answer"
         qs.append(q)
 
-    needle_ms = [(m, o) for m in ms for o in m.objects if len(_matching(ms, str(o.colour), str(o.shape))) == 1]
+    needle_ms = [(m, o) for m in ms for o in m.objects if len(moments_with(ms, str(o.colour), str(o.shape))) == 1]
     if max_needles is None:  # one needle per 8 moments, 2 to 16
         max_needles = min(16, max(2, len(ms) // 8))
     if len(needle_ms) > max_needles:  # short streams: many objects are unique; keep a spread

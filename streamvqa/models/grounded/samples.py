@@ -12,7 +12,7 @@ import numpy as np
 
 from streamvqa.models.grounded.sequences import Sample
 from streamvqa.models.grounded.vision import COLOURS, POSITIONS, SHAPES
-from streamvqa.synth.hard import hard_questions, hard_stream, moments
+from streamvqa.synth.hard import hard_questions, hard_stream, moments, moments_with, question_truth
 from streamvqa.synth.qa import QA_TYPES, question_of_type
 from streamvqa.synth.scenes import random_scene, render_scene
 from streamvqa.synth.streams import Event, Stream, needle_questions, random_stream, render_stream_frame
@@ -189,3 +189,99 @@ def hard_sample(rng: np.random.Generator, n_turns: int = 3, minutes: tuple[float
              and any(e.active(i / stream.fps) for e in stream.events)]
     return Sample([render_stream_frame(stream, i) for i in shown], [i / stream.fps for i in shown],
                   [(q["question"], q["answer"]) for q in pick], [q["type"] for q in pick])
+
+
+# -- busy streams, balanced (v6) ---------------------------------------------------------------------
+def questions_at(stream: Stream, at: float, rng: np.random.Generator, n_needles: int = 3) -> list[list[dict]]:
+    """Questions of every answer type of the hard set asked at `at`, in groups that stay together:
+    a "was there" yes with a cross-event near miss, an "is there" yes with a no while a moment is
+    on screen (the same context answers both ways, so no yes/no prior pays), and per needle (a
+    pair shown exactly once) where, what colour beside it, how many, what came right after, which
+    came first. Answers from `question_truth`; ill-posed questions are dropped."""
+    seen = [m for m in moments(stream) if m.t < at]
+    groups: list[list[dict]] = []
+
+    def q(kind: str, text: str, key: dict) -> dict | None:
+        d = {"type": kind, "question": text, "asked_at": at, "key": key}
+        a = question_truth(stream, d)
+        return None if a is None else {**d, "answer": a}
+
+    def group(*qs: dict | None) -> None:
+        g = [x for x in qs if x is not None]
+        if g:
+            groups.append(g)
+
+    shown = sorted({(str(o.colour), str(o.shape)) for m in seen for o in m.objects})
+    colours, shapes = {c for c, _ in shown}, {s for _, s in shown}
+    misses = [(c, s) for c in sorted(colours) for s in sorted(shapes) if (c, s) not in shown]
+    if shown and misses:
+        (c1, s1), (c2, s2) = shown[int(rng.integers(len(shown)))], misses[int(rng.integers(len(misses)))]
+        yes = q("exists_yes", f"Was there a {c1} {s1}?", {"colour": c1, "shape": s1})
+        if yes is None:  # shown more than once: still a yes, but question_truth asks for a unique pair
+            yes = {"type": "exists_yes", "question": f"Was there a {c1} {s1}?", "asked_at": at, "answer": "yes"}
+        group(*([yes, q("exists_no", f"Was there a {c2} {s2}?", {"colour": c2, "shape": s2})][:: 1 if rng.random() < 0.5 else -1]))
+    now = [m for m in seen if m.t <= at - 1 / stream.fps < m.end]
+    if len(now) == 1 and now[0].objects:
+        objs = now[0].objects
+        on = {(str(o.colour), str(o.shape)) for o in objs}
+        y = objs[int(rng.integers(len(objs)))]
+        off = [(str(a.colour), str(b.shape)) for a in objs for b in objs if (a.colour, b.shape) not in on]
+        off = off or [p for p in shown if p not in on]
+        n = off[int(rng.integers(len(off)))] if off else None
+        pair = [q("now_yes", f"Is there a {y.colour} {y.shape}?", {"colour": y.colour, "shape": y.shape}),
+                q("now_no", f"Is there a {n[0]} {n[1]}?", {"colour": n[0], "shape": n[1]}) if n else None]
+        group(*(pair[:: 1 if rng.random() < 0.5 else -1]))
+    if any(m.digit is not None for m in seen):
+        group(q("latest_digit", "What digit was shown most recently?", {}))
+    needles = [(m, o) for m in seen for o in m.objects if len(moments_with(seen, str(o.colour), str(o.shape))) == 1]
+    for i in rng.permutation(len(needles))[:n_needles]:
+        m, o = needles[int(i)]
+        name, key = f"{o.colour} {o.shape}", {"colour": str(o.colour), "shape": str(o.shape)}
+        others = [x for x in m.objects if x is not o]
+        cands = [q("position_of", f"Where did the {name} appear?", key),
+                 q("count_with", f"How many objects were in view when the {name} appeared?", key),
+                 q("after", f"What appeared right after the {name}?", key)]
+        if others:
+            x = others[int(rng.integers(len(others)))]
+            cands.append(q("colour_with", f"What colour was the {x.shape} shown with the {name}?",
+                           {**key, "other_shape": str(x.shape)}))
+        rivals = [(m2, o2) for m2, o2 in needles if m2 is not m and o2.shape != o.shape]
+        if rivals:
+            m2, o2 = rivals[int(rng.integers(len(rivals)))]
+            a, b = (o, o2) if rng.random() < 0.5 else (o2, o)
+            cands.append(q("first_of", f"Which came first, the {a.colour} {a.shape} or the {b.colour} {b.shape}?",
+                           {"colour": str(a.colour), "shape": str(a.shape), "colour2": str(b.colour), "shape2": str(b.shape)}))
+        for c in cands:
+            group(c)
+    return groups
+
+
+def busy_sample(rng: np.random.Generator, n_turns: int = 6, minutes: tuple[float, float] = (1.0, 6.0)) -> Sample | None:
+    """A busy stream (`busy_stream`) cut at a random asking time (half of them while a moment is on
+    screen), with up to `n_turns` of `questions_at` then: every yes/no pair, the rest drawn across
+    types, in random order. Only frames that show something before the asking time (serving answers
+    before the frame at that time arrives)."""
+    stream = busy_stream(rng, minutes)
+    ms = moments(stream)
+    if not ms:
+        return None
+    if rng.random() < 0.5:  # during a moment, after 1..duration of its frames
+        m = ms[int(rng.integers(len(ms) // 2, len(ms)))]
+        at = m.t + float(rng.integers(1, int(m.duration) + 1)) / stream.fps
+    else:
+        at = float(rng.uniform(ms[len(ms) // 2].end, stream.duration))
+    groups = questions_at(stream, at, rng)
+    if not groups:
+        return None
+    if n_turns < 2:  # one question (held-out scoring per type): pairs split up
+        groups = [[x] for g in groups for x in g]
+    pick: list[dict] = []
+    pairs = [g for g in groups if len(g) > 1]  # the yes/no pairs first: the types v4 and v5 got wrong
+    rest = [g for g in groups if len(g) == 1]
+    for g in pairs + [rest[int(j)] for j in rng.permutation(len(rest))]:
+        if len(pick) + len(g) <= n_turns:
+            pick += g
+    pick = [pick[int(j)] for j in rng.permutation(len(pick))]  # a pair's halves anywhere in the turns
+    shown = [i for i in range(stream.n_frames) if i / stream.fps < at and any(e.active(i / stream.fps) for e in stream.events)]
+    return Sample([render_stream_frame(stream, i) for i in shown], [i / stream.fps for i in shown],
+                  [(x["question"], x["answer"]) for x in pick], [x["type"] for x in pick])
