@@ -320,9 +320,9 @@ RECIPES: dict[str, dict] = {
     # v6: v5's fine-tune with balanced busy-stream samples (`samples.busy_sample`: yes/no pairs on
     # one context, every answer type, up to six turns, streams up to 6 minutes) and more steps
     "v6": {"init": str(WEIGHTS / "grounded-v4.safetensors"), "out": str(WEIGHTS / "grounded-v6.safetensors"),
-           "stage1_steps": 0, "steps": 400, "lr": 1e-3, "lora_lr": 8e-4, "warmup": 20, "p_hard": 0.5,
+           "stage1_steps": 0, "steps": 180, "lr": 1e-3, "lora_lr": 8e-4, "warmup": 15, "p_hard": 0.5,
            "hard_batch": 1, "hard_sampler": "v6", "hard_minutes": (1.0, 6.0), "amp": "off", "eval_per_type": 5,
-           "eval_snippets": 10, "eval_events": 10, "eval_hard": 40, "eval_reserve_s": 400.0, "minutes": 75.0},
+           "eval_snippets": 10, "eval_events": 10, "eval_hard": 40, "eval_reserve_s": 300.0, "minutes": 75.0},
 }
 
 

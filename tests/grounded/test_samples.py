@@ -4,10 +4,12 @@ serving leaves empty frames out), are deterministic by seed, and ask about what 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from streamvqa.models.grounded.samples import (
     TRAIN_SEED_MIN,
     _seen,
+    busy_sample,
     busy_stream,
     event_sample,
     event_stream,
@@ -77,13 +79,14 @@ def _pairs(ms) -> set[tuple[str, str]]:
     return {(str(o.colour), str(o.shape)) for m in ms for o in m.objects}
 
 
-def test_hard_samples_answer_from_the_frames_they_show():
+@pytest.mark.parametrize("sampler", [hard_sample, busy_sample], ids=["v5", "v6"])
+def test_hard_samples_answer_from_the_frames_they_show(sampler):
     """Rebuild each sample's stream (the first draw of its seed) and check: deterministic, the
     kept frames are the stream's non-empty frames up to the asking time, and every yes/no answer
     is what those frames show ("was there": any moment shown; "is there": the last one)."""
     checked = 0
     for seed in range(40):
-        a, b = _draw(hard_sample, seed), _draw(hard_sample, seed)
+        a, b = _draw(sampler, seed), _draw(sampler, seed)
         assert a.times == b.times and a.turns == b.turns
         assert all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames, strict=True))
         stream = busy_stream(np.random.default_rng(seed))
@@ -115,3 +118,17 @@ def test_near_misses_join_a_colour_and_a_shape_shown_apart():
         qs = now_questions(stream, rng)
         assert len({q["question"] for q in qs}) == len(qs)
         assert len({q["asked_at"] for q in qs}) <= 1
+
+
+def test_balanced_samples_pair_every_yes_with_a_no_on_the_same_frames():
+    """v6: a sample that asks "was there" (or "is there") asks it both ways, so a yes/no prior
+    cannot lower the loss; the other answer types appear too."""
+    kinds: set[str] = set()
+    for seed in range(30):
+        s = _draw(busy_sample, seed)
+        kinds.update(s.types)
+        for family in ("exists_", "now_"):
+            mine = [t for t in s.types if t.startswith(family)]
+            assert sorted(mine) in ([], [family + "no", family + "yes"]), (seed, s.types)
+    assert kinds >= {"exists_yes", "exists_no", "now_yes", "now_no", "position_of", "colour_with", "count_with",
+                     "after", "first_of"}

@@ -256,7 +256,7 @@ def questions_at(stream: Stream, at: float, rng: np.random.Generator, n_needles:
     return groups
 
 
-def busy_sample(rng: np.random.Generator, n_turns: int = 6, minutes: tuple[float, float] = (1.0, 6.0)) -> Sample | None:
+def busy_sample(rng: np.random.Generator, n_turns: int = 6, minutes: tuple[float, float] = (1.0, 4.0)) -> Sample | None:
     """A busy stream (`busy_stream`) cut at a random asking time (half of them while a moment is on
     screen), with up to `n_turns` of `questions_at` then: every yes/no pair, the rest drawn across
     types, in random order. Only frames that show something before the asking time (serving answers
