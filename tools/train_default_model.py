@@ -13,10 +13,11 @@ grounded-v4, from scratch on the 2-core CPU in 42 minutes (docs/model_card.md)::
 
     python tools/train_default_model.py --seed 0 --report /tmp/train.json
 
-grounded-v5, a fine-tune of v4 (`--recipe v5`: no stage 1, tower frozen; word tables, soft prompt
-and adapters train on a mix with busy streams of the hard set, `samples.hard_sample`)::
+grounded-v6, the default, a fine-tune of v4 (`--recipe v6`: no stage 1, tower frozen; word tables,
+soft prompt and adapters train on a mix with busy streams of the hard set, `samples.busy_sample`),
+35 minutes on one core::
 
-    OMP_NUM_THREADS=1 python tools/train_default_model.py --recipe v5 --threads 1 --report /tmp/train5.json
+    OMP_NUM_THREADS=1 python tools/train_default_model.py --recipe v6 --threads 1 --eval-every 60 --report /tmp/train6.json
 
 bf16 autocast only on CUDA or where the CPU has AVX-512 BF16 / AMX; fp32 otherwise.
 """
@@ -43,7 +44,6 @@ from streamvqa.models.grounded.samples import (  # noqa: E402
     SIZES,
     busy_sample,
     event_sample,
-    hard_sample,
     scene_sample,
     snippet_sample,
 )
@@ -137,8 +137,7 @@ def train_batch(rng: np.random.Generator, args: argparse.Namespace) -> list[Samp
     r = rng.random()
     if args.p_hard:  # drawn first, so a recipe without busy streams keeps v4's draws
         if r < args.p_hard:
-            draw = BUSY[args.hard_sampler]
-            return _some(lambda: draw(rng, minutes=tuple(args.hard_minutes)), args.hard_batch)
+            return _some(lambda: busy_sample(rng, minutes=tuple(args.hard_minutes)), args.hard_batch)
         r = (r - args.p_hard) / (1 - args.p_hard)
     if r < args.p_events:
         return _some(lambda: event_sample(rng), args.events_batch)
@@ -200,11 +199,7 @@ def step_loss(lm, vision, samples: list[Sample], toks: Tokens, pad_id: int, devi
     return total / n_total
 
 
-BUSY = {"v5": hard_sample, "v6": busy_sample}  # busy-stream samplers, by the recipe that introduced them
-
-
-def held_out(seed: int, per_type: int, n_snippets: int, n_events: int = 0, n_hard: int = 0,
-             hard_sampler: str = "v5") -> list[Sample]:
+def held_out(seed: int, per_type: int, n_snippets: int, n_events: int = 0, n_hard: int = 0) -> list[Sample]:
     """Single-question samples: `per_type` scenes per QA type, stream snippets, event streams
     (their types prefixed "events:"), then busy streams ("hard:", drawn from their own seed)."""
     rng = np.random.default_rng(seed)
@@ -214,7 +209,7 @@ def held_out(seed: int, per_type: int, n_snippets: int, n_events: int = 0, n_har
         s.types = [f"events:{t}" for t in s.types]
         out.append(s)
     hrng = np.random.default_rng(seed + 1)
-    for s in _some(lambda: BUSY[hard_sampler](hrng, n_turns=1), n_hard):
+    for s in _some(lambda: busy_sample(hrng, n_turns=1), n_hard):
         s.types = [f"hard:{t}" for t in s.types]
         out.append(s)
     return out
@@ -265,8 +260,7 @@ def stage2(lm, vision, tok, args, deadline: float) -> dict:
         groups.append({"params": list(vision.lora.parameters()), "lr_scale": args.lora_lr / args.lr})
     opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.0)
     rng = np.random.default_rng(args.seed + 1)
-    evalset = held_out(args.seed + 999, args.eval_per_type, args.eval_snippets, args.eval_events, args.eval_hard,
-                       args.hard_sampler)
+    evalset = held_out(args.seed + 999, args.eval_per_type, args.eval_snippets, args.eval_events, args.eval_hard)
     n_prefix = len(toks(template.PREFIX)) + vision.prompt.shape[0]  # shared by every row (lm_loss)
     history, results, evals = [], {}, []
     t0 = time.time()
@@ -309,19 +303,15 @@ def _cpu_has_bf16() -> bool:
 
 
 WEIGHTS = default_weights_path().parent
-# --recipe sets these defaults (explicit flags still win): v4 trains from scratch; v5 fine-tunes
+# --recipe sets these defaults (explicit flags still win): v4 trains from scratch; v6 fine-tunes
 # v4 (tower frozen, no stage 1) on a mix with busy streams of the hard set (issue 22)
 RECIPES: dict[str, dict] = {
     "v4": {"out": str(WEIGHTS / "grounded-v4.safetensors")},
-    "v5": {"init": str(WEIGHTS / "grounded-v4.safetensors"), "out": str(WEIGHTS / "grounded-v5.safetensors"),
-           "stage1_steps": 0, "steps": 120, "lr": 3e-3, "lora_lr": 8e-4, "warmup": 10, "p_hard": 0.5,
-           "hard_batch": 1, "hard_minutes": (1.0, 5.0), "amp": "off", "eval_per_type": 5, "eval_snippets": 10,
-           "eval_events": 10, "eval_hard": 20, "eval_reserve_s": 400.0, "minutes": 60.0},
-    # v6: v5's fine-tune with balanced busy-stream samples (`samples.busy_sample`: yes/no pairs on
-    # one context, every answer type, up to six turns, streams up to 6 minutes) and more steps
+    # v6: a fine-tune of v4 on a mix with busy streams of the hard set (`samples.busy_sample`: yes
+    # and no on one context, every answer type, up to six turns, streams of 1-6 minutes)
     "v6": {"init": str(WEIGHTS / "grounded-v4.safetensors"), "out": str(WEIGHTS / "grounded-v6.safetensors"),
            "stage1_steps": 0, "steps": 180, "lr": 1e-3, "lora_lr": 8e-4, "warmup": 15, "p_hard": 0.5,
-           "hard_batch": 1, "hard_sampler": "v6", "hard_minutes": (1.0, 6.0), "amp": "off", "eval_per_type": 5,
+           "hard_batch": 1, "hard_minutes": (1.0, 6.0), "amp": "off", "eval_per_type": 5,
            "eval_snippets": 10, "eval_events": 10, "eval_hard": 40, "eval_reserve_s": 300.0, "minutes": 75.0},
 }
 
@@ -329,7 +319,7 @@ RECIPES: dict[str, dict] = {
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="v4",
-                    help="defaults of a published version (v5: fine-tune of v4 with busy streams)")
+                    help="defaults of a published version (v6: fine-tune of v4 with busy streams)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--minutes", type=float, default=45.0, help="wall-time cap for the whole run")
     ap.add_argument("--stage1-steps", type=int, default=600)
@@ -351,8 +341,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--p-hard", type=float, default=0.0,
                     help="share of batches that are busy streams of the hard set (drawn before the others)")
     ap.add_argument("--hard-batch", type=int, default=2, help="busy streams per batch")
-    ap.add_argument("--hard-sampler", choices=sorted(BUSY), default="v5",
-                    help="busy-stream samples: v5 (the hard set's questions, up to 3 turns) or v6 (balanced pairs)")
     ap.add_argument("--hard-minutes", type=float, nargs=2, default=(1.0, 4.0), help="busy streams' length range")
     ap.add_argument("--warmup", type=int, default=30, help="stage-2 warm-up steps")
     ap.add_argument("--lora-rank", type=int, default=8, help="rank of LM attention adapters (0: none, LM untouched)")
@@ -412,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         vision.eval()
         toks = Tokens(tok)
         results = exact_match(lm, vision, held_out(args.seed + 999, args.eval_per_type, args.eval_snippets,
-                                                   args.eval_events, args.eval_hard, args.hard_sampler), toks,
+                                                   args.eval_events, args.eval_hard), toks,
                               tok.pad_token_id if tok.pad_token_id is not None else 2)
         log("held-out: " + " ".join(f"{k}={v:.3f}" for k, v in results.items()))
         if args.out:

@@ -62,11 +62,11 @@ def test_stop_step_ends_stage_two_early(real_lm, tmp_path):
     assert json.loads(report.read_text())["steps_done"] == 2
 
 
-def test_recipe_v5_fine_tunes_from_v4_on_busy_streams(real_lm, tmp_path):
-    """`--recipe v5` starts from the committed v4 weights (no stage 1), draws busy streams of the
+def test_recipe_v6_fine_tunes_from_v4_on_busy_streams(real_lm, tmp_path):
+    """`--recipe v6` starts from the committed v4 weights (no stage 1), draws busy streams of the
     hard set, and reports their held-out accuracy ("hard:" types, "no" answers apart)."""
     report = tmp_path / "r.json"
-    args = ["--recipe", "v5", "--steps", "2", "--p-hard", "1.0", "--hard-minutes", "0.5", "1.0", "--eval-per-type",
+    args = ["--recipe", "v6", "--steps", "2", "--p-hard", "1.0", "--hard-minutes", "0.5", "1.0", "--eval-per-type",
             "1", "--eval-snippets", "1", "--eval-events", "1", "--eval-hard", "2", "--threads", "1",
             "--out", str(tmp_path / "w.safetensors"), "--report", str(report)]
     assert _script().main(args) == 0

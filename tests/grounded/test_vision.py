@@ -74,7 +74,7 @@ def test_missing_checksum_is_an_error(fake_lm, tmp_path):
 
 def test_default_weights_path():
     p = default_weights_path()
-    assert p.name == "grounded-v4.safetensors" and p.parent.name == "weights"
+    assert p.name == "grounded-v6.safetensors" and p.parent.name == "weights"
 
 
 @pytest.mark.slow

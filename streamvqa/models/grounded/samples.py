@@ -2,8 +2,10 @@
 
 Snippets are a few frames of drifting background with one to three events (objects or digits,
 each lasting one to three frames) and needle questions about them. Event streams are what the
-LM reads of a long stream: up to eight events of one to six seconds each, minutes apart. In both,
-frames with nothing to see are left out, as serving leaves them out (`models.default.empty_frames`).
+LM reads of a long stream: up to eight events of one to six seconds each, minutes apart. Busy
+streams are the hard set's (`synth.hard`), a few minutes long, cut at one asking time with
+questions of every type it asks, yes and no on the same frames. In all of them, frames with
+nothing to see are left out, as serving leaves them out (`models.default.empty_frames`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import numpy as np
 
 from streamvqa.models.grounded.sequences import Sample
 from streamvqa.models.grounded.vision import COLOURS, POSITIONS, SHAPES
-from streamvqa.synth.hard import hard_questions, hard_stream, moments, moments_with, question_truth
+from streamvqa.synth.hard import hard_stream, moments, moments_with, question_truth
 from streamvqa.synth.qa import QA_TYPES, question_of_type
 from streamvqa.synth.scenes import random_scene, render_scene
 from streamvqa.synth.streams import Event, Stream, needle_questions, random_stream, render_stream_frame
@@ -101,12 +103,10 @@ def _seen(stream: Stream, qs: list[dict], rng: np.random.Generator, n_turns: int
                   [(qs[int(i)]["question"], qs[int(i)]["answer"]) for i in pick], [qs[int(i)]["type"] for i in pick])
 
 
-# -- busy streams of the hard set (v5) ------------------------------------------------------------
+# -- busy streams of the hard set (v6) ------------------------------------------------------------
 # Training streams are drawn from seeds at or above this, far from the evaluation's (`HARD_SEED`
 # 22,000 and the few after it, needle 7,000+): the hard set's generators, never its streams.
 TRAIN_SEED_MIN = 1_000_000
-HARD_TYPE_WEIGHTS = {"position_of": 1.0, "exists_yes": 0.5, "exists_no": 2.0, "now_yes": 1.5, "now_no": 2.0,
-                     "colour_with": 2.5, "count_with": 1.5, "after": 1.5, "first_of": 1.0, "latest_digit": 2.0}
 
 
 def busy_stream(rng: np.random.Generator, minutes: tuple[float, float] = (1.0, 4.0)) -> Stream:
@@ -117,81 +117,6 @@ def busy_stream(rng: np.random.Generator, minutes: tuple[float, float] = (1.0, 4
                        width=w, height=h)
 
 
-def was_there_questions(stream: Stream, at: float, rng: np.random.Generator, n: int = 4) -> list[dict]:
-    """"Was there a <colour> <shape>?" asked at `at`, half yes (any pair shown, repeated or not)
-    and half cross-event near misses: a colour and a shape both shown, never on one object."""
-    seen = [m for m in moments(stream) if m.t < at]
-    shown = sorted({(str(o.colour), str(o.shape)) for m in seen for o in m.objects})
-    colours, shapes = {c for c, _ in shown}, {s for _, s in shown}
-    misses = sorted((c, s) for c in colours for s in shapes if (c, s) not in shown)
-    out = []
-    for c, s in _without_repeats(rng, shown, misses, n):
-        yes = (c, s) in shown
-        out.append({"type": "exists_yes" if yes else "exists_no", "question": f"Was there a {c} {s}?",
-                    "answer": "yes" if yes else "no", "asked_at": at})
-    return out
-
-
-def _without_repeats(rng: np.random.Generator, yes: list, no: list, n: int, p_yes: float = 0.4) -> list:
-    """Up to `n` distinct picks, each from `yes` with probability `p_yes` (else from `no`)."""
-    yes, no, out = list(yes), list(no), []
-    for _ in range(n):
-        pool = yes if (rng.random() < p_yes and yes) or not no else no
-        if not pool:
-            break
-        out.append(pool.pop(int(rng.integers(len(pool)))))
-    return out
-
-
-def now_questions(stream: Stream, rng: np.random.Generator) -> list[dict]:
-    """"Is there a <colour> <shape>?" while a moment is on screen: yes for one of its objects, no
-    for the colour of one and the shape of another, or a pair shown only at another moment."""
-    ms = [m for m in moments(stream) if m.objects and m.duration >= 2]
-    if not ms:
-        return []
-    m = ms[int(rng.integers(len(ms)))]
-    at = m.t + float(rng.integers(1, int(m.duration) + 1)) / stream.fps  # its last frame shown is in m
-    on = {(str(o.colour), str(o.shape)) for o in m.objects}
-    inside = [(str(a.colour), str(b.shape)) for a in m.objects for b in m.objects
-              if a is not b and (a.colour, b.shape) not in on]
-    elsewhere = [(str(o.colour), str(o.shape)) for m2 in moments(stream) if m2.t < m.t for o in m2.objects
-                 if (o.colour, o.shape) not in on]
-    pool = inside if inside and (rng.random() < 0.6 or not elsewhere) else elsewhere
-    out = []
-    for c, s in _without_repeats(rng, sorted(on), sorted(set(pool)), 2):
-        yes = (c, s) in on
-        out.append({"type": "now_yes" if yes else "now_no", "question": f"Is there a {c} {s}?",
-                    "answer": "yes" if yes else "no", "asked_at": at})
-    return out
-
-
-def hard_sample(rng: np.random.Generator, n_turns: int = 3, minutes: tuple[float, float] = (1.0, 4.0)) -> Sample | None:
-    """A busy stream up to one asking time, with up to `n_turns` questions asked then: the hard
-    set's own questions (`hard_questions`, every unique pair a needle), "was there" yes / cross-event
-    near misses, and "is there" while a moment is on screen. Only frames that show something."""
-    stream = busy_stream(rng, minutes)
-    r = rng.random()
-    if r < 0.25:
-        qs = now_questions(stream, rng)
-    elif r < 0.5:
-        qs = was_there_questions(stream, stream.duration, rng)
-    else:
-        qs = [q for q in hard_questions(stream, max_needles=16) if q["scored"] == "answer"]
-        qs = list({q["question"] + str(q["asked_at"]): q for q in qs}.values())  # each question once
-    if not qs:
-        return None
-    w = np.array([HARD_TYPE_WEIGHTS[q["type"]] for q in qs])
-    first = qs[int(rng.choice(len(qs), p=w / w.sum()))]
-    same = [q for q in qs if q["asked_at"] == first["asked_at"] and q is not first]
-    pick = [first] + [same[int(i)] for i in rng.permutation(len(same))[: n_turns - 1]]
-    # serving answers a question before the frame at its asking time arrives
-    shown = [i for i in range(stream.n_frames) if i / stream.fps < first["asked_at"]
-             and any(e.active(i / stream.fps) for e in stream.events)]
-    return Sample([render_stream_frame(stream, i) for i in shown], [i / stream.fps for i in shown],
-                  [(q["question"], q["answer"]) for q in pick], [q["type"] for q in pick])
-
-
-# -- busy streams, balanced (v6) ---------------------------------------------------------------------
 def questions_at(stream: Stream, at: float, rng: np.random.Generator, n_needles: int = 3) -> list[list[dict]]:
     """Questions of every answer type of the hard set asked at `at`, in groups that stay together:
     a "was there" yes with a cross-event near miss, an "is there" yes with a no while a moment is
@@ -276,7 +201,7 @@ def busy_sample(rng: np.random.Generator, n_turns: int = 6, minutes: tuple[float
     if n_turns < 2:  # one question (held-out scoring per type): pairs split up
         groups = [[x] for g in groups for x in g]
     pick: list[dict] = []
-    pairs = [g for g in groups if len(g) > 1]  # the yes/no pairs first: the types v4 and v5 got wrong
+    pairs = [g for g in groups if len(g) > 1]  # the yes/no pairs first: the types v4 got wrong
     rest = [g for g in groups if len(g) == 1]
     for g in pairs + [rest[int(j)] for j in rng.permutation(len(rest))]:
         if len(pick) + len(g) <= n_turns:

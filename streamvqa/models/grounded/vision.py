@@ -32,7 +32,7 @@ from torch import nn
 
 from streamvqa.models.grounded.lora import LoRA
 
-WEIGHTS_NAME = "grounded-v4.safetensors"
+WEIGHTS_NAME = "grounded-v6.safetensors"
 
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "black")
 SHAPES = ("circle", "square", "triangle", "star", "cross")
