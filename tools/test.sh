@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 bash tools/setup.sh --test
 .venv/bin/ruff check .
 set +e
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 "$@"
 rc=$?
 set -e
 if [[ $rc == 5 ]]; then

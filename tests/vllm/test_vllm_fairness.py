@@ -16,7 +16,9 @@ one of A's answers to end: as many steps as A's answer has tokens (`A_TOKENS`, 2
 
 The default model answers in a word; A's answers are made long by sampling at vLLM's highest
 temperature (2): an answer that got past its first few tokens rarely draws the end of sequence.
-A asks until 3 such answers are decoding, then B asks.
+A asks until 3 such answers are decoding at once (one past its first tokens may still end on the
+next step, so they are counted when B asks), then B asks; one of them must still be decoding when
+B's first token comes.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ def test_short_question_of_b_waits_a_few_decode_steps_behind_as_long_answers(vll
             b.ask(f"alone{i}", SHORT, B_TOKENS)
             assert wait_until(lambda i=i: b.done(f"alone{i}"), 300), "B's question alone did not finish"
             alone.append(b.ttft(f"alone{i}"))
-        ids: list[str] = []  # A's long answers, decoding when B asks
+        ids: list[str] = []  # A's answers that got long: the step is measured on them
         for n in range(60):
             rid = f"a{n}"
             a.ask(rid, LONG, A_TOKENS, A_TEMPERATURE)
@@ -127,18 +129,20 @@ def test_short_question_of_b_waits_a_few_decode_steps_behind_as_long_answers(vll
             assert not a.errors, a.errors
             if rid not in a.answers:
                 ids.append(rid)
-                print(f"A's answer {rid} is a long one ({len(ids)} of {A_QUESTIONS})", flush=True)
-            if len(ids) == A_QUESTIONS:
+            # an answer past A_ALIVE tokens may still end on the next step: count those decoding now
+            if sum(r not in a.answers for r in ids) >= A_QUESTIONS:
                 break
-        assert len(ids) == A_QUESTIONS, "A's answers kept ending early"
+        live = [r for r in ids if r not in a.answers]
+        assert len(live) >= A_QUESTIONS, "A's answers kept ending early"
+        print(f"A's answers decoding when B asks: {live}", flush=True)
         b.ask("busy", SHORT, B_TOKENS)
         assert wait_until(lambda: b.done("busy"), 600), "B's question did not finish"
         assert not a.errors and not b.errors, (a.errors, b.errors)
         first_b = b.tokens["busy"][0]
         # A was still decoding after B's first token came (else nothing was measured); A's answers
         # are not waited for: closing the socket at the end abandons them
-        assert wait_until(lambda: all(a.tokens[r][-1] > first_b for r in ids), 120), \
-            [(len(a.tokens[r]), r in a.answers) for r in ids]
+        assert wait_until(lambda: any(a.tokens[r][-1] > first_b for r in live), 120), \
+            [(len(a.tokens[r]), r in a.answers) for r in live]
         gaps = [t1 - t0 for r in ids for t0, t1 in zip(a.tokens[r], a.tokens[r][1:], strict=False)]
         step = statistics.median(gaps)
         waited = b.ttft("busy") - statistics.median(alone)
