@@ -4,13 +4,16 @@ One method (a preset, optionally held to a `--kv-budget` of hot memory) runs ove
 `streamvqa.synth.hard`; questions are asked *while* frames arrive, at their `asked_at` times.
 Two references need no budget: `full` (everything in context, the offline full-memory answer)
 and `oracle` (the model given only each question's evidence frames: what perfect memory could
-give this model). Reported: accuracy per type, per distance, single- against multi-object
+give this model). One is held to the budget: `uniform`, the offline baseline (frames sampled
+uniformly from everything before the question, as many as the budget holds, encoded afresh per
+question): the floor a memory policy should beat. Reported: accuracy per type, per distance, single- against multi-object
 evidence and for answers yes against no, evidence recall and precision
 (the "when did the digit 7 appear?" type is scored on evidence alone), the hot tokens the run
 really held, store bytes, and time to first token.
 
     streamvqa eval hard --method rekv --minutes 30 --kv-budget 10% [--streams 1] [--json OUT]
     streamvqa eval hard --method oracle --minutes 60
+    streamvqa eval hard --method uniform --minutes 60 --kv-budget 5%
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ import time
 import numpy as np
 
 from streamvqa.cliargs import json_object
-from streamvqa.evals.budget import HotMeter, budget_options, parse_budget, preset_of
+from streamvqa.evals.budget import FRAME_TOKENS, HotMeter, budget_options, parse_budget, preset_of
 from streamvqa.evals.common import add_engine_args, normalise, write_json
 from streamvqa.evals.scoring import evidence_scores, evidence_summary, summarise, truth_frames
-from streamvqa.synth.hard import HARD_SEED, hard_questions, hard_stream, moments, stream_tokens
+from streamvqa.synth.hard import HARD_SEED, hard_questions, hard_stream, moments, shown_frames
 from streamvqa.synth.streams import Stream
 
-REFERENCES = ("oracle",)  # not presets: answered offline by the model
+REFERENCES = ("oracle", "uniform")  # not presets: answered offline by the model
+FLOORS = ("uniform",)  # references held to the budget
 
 
 def prepared(seed: int, minutes: float, fps: float = 1.0, via_mp4: bool = False, **question_kw) -> dict:
@@ -37,8 +41,9 @@ def prepared(seed: int, minutes: float, fps: float = 1.0, via_mp4: bool = False,
     from streamvqa.evals.needle import stream_frames
 
     stream = hard_stream(seed, minutes=minutes, fps=fps)
-    return {"seed": seed, "stream": stream, "frames": stream_frames(stream, via_mp4),
-            "questions": hard_questions(stream, **question_kw), "full_tokens": stream_tokens(stream)}
+    shown = shown_frames(stream)
+    return {"seed": seed, "stream": stream, "frames": stream_frames(stream, via_mp4), "shown": shown,
+            "questions": hard_questions(stream, **question_kw), "full_tokens": sum(shown) * FRAME_TOKENS}
 
 
 def _row(q: dict, prediction: str, evidence: list, fps: float, timings: dict | None = None) -> dict:
@@ -104,17 +109,37 @@ def oracle_frames(data: dict, q: dict) -> list[tuple[np.ndarray, float]]:
     return [frames[i] for i in idx if i < len(frames)]
 
 
-def run_oracle(adapter, data: dict) -> list[dict]:
+def uniform_frames(data: dict, q: dict, budget: int) -> list[int]:
+    """The offline baseline's frame indices for a question: evenly spaced over every frame before
+    it, the most whose tokens fit `budget` (a frame that shows nothing costs none)."""
+    n = min(len(data["frames"]), int(np.ceil(q["asked_at"] * data["stream"].fps - 1e-9)))
+    shown = np.asarray(data["shown"], dtype=bool)
+    best: list[int] = []
+    for k in range(1, n + 1):
+        idx = np.unique(np.linspace(0, n - 1, k).round().astype(int))
+        if int(shown[idx].sum()) * FRAME_TOKENS > budget:
+            break
+        best = idx.tolist()
+    return best
+
+
+def run_offline(adapter, data: dict, method: str, budget: int | None) -> tuple[list[dict], int]:
+    """`oracle` or `uniform` over one stream: rows and the most tokens one question was given."""
     from streamvqa.evals.frames import answer_offline
 
-    rows = []
+    rows, peak = [], 0
     for q in data["questions"]:
-        shown = oracle_frames(data, q)
+        if method == "oracle":
+            shown = oracle_frames(data, q)
+        else:
+            idx = uniform_frames(data, q, budget or 0)
+            peak = max(peak, sum(data["shown"][i] for i in idx) * FRAME_TOKENS)
+            shown = [data["frames"][i] for i in idx]
         t0 = time.perf_counter()
         text = answer_offline(adapter, shown, q["question"]) if q["scored"] == "answer" else ""
         ev = [[t, t] for _, t in shown] if q["evidence"] else []
         rows.append(_row(q, text, ev, data["stream"].fps, {"total_s": time.perf_counter() - t0}))
-    return rows
+    return rows, peak
 
 
 def summary(method: str, rows: list[dict], extra: dict) -> dict:
@@ -134,20 +159,32 @@ def summary(method: str, rows: list[dict], extra: dict) -> dict:
 
 
 def evaluate(engine, method: str, options: dict | None, datas: list[dict], kv_budget: str | None = None) -> dict:
-    """One method (or `oracle`) over prepared streams, at an optional hot-memory budget."""
+    """One method (or a reference) over prepared streams, at an optional hot-memory budget."""
     token_bytes = token_bytes_of(engine.adapter)
     rows: list[dict] = []
     extra: dict = {"options": options or {}, "streams": [d["seed"] for d in datas],
                    "full_tokens": [d["full_tokens"] for d in datas], "token_bytes": token_bytes}
-    if method in REFERENCES:
-        for d in datas:
-            rows += run_oracle(engine.adapter, d)
-        return summary(method, rows, extra)
     budget = None
     if kv_budget is not None:
         budget = min(parse_budget(kv_budget, d["full_tokens"], token_bytes) for d in datas)
+        extra.update(kv_budget=kv_budget, budget_tokens=budget, budget_bytes=budget * token_bytes)
+    if method in FLOORS and budget is None:
+        raise ValueError(f"{method} is held to a budget: give a kv budget")
+    if method in REFERENCES and method not in FLOORS and budget is not None:
+        raise ValueError(f"{method} is not held to a budget: give no kv budget")
+    if method in REFERENCES:
+        t0, peak = time.perf_counter(), 0
+        for d in datas:
+            r, p = run_offline(engine.adapter, d, method, budget)
+            rows, peak = rows + r, max(peak, p)
+        if method in FLOORS:
+            extra.update(hot_peak_tokens=peak, hot_peak_bytes=peak * token_bytes, within_budget=peak <= budget,
+                         store_bytes=0)
+        extra.update(seconds=time.perf_counter() - t0)
+        return summary(method, rows, extra)
+    if budget is not None:
         options = {**budget_options(method, budget), **(options or {})}
-        extra.update(kv_budget=kv_budget, budget_tokens=budget, budget_bytes=budget * token_bytes, options=options)
+        extra.update(options=options)
     meter = HotMeter()
     infos = []
     for d in datas:
@@ -189,7 +226,8 @@ def report(result: dict) -> str:
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = p or argparse.ArgumentParser(prog="streamvqa eval hard", description=__doc__.splitlines()[0])
-    p.add_argument("--method", default="full", help="method preset, or 'oracle' (evidence frames only)")
+    p.add_argument("--method", default="full",
+                   help="method preset, 'oracle' (evidence frames only) or 'uniform' (the offline baseline, needs a budget)")
     p.add_argument("--options", type=json_object, default=None, help="method options as JSON (over the budget's)")
     p.add_argument("--kv-budget", default=None, help="hot memory: tokens (2048), share of full (5%%) or bytes (96MiB)")
     p.add_argument("--minutes", type=float, default=30.0, help="stream length in minutes (default 30)")

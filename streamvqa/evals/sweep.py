@@ -2,7 +2,8 @@
 
 For each budget (a share of what `full` holds for the stream, or tokens/bytes) every method runs
 with its options mapped to that hot-memory budget (`evals/budget.py`); `full` (unbounded, the
-offline full-memory answer) and `oracle` (evidence frames only) run once. Writes a JSON table
+offline full-memory answer) and `oracle` (evidence frames only) run once, and `uniform` (the
+offline baseline: uniformly sampled frames encoded afresh per question) at each budget as the floor. Writes a JSON table
 and a plot of accuracy against hot memory, one curve per preset, the Pareto front marked.
 
     streamvqa eval sweep --minutes 3 --budgets 10%,25% --json OUT.json --plot OUT.png     (CI size)
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from streamvqa.evals.budget import UNSUPPORTED
 from streamvqa.evals.common import write_json
-from streamvqa.evals.hard import evaluate, prepared, report
+from streamvqa.evals.hard import FLOORS, evaluate, prepared, report
 from streamvqa.synth.hard import HARD_SEED
 
 METHODS = ("sliding-window", "rekv", "streamkv", "infinipot-v", "streammem", "livevlm", "streamingtom",
@@ -52,7 +53,7 @@ def sweep(engine, methods: list[str], budgets: list[str], datas: list[dict], ref
         for ref in REFERENCES:
             rows.append(keep(evaluate(engine, ref, None, datas)))
     for budget in budgets:
-        for method in methods:
+        for method in [*methods, *(FLOORS if references else ())]:
             rows.append(keep(evaluate(engine, method, None, datas, budget)))
     return finish(rows, methods, budgets, [d["seed"] for d in datas], [d["full_tokens"] for d in datas])
 
@@ -60,7 +61,8 @@ def sweep(engine, methods: list[str], budgets: list[str], datas: list[dict], ref
 def finish(rows: list[dict], methods: list[str], budgets: list[str], seeds: list[int],
            full_tokens: list[int] | None = None) -> dict:
     """Pareto front and leaders per budget over the rows."""
-    points = [r for r in rows if r["kv_budget"] is not None]
+    # the floor is a reference, not a contender: off the front and out of the leaders
+    points = [r for r in rows if r["kv_budget"] is not None and r["method"] not in FLOORS]
     front = {(r["method"], r["kv_budget"]) for r in pareto(points)}
     for r in rows:
         r["pareto"] = (r["method"], r["kv_budget"]) in front
@@ -108,7 +110,7 @@ def plot(result: dict, path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(8, 5))
     ax.set_prop_cycle(color=plt.cm.tab20.colors)  # more presets than the default ten colours
-    points = [r for r in result["rows"] if r["kv_budget"] is not None]
+    points = [r for r in result["rows"] if r["kv_budget"] is not None and r["method"] not in FLOORS]
     for method in result["methods"]:
         mine = sorted((r for r in points if r["method"] == method), key=lambda r: r["hot_peak_bytes"])
         ax.plot([r["hot_peak_bytes"] / 2**20 for r in mine], [r["accuracy"] for r in mine], "o-", label=method,
@@ -116,6 +118,10 @@ def plot(result: dict, path: Path) -> Path:
     front = sorted((r for r in points if r.get("pareto")), key=lambda r: r["hot_peak_bytes"])
     ax.plot([r["hot_peak_bytes"] / 2**20 for r in front], [r["accuracy"] for r in front], "o", markersize=12,
             markerfacecolor="none", markeredgecolor="black", label="Pareto front")
+    floor = sorted((r for r in result["rows"] if r["method"] in FLOORS), key=lambda r: r["hot_peak_bytes"])
+    if floor:
+        ax.plot([r["hot_peak_bytes"] / 2**20 for r in floor], [r["accuracy"] for r in floor], "s-.", color="grey",
+                label=f"{floor[0]['method']} (offline floor)")
     for r, style in zip((r for r in result["rows"] if r["kv_budget"] is None), ("--", ":"), strict=False):
         ax.axhline(r["accuracy"], color="grey", linestyle=style, label=f"{r['method']} (reference)")
     ax.set_xscale("log")
@@ -137,7 +143,7 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--minutes", type=float, default=3.0, help="stream length (default 3: the CI size)")
     p.add_argument("--streams", type=int, default=1)
     p.add_argument("--seed", type=int, default=HARD_SEED)
-    p.add_argument("--no-references", action="store_true", help="skip full and oracle")
+    p.add_argument("--no-references", action="store_true", help="skip full, oracle and the uniform floor")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", default=None, metavar="OUT", help="write the table as JSON")
@@ -168,14 +174,14 @@ def from_logs(paths: list[str], methods: list[str], budgets: list[str]) -> dict:
         for r in logged_rows(path):
             rows[(r["method"], r["kv_budget"])] = r
     refs = [rows[(m, None)] for m in REFERENCES if (m, None) in rows]
-    runs = [rows[(m, b)] for b in budgets for m in methods if (m, b) in rows]
+    runs = [rows[(m, b)] for b in budgets for m in [*methods, *FLOORS] if (m, b) in rows]
     return finish(refs + runs, methods, budgets, [])
 
 
 def run(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
-    bad = [m for m in methods if m in UNSUPPORTED or m in REFERENCES]
+    bad = [m for m in methods if m in UNSUPPORTED or m in REFERENCES or m in FLOORS]
     if bad or not methods or not budgets or args.minutes <= 0 or args.streams < 1:
         print(f"streamvqa eval sweep: need methods (not {', '.join(bad) or 'none'}), budgets and positive --minutes",
               file=sys.stderr)

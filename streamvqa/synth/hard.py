@@ -308,7 +308,11 @@ def hard_questions(stream: Stream, per_needle: int = 5, max_needles: int | None 
     return qs
 
 
+def shown_frames(stream: Stream) -> list[bool]:
+    """Per frame index: does it show something (so the default model spends tokens on it)?"""
+    return [any(e.active(i / stream.fps) for e in stream.events) for i in range(stream.n_frames)]
+
+
 def stream_tokens(stream: Stream, frame_tokens: int = 12) -> int:
     """Tokens the default model spends on the whole stream (12 per frame that shows something)."""
-    shown = sum(1 for i in range(stream.n_frames) if any(e.active(i / stream.fps) for e in stream.events))
-    return shown * frame_tokens
+    return sum(shown_frames(stream)) * frame_tokens

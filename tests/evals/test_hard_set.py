@@ -19,6 +19,7 @@ from streamvqa.synth.hard import (
     hard_stream,
     moments,
     question_truth,
+    shown_frames,
     stream_tokens,
 )
 from streamvqa.synth.streams import render_stream_frame
@@ -133,6 +134,29 @@ def test_unsupported_and_references():
     assert budget_options("full", 1000) == {}
 
 
+def test_uniform_floor_spaces_frames_evenly_before_the_question_within_the_budget():
+    from streamvqa.evals.hard import uniform_frames
+
+    stream = hard_stream(HARD_SEED, minutes=10)
+    shown = shown_frames(stream)
+    assert sum(shown) * FRAME_TOKENS == stream_tokens(stream)
+    data = {"stream": stream, "frames": [None] * stream.n_frames, "shown": shown}
+    qs = hard_questions(stream)
+    budget = stream_tokens(stream) // 10
+    for q in qs:
+        before = int(np.ceil(q["asked_at"] * stream.fps - 1e-9))
+        idx = uniform_frames(data, q, budget)
+        assert idx and idx == sorted(set(idx)) and idx[-1] < before and idx[0] == 0, q["question"]
+        assert sum(shown[i] for i in idx) * FRAME_TOKENS <= budget
+        gaps = np.diff(idx)
+        assert gaps.max() - gaps.min() <= 1 if len(gaps) else True  # evenly spaced
+        denser = np.unique(np.linspace(0, before - 1, len(idx) + 1).round().astype(int))
+        assert len(idx) == before or sum(shown[i] for i in denser) * FRAME_TOKENS > budget  # no room for one more
+    last = qs[-1]
+    everything = uniform_frames(data, last, stream_tokens(stream))
+    assert everything == list(range(int(np.ceil(last["asked_at"] * stream.fps - 1e-9))))
+
+
 def test_pareto_front():
     pts = [{"hot_peak_bytes": 1, "accuracy": 0.5}, {"hot_peak_bytes": 2, "accuracy": 0.4},
            {"hot_peak_bytes": 2, "accuracy": 0.7}, {"hot_peak_bytes": 3, "accuracy": 0.7}]
@@ -153,13 +177,16 @@ def test_sweep_table_from_logs(tmp_path):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     a.write_text("\n".join(json.dumps(r) for r in (_row("full", None, 0.6, 900), _row("rekv", "10%", 0.4, 90))))
     over = {**_row("hybrid-v1", "10%", 0.9, 200), "within_budget": False}  # held twice the budget
-    b.write_text(json.dumps(_row("hybrid", "10%", 0.5, 90)) + "\n" + json.dumps(over) + "\n")
+    floor = _row("uniform", "10%", 0.6, 84)  # the offline floor: a reference, never a leader
+    b.write_text("\n".join(json.dumps(r) for r in (_row("hybrid", "10%", 0.5, 90), over, floor)) + "\n")
     result = sweep.from_logs([str(a), str(b)], ["rekv", "hybrid", "hybrid-v1"], ["10%"])
-    assert [r["method"] for r in result["rows"]] == ["full", "rekv", "hybrid", "hybrid-v1"]
-    assert result["leaders"] == {"10%": ["hybrid"]}  # not the run over its budget
+    assert [r["method"] for r in result["rows"]] == ["full", "rekv", "hybrid", "hybrid-v1", "uniform"]
+    assert result["leaders"] == {"10%": ["hybrid"]}  # not the run over its budget, nor the floor
     assert [r["method"] for r in result["rows"] if r["pareto"]] == ["hybrid", "hybrid-v1"]  # by bytes held
     table = sweep.markdown(result)
     assert "| hybrid * | 10% | 90 / 4.0 |" in table and "| full | - | 900 / 39.6 |" in table
+    assert "| uniform | 10% | 84 / 3.7 |" in table
+    assert sweep.plot(result, tmp_path / "sweep.png").stat().st_size > 1000
 
 
 def test_sweep_table_from_single_run_results(tmp_path):

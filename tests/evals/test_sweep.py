@@ -1,6 +1,6 @@
 """The hard set through the real engine (slow): every preset within its kv_budget, and the CI sweep
-(a two-minute dense stream, two budgets) end to end (JSON table, plot, references) with the
-ordering the full sweep shows."""
+(a two-minute dense stream, two budgets) end to end (JSON table, plot, references and the
+uniform floor) with the ordering the full sweep shows."""
 
 from __future__ import annotations
 
@@ -40,6 +40,13 @@ def test_every_preset_stays_within_its_kv_budget(engine, tiny, method):
     assert r["n"] == sum(q["scored"] == "answer" for q in tiny["questions"])
 
 
+def test_references_and_budgets(engine, tiny):
+    with pytest.raises(ValueError, match="held to a budget"):
+        evaluate(engine, "uniform", None, [tiny])
+    with pytest.raises(ValueError, match="not held to a budget"):
+        evaluate(engine, "oracle", None, [tiny], "10%")
+
+
 def test_meter_sees_an_unbounded_reference_over_a_small_budget(engine, tiny):
     meter = HotMeter()
     from streamvqa.evals.hard import run_method
@@ -63,9 +70,12 @@ def test_fast_sweep_shows_the_full_sweeps_ordering(engine, dense, tmp_path):
     rows = result["rows"]
     assert [r["method"] for r in rows[:2]] == ["full", "oracle"]
     assert {(r["method"], r["kv_budget"]) for r in rows[2:]} == {
-        (m, b) for m in ("sliding-window", "hybrid") for b in ("10%", "25%")}
+        (m, b) for m in ("sliding-window", "hybrid", "uniform") for b in ("10%", "25%")}
     assert all(r["within_budget"] for r in rows[2:])
     assert any(r["pareto"] for r in rows[2:])
+    floor = [r for r in rows if r["method"] == "uniform"]  # the offline baseline: a reference, not a contender
+    assert all(0 < r["hot_peak_tokens"] <= r["budget_tokens"] and not r["pareto"] for r in floor)
+    assert all("uniform" not in leaders for leaders in result["leaders"].values())
     for b in ("10%", "25%"):
         at = {r["method"]: r for r in rows if r["kv_budget"] == b}
         assert at["hybrid"]["evidence"]["recall"] >= at["sliding-window"]["evidence"]["recall"], b
