@@ -130,14 +130,16 @@ def run_offline(adapter, data: dict, method: str, budget: int | None) -> tuple[l
     rows, peak = [], 0
     for q in data["questions"]:
         if method == "oracle":
-            shown = oracle_frames(data, q)
+            given = oracle_frames(data, q)
+            carried = [t for _, t in given]
         else:
             idx = uniform_frames(data, q, budget or 0)
             peak = max(peak, sum(data["shown"][i] for i in idx) * FRAME_TOKENS)
-            shown = [data["frames"][i] for i in idx]
+            given = [data["frames"][i] for i in idx]
+            carried = [data["frames"][i][1] for i in idx if data["shown"][i]]  # an empty frame carries no tokens
         t0 = time.perf_counter()
-        text = answer_offline(adapter, shown, q["question"]) if q["scored"] == "answer" else ""
-        ev = [[t, t] for _, t in shown] if q["evidence"] else []
+        text = answer_offline(adapter, given, q["question"]) if q["scored"] == "answer" else ""
+        ev = [[t, t] for t in carried] if q["evidence"] else []
         rows.append(_row(q, text, ev, data["stream"].fps, {"total_s": time.perf_counter() - t0}))
     return rows, peak
 
