@@ -41,9 +41,9 @@ def prepared(seed: int, minutes: float, fps: float = 1.0, via_mp4: bool = False,
     from streamvqa.evals.needle import stream_frames
 
     stream = hard_stream(seed, minutes=minutes, fps=fps)
-    shown = shown_frames(stream)
+    shown = np.asarray(shown_frames(stream), dtype=bool)
     return {"seed": seed, "stream": stream, "frames": stream_frames(stream, via_mp4), "shown": shown,
-            "questions": hard_questions(stream, **question_kw), "full_tokens": sum(shown) * FRAME_TOKENS}
+            "questions": hard_questions(stream, **question_kw), "full_tokens": int(shown.sum()) * FRAME_TOKENS}
 
 
 def _row(q: dict, prediction: str, evidence: list, fps: float, timings: dict | None = None) -> dict:
@@ -134,7 +134,7 @@ def run_offline(adapter, data: dict, method: str, budget: int | None) -> tuple[l
             carried = [t for _, t in given]
         else:
             idx = uniform_frames(data, q, budget or 0)
-            peak = max(peak, sum(data["shown"][i] for i in idx) * FRAME_TOKENS)
+            peak = max(peak, int(np.asarray(data["shown"])[idx].sum()) * FRAME_TOKENS)
             given = [data["frames"][i] for i in idx]
             carried = [data["frames"][i][1] for i in idx if data["shown"][i]]  # an empty frame carries no tokens
         t0 = time.perf_counter()

@@ -203,6 +203,14 @@ def test_sweep_table_from_single_run_results(tmp_path):
     assert "rows" not in result["rows"][1] and result["leaders"] == {"5%": ["hybrid"]}
 
 
+def test_sweep_refuses_references_as_methods(capsys):
+    from streamvqa.evals import sweep
+
+    for method in ("oracle", "full", "uniform"):
+        assert sweep.main(["--methods", method, "--minutes", "1"]) == 2
+        assert method in capsys.readouterr().err
+
+
 def test_cli_parsers():
     import argparse
 
