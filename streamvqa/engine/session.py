@@ -45,6 +45,7 @@ from transformers import DynamicCache
 from streamvqa.answering.tier_counts import spans as tier_spans
 from streamvqa.engine.capture import Capture, capture, to_host
 from streamvqa.engine.errors import EngineError
+from streamvqa.engine.inputs import InputMemory, UnitInputs
 from streamvqa.engine.layout import layout_for
 from streamvqa.engine.protocols import final_answer, stream_in_thread
 from streamvqa.engine.sampling import TextStream, next_token
@@ -136,6 +137,8 @@ class StreamSession:
         # blocks live only in the window and leave memory with it
         self.stores_blocks = store_all or not isinstance(self.retriever, WindowOnly)
         self.captions: list[Caption] = []  # text memory, time order (written by caption retention)
+        # every unit's LM inputs, for answers recomputed from them or retrieval that scores them
+        self.inputs = InputMemory() if config.answer_from == "inputs" or self.retriever.needs_inputs else None
         self.lock = lock  # the engine's model lock, held per forward call
         self.observers = observers
         self.max_question_chars = max_question_chars
@@ -195,7 +198,7 @@ class StreamSession:
         is shown (rekv-external): those questions are answered by the session that encoded."""
         stateful_retriever = type(self.retriever).observe is not Retriever.observe
         return not (stateful_retriever or self.retainer is not None or self.reducer is not None
-                    or self.units.frame_level or bool(self.config.budget_bytes))
+                    or self.units.frame_level or bool(self.config.budget_bytes) or self.inputs is not None)
 
     def restore(self, window_blocks: list[Block], next_index: int) -> None:
         """Resume from stored blocks: the window holds `window_blocks` (oldest first, laid out
@@ -292,6 +295,9 @@ class StreamSession:
         )
         self._next_index += 1
         self.retriever.observe(block, unit.frames)  # stage 6: retrieval policies with their own index
+        if self.inputs is not None:
+            self.inputs.add(block.index, UnitInputs(inputs.embeds[0].detach().cpu(), block.positions, inputs.pos_start,
+                                                    inputs.pos_end, unit.t0, unit.t1, block.rep_keys))
         if self.retainer is None or self.config.demote:
             self.archive(block)
         self.target.commit(block)
@@ -414,6 +420,8 @@ class StreamSession:
         if caches:
             s.kv_bytes["answer"] = sum(cache_bytes(c) for c in caches)
         s.kv_blocks = {"window": len(self.window.blocks), **self.store.blocks_by_tier(self.stream_id)}
+        if self.inputs is not None:  # not KV, but the stream's memory: what an answer recomputes from
+            s.kv_bytes["inputs"] = self.inputs.nbytes()
         if self.retainer is not None:
             s.kv_bytes["memory"] = self.retainer.nbytes(self.captions)
             s.kv_blocks["memory"] = len(self.retainer.memory.units)
@@ -471,6 +479,9 @@ class StreamSession:
             query = self.question_query(question)
         ctx = RetrievalContext(query=query, rep_keys=rep, block_ids=ids, window_ids=window_ids, question=question,
                                times=times, captions=list(self.captions), embed_text=self.embed_text)
+        if self.retriever.needs_inputs and self.inputs is not None:
+            ctx.inputs = self.inputs.embeds(ids)
+            ctx.question_inputs = a.embed([a.text_segment(question)])[0].cpu()
         return self.retriever.select(ctx)
 
     def select(self, question: str, at: float | None) -> tuple[Selection, dict[int, tuple[float, float]]]:
@@ -478,7 +489,9 @@ class StreamSession:
         times: the store's blocks encoded by `at`, or the retained memory and its demoted
         originals (model lock held)."""
         if self.retainer is not None:
-            archived = self.store.index(self.stream_id) if self.config.demote else None
+            # units retention dropped come back from the store (demote) or from their inputs
+            archived = self.store.index(self.stream_id) if self.config.demote else \
+                self.inputs.index() if self.config.answer_from == "inputs" and self.inputs is not None else None
             return self.retainer.select(self.retriever, lambda ids, rep, times: self.choose(question, ids, rep, times),
                                         self.adapter.n_layers, at, self.captions, archived)
         index = self.block_index()
@@ -589,6 +602,8 @@ class StreamSession:
         """Stage 8: the answer cache: the sink, per layer the chosen blocks (any tier) or retained
         units at the layout's positions, then the retrieved captions (text memory) in time order."""
         a = self.adapter
+        if self.config.answer_from == "inputs":
+            return self.recompute(key, chosen, wanted)
         if self.retainer is not None:
             originals = {b.index: b for b in self.store.get_many(self.stream_id, chosen.originals)} \
                 if chosen.originals else {}
@@ -610,6 +625,25 @@ class StreamSession:
             prefill(a, a.embed(piece), tracker.place(piece), cache, logits="none")
             end = tracker.next
         order = [] if self.retainer is not None else [(b.index, int(b.keys.shape[-2])) for b in per_layer[0]]
+        return Assembled(key, cache, cache.get_seq_length(), end, self.window.sink.n_tokens, order)
+
+    def recompute(self, key: tuple, chosen: Selection, wanted: list[int]) -> Assembled:
+        """Stage 8 from inputs: the sink, then the chosen units (every layer's choices, in time
+        order) prefilled afresh at contiguous positions, then the retrieved captions."""
+        a = self.adapter
+        assert self.inputs is not None
+        keys, values = place(a, self.window.sink, [[] for _ in range(a.n_layers)], None)
+        cache = new_cache(a, keys, values)
+        embeds, positions, order, end = self.inputs.laid_out(wanted, self.window.sink.end)
+        pieces = [] if not order else [(embeds.to(a.device, a.dtype), positions)]
+        if chosen.captions:
+            piece = [a.text_segment(caption_text(chosen.captions))]
+            tracker = self.tracker.fork(end)
+            pieces.append((a.embed(piece), tracker.place(piece)))
+            end = tracker.next
+        if pieces:
+            prefill(a, torch.cat([e for e, _ in pieces], dim=1), torch.cat([p for _, p in pieces], dim=1), cache,
+                    logits="none")
         return Assembled(key, cache, cache.get_seq_length(), end, self.window.sink.n_tokens, order)
 
     def embed_text(self, texts: list[str]) -> tuple[torch.Tensor, list[int]]:
@@ -638,6 +672,8 @@ class StreamSession:
 
     def _where(self, indices: list[int], chosen: Selection) -> dict[int, str]:
         """Where each used block or unit was: the retained memory, the window, or a store tier."""
+        if self.inputs is not None and self.config.answer_from == "inputs":
+            return dict.fromkeys(indices, "inputs")
         if self.retainer is None and not self.stores_blocks:
             return dict.fromkeys(indices, "window")
         stored = set(indices) if self.retainer is None else set(chosen.originals) & set(indices)

@@ -76,6 +76,7 @@ def budget_options(method: str, tokens: int) -> dict:
         "streamingtom": {"n_local": b, "retrieve_tokens": b},
         # window of B; the last B/4 of whole frames always answered from, top-k frames in the rest
         "hybrid": {"n_local": b, "memory_tokens": quarter, "topk": max(1, (b - quarter) // f)},
+        "hybrid-kv": {"n_local": b, "memory_tokens": quarter, "topk": max(1, (b - quarter) // f)},
         # the former hybrid: InfiniPot-V memory of B/2, adaptive top-2..k frames in B/2 (its answer
         # cache may exceed B: a partly kept unit retrieved by one layer comes back whole to all)
         "hybrid-v1": {"n_local": b, "encode_on": "window", "positions": "contiguous", "retrieval": "rekv",

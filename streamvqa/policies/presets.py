@@ -58,6 +58,8 @@ class MethodConfig(BaseModel):
         default_factory=dict, description="per-stream byte budgets: encoder cache, retained memory, stored blocks")
     demote: bool = Field(False, description="evicted units stay retrievable in the store (demote, don't delete)")
     keep_memory: bool = Field(False, description="answer from the whole retained memory plus retrieved demoted units")
+    answer_from: Literal["kv", "inputs"] = Field(
+        "kv", description="stage 8: the chosen units' KV, or their LM inputs prefilled afresh per question")
 
     @model_validator(mode="before")
     @classmethod
@@ -176,11 +178,21 @@ PRESETS: dict[str, tuple[str, MethodConfig]] = {
     # unit partly kept is served whole to every layer once any layer retrieves it (over budget);
     # a fixed k: a moment's identical frames split an adaptive k's score mass; a frame that shows
     # what the previous one showed (mean visual token cosine > 0.99) is not encoded again, so each
-    # kept or retrieved frame is a different moment (docs/benchmarks.md, "Hard set")
+    # kept or retrieved frame is a different moment. The answer is recomputed from the chosen
+    # frames' inputs: a frame's KV, encoded after the stream's other frames, carries what they
+    # showed, and the model joined colour and shape across moments (docs/benchmarks.md, "Hard set")
     "hybrid": (
-        "Ours: repeated frames (cosine > 0.99) dropped before the LLM; ReKV window; the most recent "
-        "1,024 tokens of whole frames always answered from (FIFO); every unit demoted to the store "
-        "and the rest brought back by ReKV top-64",
+        "Ours: repeated frames (cosine > 0.99) dropped before the LLM; the most recent 1,024 tokens of "
+        "whole frames always answered from; the rest matched to the question's words in the LM's input "
+        "space (top-64 frames); the answer recomputed from the chosen frames' inputs",
+        MethodConfig(n_local=2048, frame_filter=0.99, retention="streamingvlm", memory_tokens=1024,
+                     keep_memory=True, retention_options={"vision_window_s": 1e9, "text_sink": 0, "text_window": 0},
+                     retrieval="input-match", topk=64, answer_from="inputs"),
+    ),
+    # the hybrid for models whose visual tokens are not word-like (input matching needs them)
+    "hybrid-kv": (
+        "Ours, from stored KV: as hybrid, but every unit demoted to the store and brought back by "
+        "ReKV top-64 as its stored KV (for models whose visual tokens are not word-like)",
         MethodConfig(n_local=2048, frame_filter=0.99, retention="streamingvlm", memory_tokens=1024, demote=True,
                      keep_memory=True, retention_options={"vision_window_s": 1e9, "text_sink": 0, "text_window": 0},
                      retrieval="rekv", topk=64),

@@ -34,9 +34,11 @@ def stage_names(p: dict[str, Any]) -> tuple[str, ...]:
     if p["demote"]:
         retention += " +demote"
     retrieval, r = p["retrieval"], p["retrieval_options"]
-    if retrieval.startswith("rekv") and r.get("topk") is not None:  # the others size their own retrieval
+    if retrieval in ("rekv", "rekv-external", "input-match") and r.get("topk") is not None:  # the others size their own
         adaptive = r.get("score_mass") is not None
         retrieval += f" top-{r['min_blocks']}..{r['topk']}" if adaptive else f" top-{r['topk']}"
+    if p.get("answer_from") == "inputs":  # the answer recomputed from the chosen units' inputs
+        retrieval += " +recompute"
     return unit, p["reduction"], encoding, retention, retrieval, p["positions"]
 
 

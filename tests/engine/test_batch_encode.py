@@ -134,9 +134,9 @@ def test_batched_equals_alone(family, method, options):
 
 
 # the other kinds on the tiny SmolVLM: semantic segments + summary units (streamkv), a redundancy
-# filter (streammem), model-written captions generated token by token in batches (rlivs), and
-# demotion with compaction (hybrid)
-OTHER = [("streamkv", None), ("streammem", None), ("rlivs", {"unit_frames": 2}), ("hybrid", None),
+# filter (streammem), model-written captions generated token by token in batches (rlivs),
+# demotion with compaction (hybrid-kv) and kept inputs (hybrid)
+OTHER = [("streamkv", None), ("streammem", None), ("rlivs", {"unit_frames": 2}), ("hybrid", None), ("hybrid-kv", None),
          ("resv", None), ("livevlm", None), ("full", None), ("sliding-window", None)]
 
 

@@ -11,9 +11,10 @@ import pytest
 from streamvqa.engine import Engine, EngineConfig
 from tests.engine.conftest import get_adapter, make_frames
 
-# every code path: plain (rekv, full, sliding-window), memory stages with demotion (hybrid),
+# every code path: plain (rekv, full, sliding-window), memory stages with demotion (hybrid-kv) or
+# kept inputs (hybrid),
 # semantic units (streamkv), encode-on-memory with captions (rlivs), quantized memory (streamingtom)
-METHODS = ["rekv", "full", "sliding-window", "hybrid", "streamkv", "rlivs", "streamingtom", "infinipot-v"]
+METHODS = ["rekv", "full", "sliding-window", "hybrid", "hybrid-kv", "streamkv", "rlivs", "streamingtom", "infinipot-v"]
 
 
 @pytest.fixture(scope="module")

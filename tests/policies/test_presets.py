@@ -13,7 +13,7 @@ from streamvqa.policies.presets import PRESETS, MethodError, describe, resolve
 from tests.engine.conftest import get_adapter, make_frames
 
 NAMES = ["full", "sliding-window", "rekv", "streamkv", "infinipot-v", "streammem", "livevlm", "streamingtom",
-         "rlivs", "streamingvlm", "resv", "hybrid"]
+         "rlivs", "streamingvlm", "resv", "hybrid", "hybrid-kv"]
 
 # budgets above the stream size; lossy stages (merges, quantization, captions) switched off
 LOSSLESS = {
@@ -26,6 +26,7 @@ LOSSLESS = {
     "streamingvlm": {"retention_options": {"vision_window_s": 1e6}},
     "resv": {"memory_tokens": 100000, "n_local": 100000, "retention_options": {"threshold": 1.01}},
     "hybrid": {"memory_tokens": 100000, "n_local": 100000},
+    "hybrid-kv": {"memory_tokens": 100000, "n_local": 100000},
 }
 QUESTION = "What colour is the square?"
 

@@ -12,7 +12,7 @@ def test_compacted_units_come_back_whole_from_the_store(tmp_path):
     store = {"tiers": [{"kind": "host", "budget_bytes": 1 << 20},
                        {"kind": "disk", "path": str(tmp_path), "budget_bytes": 1 << 30}]}
     engine = Engine(EngineConfig(model="tiny:smolvlm", store=store), adapter=adapter)
-    session = engine.open_stream("s", method="hybrid", options={"memory_tokens": 40, "n_local": 40, "topk": 3,
+    session = engine.open_stream("s", method="hybrid-kv", options={"memory_tokens": 40, "n_local": 40, "topk": 3,
                                                                 "score_mass": None})
     for image, t in make_frames(12):
         session.push_frame(image, t)
@@ -49,7 +49,7 @@ def test_a_demoted_unit_served_from_disk_when_host_ram_is_small(tmp_path):
     store = {"tiers": [{"kind": "host", "budget_bytes": 2 * block_bytes + 4096},
                        {"kind": "disk", "path": str(tmp_path), "budget_bytes": 1 << 30}]}
     engine = Engine(EngineConfig(model="tiny:smolvlm", store=store), adapter=adapter)
-    session = engine.open_stream("s", method="hybrid", options={"memory_tokens": 20, "n_local": 40, "topk": 4,
+    session = engine.open_stream("s", method="hybrid-kv", options={"memory_tokens": 20, "n_local": 40, "topk": 4,
                                                                 "score_mass": None})
     for image, t in make_frames(10):
         session.push_frame(image, t)

@@ -25,8 +25,10 @@ def test_a_policy_constructor_has_its_options_defaults(name):
 def test_presets_keep_their_retrieval_settings():
     rekv = resolve("rekv").retriever()
     assert (rekv.topk, rekv.similarity, rekv.score_mass, rekv.min_blocks) == (64, "cosine", None, 1)
-    hybrid = resolve("hybrid").retriever()
+    hybrid = resolve("hybrid-kv").retriever()
     assert (hybrid.topk, hybrid.similarity, hybrid.score_mass, hybrid.min_blocks) == (64, "cosine", None, 1)
+    matched = resolve("hybrid").retriever()
+    assert (type(matched).__name__, matched.topk, matched.power) == ("InputMatchRetriever", 64, 2.0)
     assert resolve("streamkv").retriever().similarity == "cosine"
     assert resolve("livevlm").retriever().similarity == "cosine"
     assert resolve("streamingtom").retriever().retrieve_tokens == 12544

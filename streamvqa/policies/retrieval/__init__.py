@@ -22,6 +22,7 @@ from streamvqa.policies.retrieval.base import (
     Selection,
     WindowOnly,
 )
+from streamvqa.policies.retrieval.input_match import InputMatchRetriever
 from streamvqa.policies.retrieval.livevlm import PaRRetriever
 from streamvqa.policies.retrieval.none import NoRetrieval
 from streamvqa.policies.retrieval.rekv import ReKVRetriever
@@ -48,6 +49,7 @@ RETRIEVERS: dict[str, Entry] = {
     "livevlm": Entry(PaRRetriever),
     "streamingtom": Entry(GroupRetriever),
     "rlivs": Entry(CaptionRetriever),
+    "input-match": Entry(InputMatchRetriever),
 }
 
 # option names a request may still give at the top level (before `retrieval_options` existed)
@@ -72,6 +74,7 @@ __all__ = [
     "CaptionRetriever",
     "Entry",
     "GroupRetriever",
+    "InputMatchRetriever",
     "NoRetrieval",
     "PaRRetriever",
     "ReKVExternalRetriever",

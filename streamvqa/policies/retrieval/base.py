@@ -79,6 +79,9 @@ class RetrievalContext:
     captions: list[Caption] = field(default_factory=list)  # text memory (rLiVS retention), time order
     # texts -> (embeddings [n, dim], token counts), from the LM's input table (caption index)
     embed_text: Callable[[list[str]], tuple[torch.Tensor, list[int]]] | None = None
+    # LM input embeddings per block [n, hidden] and of the question [m, hidden] (`needs_inputs`)
+    inputs: list[torch.Tensor] | None = None
+    question_inputs: torch.Tensor | None = None
 
 
 @dataclass
@@ -108,6 +111,7 @@ class Retriever:
     """
 
     per_layer = True
+    needs_inputs = False  # scores the blocks' LM input embeddings: the session keeps them (inputs.py)
     Options: type[RetrievalOptions] = RetrievalOptions
 
     @classmethod
