@@ -23,7 +23,7 @@ from streamvqa.evals.hard import FLOORS, evaluate, prepared, report
 from streamvqa.synth.hard import HARD_SEED
 
 METHODS = ("sliding-window", "rekv", "streamkv", "infinipot-v", "streammem", "livevlm", "streamingtom",
-           "streamingvlm", "resv", "hybrid", "hybrid-v1")
+           "streamingvlm", "resv", "hybrid", "hybrid-kv", "hybrid-v1")
 REFERENCES = ("full", "oracle")
 KEEP = ("method", "kv_budget", "budget_tokens", "budget_bytes", "hot_peak_tokens", "hot_peak_bytes",
         "within_budget", "store_bytes", "accuracy", "n", "per_type", "per_distance", "evidence", "evidence_when",
