@@ -35,13 +35,24 @@ class UnitInputs:
 
 class InputMemory:
     def __init__(self) -> None:
-        self.units: dict[int, UnitInputs] = {}
+        self.units: dict[int, UnitInputs] = {}  # insertion order is time order
+        self._nbytes = 0
 
     def add(self, index: int, unit: UnitInputs) -> None:
         self.units[index] = unit
+        self._nbytes += unit.nbytes
 
     def nbytes(self) -> int:
-        return sum(u.nbytes for u in self.units.values())
+        return self._nbytes
+
+    def evict_to(self, max_bytes: int) -> int:
+        """Drop the oldest units until at most `max_bytes` are kept (a stream's store budget);
+        how many were dropped."""
+        dropped = 0
+        while self.units and self._nbytes > max_bytes:
+            self._nbytes -= self.units.pop(next(iter(self.units))).nbytes
+            dropped += 1
+        return dropped
 
     def index(self) -> StreamIndex:
         """Every unit as a retrieval candidate (time order), like a store's index."""
@@ -50,14 +61,15 @@ class InputMemory:
         return StreamIndex(ids, rep, [(self.units[i].t_start, self.units[i].t_end) for i in ids])
 
     def embeds(self, ids: list[int]) -> list[torch.Tensor]:
-        return [self.units[i].embeds for i in ids]
+        """Each unit's input embeddings; none (no tokens) for a unit whose inputs were dropped."""
+        return [self.units[i].embeds if i in self.units else torch.zeros(0, 1) for i in ids]
 
     def laid_out(self, ids: list[int], start: int) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]], int]:
         """The units' embeddings back to back [1, N, hidden] at contiguous positions from
         `start` (a unit keeps its own position structure: M-RoPE grids stay grids), each
         unit's (index, tokens), and the next free position."""
         embeds, positions, order, cursor = [], [], [], start
-        for i in ids:
+        for i in (i for i in ids if i in self.units):  # dropped by the store budget: not recomputed
             u = self.units[i]
             embeds.append(u.embeds)
             positions.append(u.positions - u.pos_start + cursor)

@@ -295,11 +295,14 @@ class StreamSession:
         )
         self._next_index += 1
         self.retriever.observe(block, unit.frames)  # stage 6: retrieval policies with their own index
+        if self.retainer is None or self.config.demote:
+            self.archive(block)
         if self.inputs is not None:
             self.inputs.add(block.index, UnitInputs(inputs.embeds[0].detach().cpu(), block.positions, inputs.pos_start,
                                                     inputs.pos_end, unit.t0, unit.t1, block.rep_keys))
-        if self.retainer is None or self.config.demote:
-            self.archive(block)
+            if self.store_bytes is not None:  # kept inputs count against the store budget, oldest dropped first
+                self.inputs.evict_to(max(0, self.store_bytes - self.store_used))
+                self._peak("store", self.store_used + self.inputs.nbytes())
         self.target.commit(block)
         if self.retainer is not None:
             info = UnitInfo(block.index, unit.t0, unit.t1, inputs.pos_start, inputs.pos_end, block.n_tokens, unit.kind)
@@ -519,6 +522,8 @@ class StreamSession:
             chosen, times = self.select(question, at)
             selection = chosen.per_layer
             wanted = sorted({i for layer in selection for i in layer})
+            if self.inputs is not None and self.config.answer_from == "inputs":
+                wanted = [i for i in wanted if i in self.inputs.units]  # dropped by the store budget: not read
             where = self._where(wanted, chosen)  # where the blocks were before retrieval promoted them
             tiers = count_tiers(where)
             key = (tuple(tuple(layer) for layer in selection), tuple(chosen.captions))

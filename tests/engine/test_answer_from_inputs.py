@@ -80,3 +80,16 @@ def test_input_matching_answers_a_needle_that_left_the_window(default_adapter, s
         assert normalise(answer.text) == normalise(q["answer"]), (q["question"], answer.text)
         assert session.store.index("im").indices == []  # nothing demoted: the KV was never stored
     engine.close_stream("im")
+
+
+@torch.inference_mode()
+def test_kept_inputs_stay_within_the_store_budget_oldest_dropped_first():
+    adapter = get_adapter("tiny:smolvlm")
+    whole, _ = pushed(adapter, "rekv", {"answer_from": "inputs", "retrieval": "input-match"}, n_frames=8)
+    per_unit = whole.inputs.nbytes() // 8
+    budget = 3 * per_unit + per_unit // 2  # room for three units' inputs and no stored KV
+    session, _ = pushed(adapter, "hybrid", {"budget_bytes": {"store": budget}, "memory_tokens": 10_000}, n_frames=8)
+    assert list(session.inputs.units) == [5, 6, 7]  # the newest kept
+    assert session.inputs.nbytes() <= budget and session.stats().kv_peak_bytes["store"] <= budget
+    answer = session.answer(QUESTION, max_tokens=2)  # the memory's older units have no inputs left to read
+    assert answer.tiers == {"inputs": 3} and answer.evidence == [(5.0, 5.0), (6.0, 6.0), (7.0, 7.0)] and answer.token_ids
