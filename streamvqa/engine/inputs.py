@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from streamvqa.engine.layout import contiguous
 from streamvqa.store.base import StreamIndex
 
 
@@ -27,6 +28,10 @@ class UnitInputs:
     t_start: float
     t_end: float
     rep_keys: torch.Tensor  # [layers, kv_heads, head_dim], the block's
+
+    @property
+    def extent(self) -> int:  # positions the unit spans (as `Block.extent`: `layout.contiguous` lays both out)
+        return self.pos_end - self.pos_start
 
     @property
     def nbytes(self) -> int:
@@ -67,14 +72,11 @@ class InputMemory:
     def laid_out(self, ids: list[int], start: int) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]], int]:
         """The units' embeddings back to back [1, N, hidden] at contiguous positions from
         `start` (a unit keeps its own position structure: M-RoPE grids stay grids), each
-        unit's (index, tokens), and the next free position."""
-        embeds, positions, order, cursor = [], [], [], start
-        for i in (i for i in ids if i in self.units):  # dropped by the store budget: not recomputed
-            u = self.units[i]
-            embeds.append(u.embeds)
-            positions.append(u.positions - u.pos_start + cursor)
-            order.append((i, int(u.embeds.shape[0])))
-            cursor += u.pos_end - u.pos_start
-        if not embeds:
+        unit's (index, tokens), and the next free position. Units whose inputs were dropped
+        (the store budget) are left out."""
+        units = [self.units[i] for i in ids if i in self.units]
+        if not units:
             return torch.empty(0), torch.empty(0), [], start
-        return torch.cat(embeds).unsqueeze(0), torch.cat(positions, dim=1), order, cursor
+        positions, end = contiguous(units, start)
+        order = [(i, int(self.units[i].embeds.shape[0])) for i in ids if i in self.units]
+        return torch.cat([u.embeds for u in units]).unsqueeze(0), torch.cat(positions, dim=1), order, end

@@ -494,7 +494,7 @@ class StreamSession:
         if self.retainer is not None:
             # units retention dropped come back from the store (demote) or from their inputs
             archived = self.store.index(self.stream_id) if self.config.demote else \
-                self.inputs.index() if self.config.answer_from == "inputs" and self.inputs is not None else None
+                self.inputs.index() if self.config.answer_from == "inputs" else None
             return self.retainer.select(self.retriever, lambda ids, rep, times: self.choose(question, ids, rep, times),
                                         self.adapter.n_layers, at, self.captions, archived)
         index = self.block_index()
@@ -522,7 +522,7 @@ class StreamSession:
             chosen, times = self.select(question, at)
             selection = chosen.per_layer
             wanted = sorted({i for layer in selection for i in layer})
-            if self.inputs is not None and self.config.answer_from == "inputs":
+            if self.config.answer_from == "inputs":
                 wanted = [i for i in wanted if i in self.inputs.units]  # dropped by the store budget: not read
             where = self._where(wanted, chosen)  # where the blocks were before retrieval promoted them
             tiers = count_tiers(where)
@@ -677,7 +677,7 @@ class StreamSession:
 
     def _where(self, indices: list[int], chosen: Selection) -> dict[int, str]:
         """Where each used block or unit was: the retained memory, the window, or a store tier."""
-        if self.inputs is not None and self.config.answer_from == "inputs":
+        if self.config.answer_from == "inputs":
             return dict.fromkeys(indices, "inputs")
         if self.retainer is None and not self.stores_blocks:
             return dict.fromkeys(indices, "window")
