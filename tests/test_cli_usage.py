@@ -122,7 +122,7 @@ def test_methods_table_is_compact_and_marks_the_default(capsys) -> None:
     assert [n for n, ln in rows.items() if ln.split()[1] == "*"] == ["rekv"]
     assert "ReKV 2503.00540" in rows["rekv"] and "window-15000" in rows["rekv"] and "rekv top-64" in rows["rekv"]
     assert "V-Rex ReSV 2512.12284" in rows["resv"] and "resv 6144" in rows["resv"]
-    assert "input-match top-16 +recompute" in rows["hybrid"] and "+demote" not in rows["hybrid"]
+    assert "input-match top-4 +recompute" in rows["hybrid"] and "+demote" not in rows["hybrid"]
     assert "streamingvlm 1024 +demote" in rows["hybrid-kv"] and "rekv top-64" in rows["hybrid-kv"]
     assert "v-rex = resv" in lines[-1]
 

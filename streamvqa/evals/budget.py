@@ -74,10 +74,9 @@ def budget_options(method: str, tokens: int) -> dict:
         "livevlm": {"n_local": b, "memory_tokens": b, "retention_options": {"short_term": b // 4}},
         # window of B, groups retrieved up to B tokens
         "streamingtom": {"n_local": b, "retrieve_tokens": b},
-        # window of B; the last B/4 of whole frames always answered from, top-k frames in the rest
-        # window of B; the last B/4 of whole frames (at most 8) always answered from, the top-k
-        # frames of the rest (at most 16): more moments in view lower accuracy (docs/benchmarks.md)
-        "hybrid": {"n_local": b, "memory_tokens": min(8 * f, quarter), "topk": min(16, max(1, (b - min(8 * f, quarter)) // f))},
+        # window of B; the last B/4 of whole frames (at most 4) always answered from, at most 4
+        # frames of the rest: more moments in view lower accuracy (docs/benchmarks.md)
+        "hybrid": {"n_local": b, "memory_tokens": min(4 * f, quarter), "topk": min(4, max(1, (b - min(4 * f, quarter)) // f))},
         "hybrid-kv": {"n_local": b, "memory_tokens": quarter, "topk": max(1, (b - quarter) // f)},
         # the former hybrid: InfiniPot-V memory of B/2, adaptive top-2..k frames in B/2 (its answer
         # cache may exceed B: a partly kept unit retrieved by one layer comes back whole to all)

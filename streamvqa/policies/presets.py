@@ -180,16 +180,18 @@ PRESETS: dict[str, tuple[str, MethodConfig]] = {
     # what the previous one showed (mean visual token cosine > 0.99) is not encoded again, so each
     # kept or retrieved frame is a different moment. The answer is recomputed from the chosen
     # frames' inputs: a frame's KV, encoded after the stream's other frames, carries what they
-    # showed, and the model joined colour and shape across moments. Sized for the default model's
-    # 12-token frames: 8 recent frames and 16 retrieved; with more moments in view it answers
-    # worse (the hard set at 60 minutes, docs/benchmarks.md, "Hard set")
+    # showed, and the model joined colour and shape across moments. Few frames: the default model
+    # reads one relevant frame among 24 far worse than alone, so the last 4 frames (48 tokens:
+    # "what digit was shown most recently?") and at most 4 retrieved frames that together match
+    # the question's words and phrases (the hard set at 60 minutes, docs/benchmarks.md)
     "hybrid": (
-        "Ours: repeated frames (cosine > 0.99) dropped before the LLM; the most recent 96 tokens of "
-        "whole frames always answered from; the rest matched to the question's words in the LM's input "
-        "space (top-16 frames); the answer recomputed from the chosen frames' inputs",
-        MethodConfig(n_local=2048, frame_filter=0.99, retention="streamingvlm", memory_tokens=96,
+        "Ours: repeated frames (cosine > 0.99) dropped before the LLM; the most recent 48 tokens of "
+        "whole frames always answered from; of the rest, the fewest frames (at most 4) that together "
+        "match the question's words and phrases in the LM's input space; the answer recomputed from "
+        "the chosen frames' inputs",
+        MethodConfig(n_local=2048, frame_filter=0.99, retention="streamingvlm", memory_tokens=48,
                      keep_memory=True, retention_options={"vision_window_s": 1e9, "text_sink": 0, "text_window": 0},
-                     retrieval="input-match", topk=16, answer_from="inputs"),
+                     retrieval="input-match", topk=4, answer_from="inputs"),
     ),
     # the hybrid for models whose visual tokens are not word-like (input matching needs them)
     "hybrid-kv": (

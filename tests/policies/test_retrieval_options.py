@@ -28,7 +28,7 @@ def test_presets_keep_their_retrieval_settings():
     hybrid = resolve("hybrid-kv").retriever()
     assert (hybrid.topk, hybrid.similarity, hybrid.score_mass, hybrid.min_blocks) == (64, "cosine", None, 1)
     matched = resolve("hybrid").retriever()
-    assert (type(matched).__name__, matched.topk, matched.power) == ("InputMatchRetriever", 16, 2.0)
+    assert (type(matched).__name__, matched.topk, matched.phrase, matched.min_gain) == ("InputMatchRetriever", 4, 3.0, 0.4)
     assert resolve("streamkv").retriever().similarity == "cosine"
     assert resolve("livevlm").retriever().similarity == "cosine"
     assert resolve("streamingtom").retriever().retrieve_tokens == 12544
