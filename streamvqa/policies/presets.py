@@ -48,6 +48,8 @@ class MethodConfig(BaseModel):
     max_segment: int = Field(64, ge=2, description="StreamKV: frames at most (the most similar pair is merged)")
     summary: bool = Field(False, description="StreamKV: encode the segment's mean frame after it, always kept")
     frame_filter: float | None = Field(None, gt=0, le=1, description="StreamMem delta: merge a frame into the previous one above this cosine")
+    frame_filter_by: Literal["mean", "tokens"] = Field(
+        "mean", description="frame filter on the mean visual token (StreamMem) or on every token (a changed token is a new frame)")
     reduction: Literal["none", "ctr"] = Field("none", description="stage 2: pre-LLM token reduction")
     reduction_options: dict = Field(default_factory=dict, description="options of the reduction policy")
     encode_on: Literal["window", "memory"] = Field("window", description="stage 3: encode on the sliding window or on the retained memory")
@@ -177,19 +179,19 @@ PRESETS: dict[str, tuple[str, MethodConfig]] = {
     # whole frames, not compacted tokens: a caption cut to a few tokens misleads the LM, and a
     # unit partly kept is served whole to every layer once any layer retrieves it (over budget);
     # a fixed k: a moment's identical frames split an adaptive k's score mass; a frame that shows
-    # what the previous one showed (mean visual token cosine > 0.99) is not encoded again, so each
-    # kept or retrieved frame is a different moment. The answer is recomputed from the chosen
+    # what the previous one showed (every visual token cosine > 0.99: the mean hid a one-token
+    # change, a new digit) is not encoded again, so each kept or retrieved frame is a different moment. The answer is recomputed from the chosen
     # frames' inputs: a frame's KV, encoded after the stream's other frames, carries what they
     # showed, and the model joined colour and shape across moments. Few frames: the default model
     # reads one relevant frame among 24 far worse than alone, so the last 4 frames (48 tokens:
     # "what digit was shown most recently?") and at most 4 retrieved frames that together match
     # the question's words and phrases (the hard set at 60 minutes, docs/benchmarks.md)
     "hybrid": (
-        "Ours: repeated frames (cosine > 0.99) dropped before the LLM; the most recent 48 tokens of "
+        "Ours: repeated frames (every token cosine > 0.99) dropped before the LLM; the most recent 48 tokens of "
         "whole frames always answered from; of the rest, the fewest frames (at most 4) that together "
         "match the question's words and phrases in the LM's input space; the answer recomputed from "
         "the chosen frames' inputs",
-        MethodConfig(n_local=2048, frame_filter=0.99, retention="streamingvlm", memory_tokens=48,
+        MethodConfig(n_local=2048, frame_filter=0.99, frame_filter_by="tokens", retention="streamingvlm", memory_tokens=48,
                      keep_memory=True, retention_options={"vision_window_s": 1e9, "text_sink": 0, "text_window": 0},
                      retrieval="input-match", topk=4, answer_from="inputs"),
     ),

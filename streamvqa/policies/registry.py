@@ -34,7 +34,10 @@ SEGMENTERS: dict[str, str] = {
     "fixed": "streamvqa.policies.units:Segmenter",
     "semantic": "streamvqa.policies.streamkv:SemanticSegments",
 }
-FRAME_FILTER = "streamvqa.policies.streammem:RedundantFrames"
+FRAME_FILTERS: dict[str, str] = {  # what a frame is compared by: its mean visual token, or every token
+    "mean": "streamvqa.policies.streammem:RedundantFrames",
+    "tokens": "streamvqa.policies.repeated_frames:RepeatedFrames",
+}
 
 REDUCTIONS: dict[str, str | None] = {
     "none": None,
@@ -80,7 +83,8 @@ def build_units(config, vision):
     policy looks at frames before the LLM (segmentation, frame filter, reduction)."""
     from streamvqa.policies.units import FixedUnits, FrameUnits
 
-    frame_filter = None if config.frame_filter is None else _load(FRAME_FILTER)(config.frame_filter)
+    frame_filter = None if config.frame_filter is None else \
+        _load(FRAME_FILTERS[config.frame_filter_by])(config.frame_filter)
     if config.units == "fixed" and frame_filter is None and config.reduction == "none":
         return FixedUnits(vision, config.unit_frames)
     return FrameUnits(vision, _load(SEGMENTERS[config.units]).from_config(config), frame_filter)

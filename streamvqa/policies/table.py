@@ -23,7 +23,7 @@ def stage_names(p: dict[str, Any]) -> tuple[str, ...]:
     else:
         unit = "frame" if p["unit_frames"] == 1 else f"clip-{p['unit_frames']}"
     if p["frame_filter"] is not None:
-        unit += f" merge>{p['frame_filter']:g}"
+        unit += f" merge>{p['frame_filter']:g}" + (" per token" if p["frame_filter_by"] == "tokens" else "")
     if p["encode_on"] == "memory":
         encoding = "memory"
     else:

@@ -147,8 +147,8 @@ class Segmenter:
 class FrameFilter:
     """Frames dropped before the LLM by averaging them into the previous one (StreamMem)."""
 
-    def redundant(self, previous: torch.Tensor, mean: torch.Tensor) -> bool:
-        """Whether a frame of mean visual token `mean` adds nothing after `previous`."""
+    def redundant(self, previous: Piece, piece: Piece) -> bool:
+        """Whether a frame's `piece` adds nothing after the `previous` kept frame's."""
         raise NotImplementedError
 
 
@@ -162,7 +162,7 @@ class FrameUnits(UnitBuilder):
         self.segmenter = segmenter
         self.frame_filter = frame_filter
         self.items: list[FrameItem] = []
-        self.last_mean: torch.Tensor | None = None
+        self.last: Piece | None = None  # the last kept frame's own piece (not what was averaged into it)
 
     def push(self, image: np.ndarray, t: float) -> list[UnitBatch]:
         piece = self.vision([image], t)
@@ -170,13 +170,12 @@ class FrameUnits(UnitBuilder):
         if not piece_len(piece):  # the model gave the frame no tokens: encoded, nothing to keep
             return [UnitBatch([], 1)]
         item = FrameItem(piece, visual_mean(piece), t, t, 1, number)
-        if self.frame_filter is not None and self.last_mean is not None \
-                and self.frame_filter.redundant(self.last_mean, item.mean):
+        if self.frame_filter is not None and self.last is not None and self.frame_filter.redundant(self.last, piece):
             self.frames_merged += 1
             if self.items:
                 self.items[-1].absorb(item)
             return []
-        self.last_mean = item.mean
+        self.last = piece
         out = self.flush() if self.items and self.segmenter.starts_new(self.items, item) else []
         self.items.append(item)
         i = self.segmenter.merge_at(self.items)
@@ -211,9 +210,15 @@ class Reducer:
 
 
 # -- piece helpers ---------------------------------------------------------------------------
-def visual_mean(piece: Piece) -> torch.Tensor:
+def visual_tokens(piece: Piece) -> torch.Tensor:
+    """[n, hidden] the piece's visual tokens (n = 0: none)."""
     vis = [s.embeds for s in piece if s.embeds is not None]
-    return torch.cat(vis).float().mean(0) if vis else torch.zeros(1)
+    return torch.cat(vis).float() if vis else torch.zeros(0, 1)
+
+
+def visual_mean(piece: Piece) -> torch.Tensor:
+    vis = visual_tokens(piece)
+    return vis.mean(0) if vis.shape[0] else torch.zeros(1)
 
 
 def average_pieces(a: Piece, b: Piece, wa: float, wb: float) -> Piece:
