@@ -2,10 +2,11 @@
 last kept frame's; StreamMem's mean-token test drops a frame that changed one token."""
 
 import numpy as np
+import pytest
 import torch
 
 from streamvqa.models.base import Segment
-from streamvqa.policies.presets import resolve
+from streamvqa.policies.presets import MethodConfig, resolve
 from streamvqa.policies.registry import build_units
 from streamvqa.policies.repeated_frames import RepeatedFrames
 from streamvqa.policies.streammem import RedundantFrames
@@ -51,3 +52,8 @@ def test_hybrid_keeps_a_moment_that_changed_one_token():
     assert resolve("hybrid").frame_filter_by == "tokens"
     assert kept["tokens"] == [0.0, 2.0, 4.0]  # each change of digit is a frame; its repeats are not
     assert kept["mean"] == [0.0]  # StreamMem's test saw one scene
+
+
+def test_an_unknown_comparison_is_refused():
+    with pytest.raises(ValueError):
+        MethodConfig(frame_filter=0.99, frame_filter_by="pixels")
