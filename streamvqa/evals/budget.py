@@ -54,6 +54,7 @@ def budget_options(method: str, tokens: int) -> dict:
     frames = max(1, b // f)
     half = max(f, b // 2)
     quarter = max(1, frames // 4) * f  # whole frames: a partly kept frame would come back whole
+    recent = min(4 * f, quarter)  # hybrid's last frames
     table: dict[str, dict] = {
         "full": {},
         # encoder window of B; answers from the window alone
@@ -76,7 +77,7 @@ def budget_options(method: str, tokens: int) -> dict:
         "streamingtom": {"n_local": b, "retrieve_tokens": b},
         # window of B; the last B/4 of whole frames (at most 4) always answered from, at most 4
         # frames of the rest: more moments in view lower accuracy (docs/benchmarks.md)
-        "hybrid": {"n_local": b, "memory_tokens": min(4 * f, quarter), "topk": min(4, max(1, (b - min(4 * f, quarter)) // f))},
+        "hybrid": {"n_local": b, "memory_tokens": recent, "topk": min(4, max(1, (b - recent) // f))},
         "hybrid-kv": {"n_local": b, "memory_tokens": quarter, "topk": max(1, (b - quarter) // f)},
         # the former hybrid: InfiniPot-V memory of B/2, adaptive top-2..k frames in B/2 (its answer
         # cache may exceed B: a partly kept unit retrieved by one layer comes back whole to all)

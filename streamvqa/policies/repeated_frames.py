@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from streamvqa.models.base import Piece
-from streamvqa.policies.units import FrameFilter, visual_tokens
+from streamvqa.policies.units import FrameFilter, FrameItem, visual_tokens
 
 
 class RepeatedFrames(FrameFilter):
     def __init__(self, delta: float = 0.99) -> None:
         self.delta = delta
 
-    def redundant(self, previous: Piece, piece: Piece) -> bool:
-        a, b = visual_tokens(previous), visual_tokens(piece)
+    def redundant(self, previous: FrameItem, item: FrameItem) -> bool:
+        a, b = visual_tokens(previous.piece), visual_tokens(item.piece)
         if a.shape != b.shape or a.shape[0] == 0:
             return False
         return float(F.cosine_similarity(a, b, dim=-1).min()) > self.delta

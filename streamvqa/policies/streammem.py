@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from streamvqa.models.base import Piece
 from streamvqa.policies.memory import (
     LayerMemory,
     Options,
@@ -30,7 +29,7 @@ from streamvqa.policies.memory import (
     attention,
     top_k,
 )
-from streamvqa.policies.units import FrameFilter, visual_mean
+from streamvqa.policies.units import FrameFilter, FrameItem
 
 PROXY = "<|im_end|>\n<|im_start|>assistant\n"
 
@@ -47,8 +46,8 @@ class RedundantFrames(FrameFilter):
     def __init__(self, delta: float = 0.95) -> None:
         self.delta = delta
 
-    def redundant(self, previous: Piece, piece: Piece) -> bool:
-        return float(F.cosine_similarity(visual_mean(previous), visual_mean(piece), dim=0)) > self.delta
+    def redundant(self, previous: FrameItem, item: FrameItem) -> bool:
+        return float(F.cosine_similarity(previous.mean, item.mean, dim=0)) > self.delta
 
 
 def prototypes(mem: LayerMemory, scores: torch.Tensor, frames: list[int]) -> LayerMemory | None:

@@ -18,7 +18,7 @@ summary), with the number of frames they account for.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -147,8 +147,9 @@ class Segmenter:
 class FrameFilter:
     """Frames dropped before the LLM by averaging them into the previous one (StreamMem)."""
 
-    def redundant(self, previous: Piece, piece: Piece) -> bool:
-        """Whether a frame's `piece` adds nothing after the `previous` kept frame's."""
+    def redundant(self, previous: FrameItem, item: FrameItem) -> bool:
+        """Whether a frame (`item`: its piece and mean visual token) adds nothing after the
+        `previous` kept frame."""
         raise NotImplementedError
 
 
@@ -162,7 +163,7 @@ class FrameUnits(UnitBuilder):
         self.segmenter = segmenter
         self.frame_filter = frame_filter
         self.items: list[FrameItem] = []
-        self.last: Piece | None = None  # the last kept frame's own piece (not what was averaged into it)
+        self.last: FrameItem | None = None  # the last kept frame as it came (not what was averaged into it)
 
     def push(self, image: np.ndarray, t: float) -> list[UnitBatch]:
         piece = self.vision([image], t)
@@ -170,12 +171,12 @@ class FrameUnits(UnitBuilder):
         if not piece_len(piece):  # the model gave the frame no tokens: encoded, nothing to keep
             return [UnitBatch([], 1)]
         item = FrameItem(piece, visual_mean(piece), t, t, 1, number)
-        if self.frame_filter is not None and self.last is not None and self.frame_filter.redundant(self.last, piece):
+        if self.frame_filter is not None and self.last is not None and self.frame_filter.redundant(self.last, item):
             self.frames_merged += 1
             if self.items:
                 self.items[-1].absorb(item)
             return []
-        self.last = piece
+        self.last = replace(item)  # a copy: `absorb` changes the item the unit keeps
         out = self.flush() if self.items and self.segmenter.starts_new(self.items, item) else []
         self.items.append(item)
         i = self.segmenter.merge_at(self.items)

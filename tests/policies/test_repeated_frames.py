@@ -10,6 +10,7 @@ from streamvqa.policies.presets import MethodConfig, resolve
 from streamvqa.policies.registry import build_units
 from streamvqa.policies.repeated_frames import RepeatedFrames
 from streamvqa.policies.streammem import RedundantFrames
+from streamvqa.policies.units import FrameItem, visual_mean
 
 # word embeddings share a large common direction: a caption's 12 tokens, and other digits, are near it
 CAPTION = 1 + 0.2 * torch.randn(12, 16, generator=torch.Generator().manual_seed(0))
@@ -27,14 +28,18 @@ def frame(digit_token: torch.Tensor | None = None, n: int = 12) -> list[Segment]
     return [Segment(embeds=tokens)]
 
 
+def item(piece: list[Segment]) -> FrameItem:
+    return FrameItem(piece, visual_mean(piece), 0.0, 0.0)
+
+
 def test_one_changed_token_is_a_new_frame_only_token_by_token():
-    same, changed, shorter = frame(), frame(digit(1)), frame(n=11)
+    first, same, changed, shorter = item(frame()), item(frame()), item(frame(digit(1))), item(frame(n=11))
     by_tokens, by_mean = RepeatedFrames(0.99), RedundantFrames(0.99)
-    assert by_tokens.redundant(frame(), same) and by_mean.redundant(frame(), same)
-    assert not by_tokens.redundant(frame(), changed)
-    assert by_mean.redundant(frame(), changed)  # the mean of 12 tokens hides the new digit
-    assert not by_tokens.redundant(frame(), shorter)  # another number of tokens: always new
-    assert not by_tokens.redundant([], frame())  # nothing to compare with
+    assert by_tokens.redundant(first, same) and by_mean.redundant(first, same)
+    assert not by_tokens.redundant(first, changed)
+    assert by_mean.redundant(first, changed)  # the mean of 12 tokens hides the new digit
+    assert not by_tokens.redundant(first, shorter)  # another number of tokens: always new
+    assert not by_tokens.redundant(item([]), first)  # nothing to compare with
 
 
 def test_hybrid_keeps_a_moment_that_changed_one_token():
