@@ -109,13 +109,14 @@ def batchable(cache) -> bool:
     return all(isinstance(layer, DynamicLayer) for layer in cache.layers)
 
 
-def forward_batch(adapter, requests: list[ForwardRequest]) -> list[torch.Tensor]:
+def forward_batch(adapter, requests: list[ForwardRequest], ragged: bool = False) -> list[torch.Tensor]:
     """Run every request's tokens through the decoder in one forward; returns per request what
     `adapter.forward` would have (hidden states, all logits or the last one) and fills its
-    captures. Call with the model lock held."""
+    captures. `ragged`: through the per-stream attention even for one request (a cache whose
+    layers hold different lengths: each layer is masked by its own). Call with the model lock held."""
     want_q = any(c.wants[0] for r in requests for c in r.captures)
     want_kv = any(c.wants[1] for r in requests for c in r.captures)
-    if len(requests) == 1:  # nothing to share: the stock path, bit for bit
+    if len(requests) == 1 and not ragged:  # nothing to share: the stock path, bit for bit
         r = requests[0]
         with capture(adapter.attention_layers(), q=want_q, kv=want_kv) if r.captures else _nothing() as cap:
             out = adapter.forward(r.embeds, r.positions, r.cache, logits=r.logits)

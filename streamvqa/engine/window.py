@@ -16,6 +16,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from streamvqa.engine.batch_forward import ForwardRequest, batchable, forward_batch
 from streamvqa.engine.layout import contiguous
 from streamvqa.models.base import ModelAdapter
 from streamvqa.store.block import Block
@@ -315,11 +316,14 @@ def place_memory(adapter: ModelAdapter, sink: Sink, layers: list, units: dict, l
 def prefill(adapter: ModelAdapter, embeds: torch.Tensor, positions: torch.Tensor, cache: DynamicCache,
             logits: str = "last") -> torch.Tensor:
     """Forward `embeds` into `cache`. Layer-adaptive memories give layers different lengths; one
-    causal mask cannot serve them, so such a cache is prefilled one token at a time (a single
-    query needs no mask, and every layer attends to all of its own keys): exact, only slower."""
+    causal mask cannot serve them, so such a cache runs through the ragged attention function
+    (`batch_forward`), which masks each layer by its own length: one forward, exact. Caches it
+    cannot append to (sliding layers) go one token at a time (a single query needs no mask)."""
     lengths = {layer.keys.shape[-2] for layer in cache.layers if getattr(layer, "keys", None) is not None}
     if len(lengths) <= 1 or embeds.shape[1] == 1:
         return adapter.forward(embeds, positions, cache, logits=logits)
+    if batchable(cache):
+        return forward_batch(adapter, [ForwardRequest(embeds, positions, cache, logits)], ragged=True)[0]
     out = None
     for i in range(embeds.shape[1]):
         out = adapter.forward(embeds[:, i:i + 1], positions[:, i:i + 1], cache, logits=logits)

@@ -168,21 +168,27 @@ class TokenMemory:
     def rep_keys(self, units: list[int]) -> dict[int, torch.Tensor]:
         """Mean retained pre-RoPE key of each unit, per layer and head: [L, H, d]. A packed unit
         may keep its exact representative (`Packed.rep`, e.g. StreamingTOM's group key)."""
-        layers: list[LayerMemory] | None = None  # built once, and only for units without a kept rep
-        out = {}
-        for u in units:
-            packed = self.packed.get(u)
-            rep = packed.rep if packed is not None else None
-            if rep is not None:
-                out[u] = rep
-                continue
-            layers = self.view() if layers is None else layers
-            rows = []
-            for layer in layers:
-                m = (layer.unit == u).unsqueeze(-1).float()  # [H, n, 1]
-                rows.append((layer.keys.float() * m).sum(1) / m.sum(1).clamp_min(1))
-            out[u] = torch.stack(rows)
-        return out
+        out = {u: p.rep for u in units if (p := self.packed.get(u)) is not None and p.rep is not None}
+        missing = [u for u in units if u not in out]
+        if not missing:
+            return out
+        # one scatter per layer over every token (a mask per unit would cost units x tokens)
+        parts = [self.layers] if self.layers else []
+        parts += [p.expand() for u in missing if (p := self.packed.get(u)) is not None]
+        wanted = torch.tensor(sorted(missing))
+        rows = []
+        for layer in (cat_layers(list(r)) for r in zip(*parts, strict=True)):
+            slot = torch.searchsorted(wanted, layer.unit).clamp_max(len(wanted) - 1)
+            slot = torch.where(wanted[slot] == layer.unit, slot, len(wanted))  # others: a spare slot
+            h, _, d = layer.keys.shape
+            sums = torch.zeros(h, len(wanted) + 1, d).scatter_add_(
+                1, slot.unsqueeze(-1).expand(-1, -1, d), layer.keys.float())
+            counts = torch.zeros(h, len(wanted) + 1).scatter_add_(1, slot, torch.ones(slot.shape))
+            rows.append((sums / counts.clamp_min(1).unsqueeze(-1))[:, :-1])  # [H, U, d]
+        means = torch.stack(rows).permute(2, 0, 1, 3) if rows else None  # [L, H, U, d] -> [U, L, H, d]
+        for j, u in enumerate(wanted.tolist()):
+            out[u] = means[j] if means is not None else torch.zeros(0)
+        return {u: out[u] for u in units}
 
     def forget_empty(self) -> None:
         present = set(self.packed)

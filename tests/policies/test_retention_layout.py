@@ -1,5 +1,5 @@
 """Retained tokens back in a cache: contiguous re-layout (whole units unchanged, gaps closed),
-per-head rotation, and ragged layers prefilled one token at a time."""
+per-head rotation, and ragged layers prefilled in one forward exactly as one token at a time."""
 
 import torch
 
@@ -38,6 +38,37 @@ def test_per_head_rotation_equals_rotating_each_head_alone():
         assert torch.allclose(out[h], adapter.rotate(k[h:h + 1], positions[h])[0])
 
 
+def _ragged_cache(adapter, keys, values, short: int):
+    cache = new_cache(adapter, keys, values)
+    cache.layers[-1].keys = cache.layers[-1].keys[:, :, :short]  # the last layer holds fewer tokens
+    cache.layers[-1].values = cache.layers[-1].values[:, :, :short]
+    return cache
+
+
+def test_ragged_prefill_is_one_forward_equal_to_one_token_at_a_time():
+    adapter = get_adapter("tiny:smolvlm")
+    torch.manual_seed(1)
+    L, H, d = adapter.n_layers, adapter.n_kv_heads, adapter.head_dim
+    keys = [torch.randn(H, 6, d) for _ in range(L)]
+    values = [torch.randn(H, 6, d) for _ in range(L)]
+    emb = torch.randn(1, 4, adapter.text_config.hidden_size)
+    pos = torch.arange(6, 10).view(1, 4)
+    reference = _ragged_cache(adapter, keys, values, 3)
+    for i in range(4):  # the one-token path: a single query needs no mask
+        want = adapter.forward(emb[:, i:i + 1], pos[:, i:i + 1], reference, logits="last")
+    cache = _ragged_cache(adapter, keys, values, 3)
+    calls = []
+    hook = adapter.backbone.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        got = prefill(adapter, emb, pos, cache)
+    finally:
+        hook.remove()
+    assert len(calls) == 1  # one decoder forward for the whole question
+    assert (got - want).abs().max() < 1e-4
+    for a, b in zip(cache.layers, reference.layers, strict=True):
+        assert a.keys.shape == b.keys.shape and (a.keys - b.keys).abs().max() < 1e-4
+
+
 def test_token_by_token_prefill_equals_one_shot_and_serves_ragged_layers():
     adapter = get_adapter("tiny:smolvlm")
     torch.manual_seed(0)
@@ -47,9 +78,7 @@ def test_token_by_token_prefill_equals_one_shot_and_serves_ragged_layers():
     emb = torch.randn(1, 3, adapter.text_config.hidden_size)
     pos = torch.arange(6, 9).view(1, 3)
     one_shot = adapter.forward(emb, pos, new_cache(adapter, keys, values), logits="last")
-    ragged = new_cache(adapter, keys, [v for v in values])
-    ragged.layers[-1].keys = ragged.layers[-1].keys[:, :, :4]  # the last layer holds fewer tokens
-    ragged.layers[-1].values = ragged.layers[-1].values[:, :, :4]
+    ragged = _ragged_cache(adapter, keys, values, 4)
     out = prefill(adapter, emb, pos, ragged)
     assert [layer.keys.shape[2] for layer in ragged.layers] == [9] * (L - 1) + [7]
     assert out.shape == one_shot.shape and not torch.allclose(out, one_shot)  # layer 1 saw fewer keys
@@ -57,3 +86,20 @@ def test_token_by_token_prefill_equals_one_shot_and_serves_ragged_layers():
     for i in range(3):  # the one-token path itself is exact
         last = adapter.forward(emb[:, i:i + 1], pos[:, i:i + 1], equal, logits="last")
     assert (last - one_shot).abs().max() < 1e-4
+
+
+def test_unit_mean_keys_equal_a_mask_per_unit():
+    torch.manual_seed(2)
+    mem = TokenMemory()
+    for u, n in enumerate([3, 5, 2, 4]):
+        pos = torch.arange(10 * u, 10 * u + n).view(1, n)
+        mem.append(UnitInfo(u, float(u), float(u), 10 * u, 10 * u + n, n),
+                   unit_layers(torch.randn(2, 2, n, 3), torch.randn(2, 2, n, 3), pos, u, TokenMeta.text(n)))
+    mem.keep([torch.tensor([[0, 2, 3, 5, 9, 12], [1, 4, 8, 9, 10, 13]])] * 2)  # heads keep different tokens
+    reps = mem.rep_keys([3, 0, 1])
+    assert list(reps) == [3, 0, 1]
+    for u, rep in reps.items():
+        for i, layer in enumerate(mem.layers):
+            for h in range(2):
+                want = layer.keys[h][layer.unit[h] == u].mean(0)
+                assert torch.allclose(rep[i, h], want)
