@@ -38,6 +38,16 @@ def test_per_head_rotation_equals_rotating_each_head_alone():
         assert torch.allclose(out[h], adapter.rotate(k[h:h + 1], positions[h])[0])
 
 
+def _cache_and_question(adapter, seed: int, n: int):
+    """Random per-layer keys/values of 6 tokens and n question embeddings placed after them."""
+    torch.manual_seed(seed)
+    L, H, d = adapter.n_layers, adapter.n_kv_heads, adapter.head_dim
+    keys = [torch.randn(H, 6, d) for _ in range(L)]
+    values = [torch.randn(H, 6, d) for _ in range(L)]
+    emb = torch.randn(1, n, adapter.text_config.hidden_size)
+    return keys, values, emb, torch.arange(6, 6 + n).view(1, n)
+
+
 def _ragged_cache(adapter, keys, values, short: int):
     cache = new_cache(adapter, keys, values)
     cache.layers[-1].keys = cache.layers[-1].keys[:, :, :short]  # the last layer holds fewer tokens
@@ -47,12 +57,7 @@ def _ragged_cache(adapter, keys, values, short: int):
 
 def test_ragged_prefill_is_one_forward_equal_to_one_token_at_a_time():
     adapter = get_adapter("tiny:smolvlm")
-    torch.manual_seed(1)
-    L, H, d = adapter.n_layers, adapter.n_kv_heads, adapter.head_dim
-    keys = [torch.randn(H, 6, d) for _ in range(L)]
-    values = [torch.randn(H, 6, d) for _ in range(L)]
-    emb = torch.randn(1, 4, adapter.text_config.hidden_size)
-    pos = torch.arange(6, 10).view(1, 4)
+    keys, values, emb, pos = _cache_and_question(adapter, 1, 4)
     reference = _ragged_cache(adapter, keys, values, 3)
     for i in range(4):  # the one-token path: a single query needs no mask
         want = adapter.forward(emb[:, i:i + 1], pos[:, i:i + 1], reference, logits="last")
@@ -71,16 +76,11 @@ def test_ragged_prefill_is_one_forward_equal_to_one_token_at_a_time():
 
 def test_token_by_token_prefill_equals_one_shot_and_serves_ragged_layers():
     adapter = get_adapter("tiny:smolvlm")
-    torch.manual_seed(0)
-    L, H, d = adapter.n_layers, adapter.n_kv_heads, adapter.head_dim
-    keys = [torch.randn(H, 6, d) for _ in range(L)]
-    values = [torch.randn(H, 6, d) for _ in range(L)]
-    emb = torch.randn(1, 3, adapter.text_config.hidden_size)
-    pos = torch.arange(6, 9).view(1, 3)
+    keys, values, emb, pos = _cache_and_question(adapter, 0, 3)
     one_shot = adapter.forward(emb, pos, new_cache(adapter, keys, values), logits="last")
     ragged = _ragged_cache(adapter, keys, values, 4)
     out = prefill(adapter, emb, pos, ragged)
-    assert [layer.keys.shape[2] for layer in ragged.layers] == [9] * (L - 1) + [7]
+    assert [layer.keys.shape[2] for layer in ragged.layers] == [9] * (adapter.n_layers - 1) + [7]
     assert out.shape == one_shot.shape and not torch.allclose(out, one_shot)  # layer 1 saw fewer keys
     equal = new_cache(adapter, keys, values)
     for i in range(3):  # the one-token path itself is exact
