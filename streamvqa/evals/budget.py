@@ -75,9 +75,9 @@ def budget_options(method: str, tokens: int) -> dict:
         "livevlm": {"n_local": b, "memory_tokens": b, "retention_options": {"short_term": b // 4}},
         # window of B, groups retrieved up to B tokens
         "streamingtom": {"n_local": b, "retrieve_tokens": b},
-        # window of B; the last B/4 of whole frames (at most 4) always answered from, at most 4
-        # frames of the rest: more moments in view lower accuracy (docs/benchmarks.md)
-        "hybrid": {"n_local": b, "memory_tokens": recent, "topk": min(4, max(1, (b - recent) // f))},
+        # window of B; at most 4 retrieved frames, or the last B/4 of whole frames (at most 4) when
+        # the question names nothing: more moments in view lower accuracy (docs/benchmarks.md)
+        "hybrid": {"n_local": b, "memory_tokens": recent, "topk": min(4, max(1, b // f))},
         "hybrid-kv": {"n_local": b, "memory_tokens": quarter, "topk": max(1, (b - quarter) // f)},
         # the former hybrid: InfiniPot-V memory of B/2, adaptive top-2..k frames in B/2 (its answer
         # cache may exceed B: a partly kept unit retrieved by one layer comes back whole to all)

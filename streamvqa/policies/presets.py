@@ -59,7 +59,9 @@ class MethodConfig(BaseModel):
     budget_bytes: dict[Literal["device", "memory", "store"], int] = Field(
         default_factory=dict, description="per-stream byte budgets: encoder cache, retained memory, stored blocks")
     demote: bool = Field(False, description="evicted units stay retrievable in the store (demote, don't delete)")
-    keep_memory: bool = Field(False, description="answer from the whole retained memory plus retrieved demoted units")
+    keep_memory: bool | Literal["unmatched"] = Field(
+        False, description="answer from the whole retained memory plus retrieved demoted units; 'unmatched': the "
+        "memory competes with them in retrieval and is answered from whole only when retrieval chooses nothing")
     answer_from: Literal["kv", "inputs"] = Field(
         "kv", description="stage 8: the chosen units' KV, or their LM inputs prefilled afresh per question")
 
@@ -183,17 +185,21 @@ PRESETS: dict[str, tuple[str, MethodConfig]] = {
     # change, a new digit) is not encoded again, so each kept or retrieved frame is a different moment. The answer is recomputed from the chosen
     # frames' inputs: a frame's KV, encoded after the stream's other frames, carries what they
     # showed, and the model joined colour and shape across moments. Few frames: the default model
-    # reads one relevant frame among 24 far worse than alone, so the last 4 frames (48 tokens:
-    # "what digit was shown most recently?") and at most 4 retrieved frames that together match
-    # the question's words and phrases (the hard set at 60 minutes, docs/benchmarks.md)
+    # reads one relevant frame among 24 far worse than alone, so at most 4 frames that together
+    # match the question's words and phrases, and nothing else: the last frames beside them drew
+    # counts, places and "which came first" to the present. A question that names nothing any
+    # frame shows ("what digit was shown most recently?": its clearest word or phrase match 0.05,
+    # against >= 0.65 for one naming a colour or shape) is about the present: the last 4 frames
+    # (48 tokens) answer it
+    # (the hard set at 60 minutes, docs/benchmarks.md)
     "hybrid": (
-        "Ours: repeated frames (every token cosine > 0.99) dropped before the LLM; the most recent 48 tokens of "
-        "whole frames always answered from; of the rest, the fewest frames (at most 4) that together "
-        "match the question's words and phrases in the LM's input space; the answer recomputed from "
-        "the chosen frames' inputs",
+        "Ours: repeated frames (every token cosine > 0.99) dropped before the LLM; the fewest frames (at most "
+        "4) that together match the question's words and phrases in the LM's input space, or, when it names "
+        "nothing any frame shows, the most recent 48 tokens of whole frames; the answer recomputed from the "
+        "chosen frames' inputs",
         MethodConfig(n_local=2048, frame_filter=0.99, frame_filter_by="tokens", retention="streamingvlm", memory_tokens=48,
-                     keep_memory=True, retention_options={"vision_window_s": 1e9, "text_sink": 0, "text_window": 0},
-                     retrieval="input-match", topk=4, answer_from="inputs"),
+                     keep_memory="unmatched", retention_options={"vision_window_s": 1e9, "text_sink": 0, "text_window": 0},
+                     retrieval="input-match", topk=4, min_match=0.25, answer_from="inputs"),
     ),
     # the hybrid for models whose visual tokens are not word-like (input matching needs them)
     "hybrid-kv": (

@@ -9,6 +9,9 @@ holds (`select`) and gives their tokens per layer (`answer_layers`); the session
 With `demote`, every unit's original block is in the store too (the session writes it), so
 retrieval can bring back what retention dropped: such originals travel in
 `Selection.originals` and replace the memory's copy of their unit.
+`keep_memory` says whether an answer reads the whole memory beside what retrieval brings back
+(True), or only what retrieval chooses among the memory's and the dropped units alike, the whole
+memory when the question names nothing ("unmatched").
 
 The model runs the policy may ask for (a probe text, a generated caption) are callables the
 session passes per call; nothing here touches the model or keeps a reference to the session
@@ -18,6 +21,7 @@ session passes per call; nothing here touches the model or keeps a reference to 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 
@@ -47,9 +51,9 @@ Retrieve = Callable[[list[int], torch.Tensor, list[tuple[float, float]]], Select
 
 class Retainer:
     def __init__(self, policy: Retention, memory_tokens: int | None, memory_bytes: int | None,
-                 rotate: Rotate, n_heads: int, keep_memory: bool = False) -> None:
+                 rotate: Rotate, n_heads: int, keep_memory: bool | Literal["unmatched"] = False) -> None:
         self.policy = policy
-        self.keep_memory = keep_memory  # answer from the whole memory plus what retrieval adds
+        self.keep_memory = keep_memory  # True or "unmatched": the module docstring
         self.memory = TokenMemory()
         self.max_tokens = memory_tokens  # per layer (already capped by the byte budget)
         self.max_bytes = memory_bytes
@@ -119,7 +123,7 @@ class Retainer:
         if isinstance(retriever, (AllBlocks, WindowOnly)) or not times:
             units = sorted(in_memory)
             return Selection([units] * n_layers, dict.fromkeys(units, 1.0), captions=captions), times
-        keep_memory = self.keep_memory
+        keep_memory = self.keep_memory is True
         pool = sorted(archived) if keep_memory else sorted(set(in_memory) | set(archived))
         if pool or captions:  # caption retrievers (rLiVS MMR) run even without blocks
             mem_rep = memory.rep_keys([u for u in pool if u not in archived])
@@ -128,8 +132,10 @@ class Retainer:
             sel = retrieve(pool, rep, [times[u] for u in pool])
         else:
             sel = Selection([[] for _ in range(n_layers)])
+        if self.keep_memory == "unmatched" and not sel.named:  # about no moment in particular: the present
+            sel = Selection([[] for _ in range(n_layers)], captions=sel.captions)
         picked = {u for row in sel.per_layer for u in row}
-        if keep_memory:
+        if keep_memory or (self.keep_memory == "unmatched" and not picked):
             sel.per_layer = [sorted(set(in_memory) | set(row)) for row in sel.per_layer]
             for u in in_memory:
                 sel.layer_share.setdefault(u, 1.0)

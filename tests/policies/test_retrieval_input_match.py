@@ -69,6 +69,22 @@ def test_a_single_word_counts_above_what_every_frame_matches():
     assert InputMatchRetriever(topk=2).select(context(frames, torch.stack([THE]))).per_layer == [[11, 12]] * 3
 
 
+def test_a_question_naming_nothing_shown_is_flagged_below_min_match():
+    frames = [torch.stack([RED, CROSS]), torch.stack([BLUE, CIRCLE]), torch.stack([BLUE, CROSS])]
+    # one word, "circle": a single weighted word gains 0.3, yet it names what frame 11 shows
+    r = InputMatchRetriever(min_match=0.25)
+    named = r.select(context(frames, torch.stack([THE, CIRCLE])))
+    assert named.named and named.per_layer == [[11]] * 3
+    assert r.strongest(r.features(context(frames, torch.stack([THE, CIRCLE])))) == pytest.approx(1.0)
+    # half-way to "circle" (cos^2 0.5) still names it; a tenth of the way does not
+    assert r.select(context(frames, torch.stack([THE + CIRCLE]))).named
+    vague = r.select(context(frames, torch.stack([THE, 0.3 * CIRCLE + THE])))
+    assert not vague.named and vague.size >= 1  # still chosen by the rules above: the caller decides
+    assert InputMatchRetriever().select(context(frames, torch.stack([THE, THE]))).named  # default 0: always
+    with pytest.raises(ValueError):
+        MethodConfig(retrieval="input-match", retrieval_options={"min_match": 1.5})
+
+
 def test_it_refuses_to_score_without_inputs():
     ctx = context([torch.stack([RED])], torch.stack([RED]))
     ctx.inputs = None

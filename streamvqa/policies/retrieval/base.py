@@ -95,6 +95,9 @@ class Selection:
     captions: list[Caption] = field(default_factory=list)  # text to prefill after the blocks, time order
     # units whose original block (from the store) replaces the retained memory's copy (demotion)
     originals: list[int] = field(default_factory=list)
+    # False: the question names nothing the candidates show (input matching's `min_match`);
+    # a retained memory kept with keep_memory="unmatched" answers instead (the present)
+    named: bool = True
 
     @property
     def size(self) -> int:

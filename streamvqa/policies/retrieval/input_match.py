@@ -21,8 +21,13 @@ model's frames are compact captions (" two none red circle left blue star top ..
 tokens are mixes of SmolLM2's own word embeddings. For a VLM whose visual tokens are not near
 words (Qwen2-VL, SmolVLM) the matches say little; use `rekv` there.
 
+A question may name nothing any block shows ("what digit was shown most recently?"): when no
+block matches any of its words or phrases clearly above the median block (unweighted, below
+`min_match`), the selection says so (`Selection.named`), and a retained memory kept with
+`keep_memory="unmatched"` answers instead, as the present.
+
 Defaults: at most 4 blocks, words 0.3, phrases 3, exponent 2, stop below 0.4 of the first gain,
-ties within 0.1%. The session gives each candidate's input embeddings
+ties within 0.1%, `min_match` 0 (always named; `hybrid` uses 0.25, a cosine of 0.5). The session gives each candidate's input embeddings
 (`RetrievalContext.inputs`) and the question's (`question_inputs`).
 """
 
@@ -42,6 +47,8 @@ class InputMatchOptions(RetrievalOptions):
     power: float = Field(2.0, gt=0, description="exponent on each match's cosine")
     min_gain: float = Field(0.4, ge=0, le=1, description="stop when a block adds less than this share of the first's gain")
     tie: float = Field(0.001, ge=0, lt=1, description="gains within this share of the best are ties, won by the later block")
+    min_match: float = Field(0.0, ge=0, le=1, description="below this clearest single match (a word or phrase, "
+                             "unweighted) the question names nothing the blocks show (`Selection.named` is False)")
 
 
 def match_features(question: torch.Tensor, unit: torch.Tensor, word: float = 0.3, phrase: float = 3.0,
@@ -84,9 +91,10 @@ class InputMatchRetriever(Retriever):
     needs_inputs = True
 
     def __init__(self, topk: int | None = 4, word: float = 0.3, phrase: float = 3.0, power: float = 2.0,
-                 min_gain: float = 0.4, tie: float = 0.001) -> None:
+                 min_gain: float = 0.4, tie: float = 0.001, min_match: float = 0.0) -> None:
         super().__init__(topk)
         self.word, self.phrase, self.power, self.min_gain, self.tie = word, phrase, power, min_gain, tie
+        self.min_match = min_match
 
     def needs_query(self, n_blocks: int) -> bool:
         return False  # matched on input embeddings: no forward pass of the question
@@ -103,6 +111,17 @@ class InputMatchRetriever(Retriever):
         n_layers, ids = ctx.query.shape[0], ctx.block_ids
         if self.topk is None or not ids:
             return Selection([list(ids)] * n_layers, dict.fromkeys(ids, 1.0))
-        chosen = cover(self.features(ctx), self.topk, self.min_gain, self.tie)
+        features = self.features(ctx)
+        chosen = cover(features, self.topk, self.min_gain, self.tie)
         picked = [ids[j] for j in sorted(j for j, _ in chosen)]
-        return Selection([picked] * n_layers, dict.fromkeys(picked, 1.0), {ids[j]: g for j, g in chosen})
+        return Selection([picked] * n_layers, dict.fromkeys(picked, 1.0), {ids[j]: g for j, g in chosen},
+                         named=self.strongest(features) >= self.min_match)
+
+    def strongest(self, features: torch.Tensor) -> float:
+        """The clearest single match: the most any block matches one question word or phrase
+        above the median block, unweighted (cosine ** power): ~0.8 for a word or phrase a frame
+        shows, ~0.05 for "what digit was shown most recently?", which names none."""
+        m = (features.shape[0] + 1) // 2
+        weights = torch.tensor([self.word] * m + [self.phrase] * (features.shape[0] - m))
+        per_block = features / weights.clamp_min(1e-12)[:, None]
+        return float(per_block[weights > 0].max()) if features.numel() and bool((weights > 0).any()) else 0.0
