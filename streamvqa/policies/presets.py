@@ -61,7 +61,7 @@ class MethodConfig(BaseModel):
     demote: bool = Field(False, description="evicted units stay retrievable in the store (demote, don't delete)")
     keep_memory: bool | Literal["unmatched"] = Field(
         False, description="answer from the whole retained memory plus retrieved demoted units; 'unmatched': the "
-        "memory competes with them in retrieval and is answered from whole only when retrieval chooses nothing")
+        "memory's units compete with them in retrieval, the whole memory read only when the question names nothing")
     answer_from: Literal["kv", "inputs"] = Field(
         "kv", description="stage 8: the chosen units' KV, or their LM inputs prefilled afresh per question")
 
@@ -190,8 +190,7 @@ PRESETS: dict[str, tuple[str, MethodConfig]] = {
     # counts, places and "which came first" to the present. A question that names nothing any
     # frame shows ("what digit was shown most recently?": its clearest word or phrase match 0.05,
     # against >= 0.65 for one naming a colour or shape) is about the present: the last 4 frames
-    # (48 tokens) answer it
-    # (the hard set at 60 minutes, docs/benchmarks.md)
+    # (48 tokens) answer it (the hard set at 60 minutes, docs/benchmarks.md)
     "hybrid": (
         "Ours: repeated frames (every token cosine > 0.99) dropped before the LLM; the fewest frames (at most "
         "4) that together match the question's words and phrases in the LM's input space, or, when it names "

@@ -27,8 +27,9 @@ block matches any of its words or phrases clearly above the median block (unweig
 `keep_memory="unmatched"` answers instead, as the present.
 
 Defaults: at most 4 blocks, words 0.3, phrases 3, exponent 2, stop below 0.4 of the first gain,
-ties within 0.1%, `min_match` 0 (always named; `hybrid` uses 0.25, a cosine of 0.5). The session gives each candidate's input embeddings
-(`RetrievalContext.inputs`) and the question's (`question_inputs`).
+ties within 0.1%, `min_match` 0 (always named; `hybrid` uses 0.25, a cosine of 0.5). The session
+gives each candidate's input embeddings (`RetrievalContext.inputs`) and the question's
+(`question_inputs`).
 """
 
 from __future__ import annotations
