@@ -59,7 +59,7 @@ class MethodConfig(BaseModel):
     budget_bytes: dict[Literal["device", "memory", "store"], int] = Field(
         default_factory=dict, description="per-stream byte budgets: encoder cache, retained memory, stored blocks")
     demote: bool = Field(False, description="evicted units stay retrievable in the store (demote, don't delete)")
-    keep_memory: bool | Literal["unmatched"] = Field(
+    keep_memory: Literal[False, True, "unmatched"] = Field(
         False, description="answer from the whole retained memory plus retrieved demoted units; 'unmatched': the "
         "memory's units compete with them in retrieval, the whole memory read only when the question names nothing")
     answer_from: Literal["kv", "inputs"] = Field(

@@ -51,7 +51,7 @@ Retrieve = Callable[[list[int], torch.Tensor, list[tuple[float, float]]], Select
 
 class Retainer:
     def __init__(self, policy: Retention, memory_tokens: int | None, memory_bytes: int | None,
-                 rotate: Rotate, n_heads: int, keep_memory: bool | Literal["unmatched"] = False) -> None:
+                 rotate: Rotate, n_heads: int, keep_memory: Literal[False, True, "unmatched"] = False) -> None:
         self.policy = policy
         self.keep_memory = keep_memory  # True or "unmatched": the module docstring
         self.memory = TokenMemory()

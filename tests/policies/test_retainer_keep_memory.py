@@ -5,6 +5,7 @@ memory and the archived units alike, and the whole memory when the question name
 import pytest
 import torch
 
+from streamvqa.policies.presets import MethodError, resolve
 from streamvqa.policies.retainer import Retainer
 from streamvqa.policies.retrieval import InputMatchRetriever, Selection
 from streamvqa.store.base import StreamIndex
@@ -51,3 +52,11 @@ def test_unmatched_reads_only_what_retrieval_chose_from_memory_and_archive():
 def test_unmatched_reads_the_whole_memory_when_the_question_names_nothing():
     per_layer, _ = select("unmatched", [10], named=False)
     assert per_layer == [[0, 1, 2, 3]] * LAYERS  # the present, not the tie-broken pick
+
+
+def test_keep_memory_takes_a_bool_or_unmatched_and_refuses_anything_else():
+    assert resolve("hybrid").keep_memory == "unmatched" and resolve("hybrid-kv").keep_memory is True
+    assert resolve("rekv", {"retention": "streamingvlm", "keep_memory": "unmatched"}).keep_memory == "unmatched"
+    with pytest.raises(MethodError, match="'unmatched'") as e:
+        resolve("hybrid", {"keep_memory": "sometimes"})
+    assert e.value.code == "invalid_options"
