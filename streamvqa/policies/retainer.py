@@ -123,8 +123,8 @@ class Retainer:
         if isinstance(retriever, (AllBlocks, WindowOnly)) or not times:
             units = sorted(in_memory)
             return Selection([units] * n_layers, dict.fromkeys(units, 1.0), captions=captions), times
-        keep_memory = self.keep_memory is True
-        pool = sorted(archived) if keep_memory else sorted(set(in_memory) | set(archived))
+        always, unmatched = self.keep_memory is True, self.keep_memory == "unmatched"
+        pool = sorted(archived) if always else sorted(set(in_memory) | set(archived))
         if pool or captions:  # caption retrievers (rLiVS MMR) run even without blocks
             mem_rep = memory.rep_keys([u for u in pool if u not in archived])
             rep = torch.stack([rep_of[u] if u in archived else mem_rep[u] for u in pool]).to(torch.float32) \
@@ -132,10 +132,10 @@ class Retainer:
             sel = retrieve(pool, rep, [times[u] for u in pool])
         else:
             sel = Selection([[] for _ in range(n_layers)])
-        if self.keep_memory == "unmatched" and not sel.named:  # about no moment in particular: the present
+        if unmatched and not sel.named:  # about no moment in particular: the present
             sel = Selection([[] for _ in range(n_layers)], captions=sel.captions)
         picked = {u for row in sel.per_layer for u in row}
-        if keep_memory or (self.keep_memory == "unmatched" and not picked):
+        if always or (unmatched and not picked):
             sel.per_layer = [sorted(set(in_memory) | set(row)) for row in sel.per_layer]
             for u in in_memory:
                 sel.layer_share.setdefault(u, 1.0)

@@ -122,7 +122,9 @@ class InputMatchRetriever(Retriever):
         """The clearest single match: the most any block matches one question word or phrase
         above the median block, unweighted (cosine ** power): ~0.8 for a word or phrase a frame
         shows, ~0.05 for "what digit was shown most recently?", which names none."""
-        m = (features.shape[0] + 1) // 2
+        m = (features.shape[0] + 1) // 2  # words first, then the m - 1 phrases (`match_features`)
         weights = torch.tensor([self.word] * m + [self.phrase] * (features.shape[0] - m))
-        per_block = features / weights.clamp_min(1e-12)[:, None]
-        return float(per_block[weights > 0].max()) if features.numel() and bool((weights > 0).any()) else 0.0
+        used = weights > 0
+        if not features.numel() or not bool(used.any()):
+            return 0.0
+        return float((features[used] / weights[used, None]).max())
