@@ -134,6 +134,8 @@ def test_another_keys_stream_is_indistinguishable_from_none(keyed) -> None:
 
 def test_owner_gets_an_answer_and_evidence(keyed) -> None:
     c, sid = keyed
+    # evidence carries source times once ingest has read the time base; both asks must see it
+    assert wait_until(lambda: c.get(f"/v1/streams/{sid}", headers=bearer(ALICE)).json()["time_base"] is not None, 30)
     done = as_(c, ALICE).chat.completions.create(model=f"stream:{sid}", messages=user("hi"))
     assert done.choices[0].message.content == "done" and done.choices[0].finish_reason == "length"
     assert done.usage.completion_tokens == 3
