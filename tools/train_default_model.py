@@ -19,6 +19,9 @@ soft prompt and adapters train on a mix with busy streams of the hard set, `samp
 
     OMP_NUM_THREADS=1 python tools/train_default_model.py --recipe v6 --threads 1 --eval-every 60 --report /tmp/train6.json
 
+`--recipe v7` (a trial, not adopted; docs/model_card.md "v7") fine-tunes v6 further on busy
+streams of 4-10 minutes with ten questions each, 41 minutes on one core.
+
 bf16 autocast only on CUDA or where the CPU has AVX-512 BF16 / AMX; fp32 otherwise.
 """
 
@@ -137,7 +140,8 @@ def train_batch(rng: np.random.Generator, args: argparse.Namespace) -> list[Samp
     r = rng.random()
     if args.p_hard:  # drawn first, so a recipe without busy streams keeps v4's draws
         if r < args.p_hard:
-            return _some(lambda: busy_sample(rng, minutes=tuple(args.hard_minutes)), args.hard_batch)
+            return _some(lambda: busy_sample(rng, n_turns=args.hard_turns, minutes=tuple(args.hard_minutes)),
+                         args.hard_batch)
         r = (r - args.p_hard) / (1 - args.p_hard)
     if r < args.p_events:
         return _some(lambda: event_sample(rng), args.events_batch)
@@ -313,13 +317,19 @@ RECIPES: dict[str, dict] = {
            "stage1_steps": 0, "steps": 180, "lr": 1e-3, "lora_lr": 8e-4, "warmup": 15, "p_hard": 0.5,
            "hard_batch": 1, "hard_minutes": (1.0, 6.0), "amp": "off", "eval_per_type": 5,
            "eval_snippets": 10, "eval_events": 10, "eval_hard": 40, "eval_reserve_s": 300.0, "minutes": 75.0},
+    # v7 (trial): v6 fine-tuned further on busy streams as long as the hard set's 10-minute ones,
+    # ten questions per stream (the context's cost shared by more answers)
+    "v7": {"init": str(WEIGHTS / "grounded-v6.safetensors"), "out": str(WEIGHTS / "grounded-v7.safetensors"),
+           "stage1_steps": 0, "steps": 150, "lr": 6e-4, "lora_lr": 5e-4, "warmup": 10, "p_hard": 0.6,
+           "hard_batch": 1, "hard_minutes": (4.0, 10.0), "hard_turns": 10, "amp": "off", "eval_per_type": 5,
+           "eval_snippets": 10, "eval_events": 10, "eval_hard": 40, "eval_reserve_s": 300.0, "minutes": 75.0},
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="v4",
-                    help="defaults of a published version (v6: fine-tune of v4 with busy streams)")
+                    help="defaults of a published version (v6: fine-tune of v4 with busy streams; v7: trial)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--minutes", type=float, default=45.0, help="wall-time cap for the whole run")
     ap.add_argument("--stage1-steps", type=int, default=600)
@@ -341,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--p-hard", type=float, default=0.0,
                     help="share of batches that are busy streams of the hard set (drawn before the others)")
     ap.add_argument("--hard-batch", type=int, default=2, help="busy streams per batch")
+    ap.add_argument("--hard-turns", type=int, default=6, help="questions per busy stream")
     ap.add_argument("--hard-minutes", type=float, nargs=2, default=(1.0, 4.0), help="busy streams' length range")
     ap.add_argument("--warmup", type=int, default=30, help="stage-2 warm-up steps")
     ap.add_argument("--lora-rank", type=int, default=8, help="rank of LM attention adapters (0: none, LM untouched)")

@@ -62,16 +62,19 @@ def test_stop_step_ends_stage_two_early(real_lm, tmp_path):
     assert json.loads(report.read_text())["steps_done"] == 2
 
 
-def test_recipe_v6_fine_tunes_from_v4_on_busy_streams(real_lm, tmp_path):
-    """`--recipe v6` starts from the committed v4 weights (no stage 1), draws busy streams of the
-    hard set, and reports their held-out accuracy ("hard:" types, "no" answers apart)."""
+@pytest.mark.parametrize(("recipe", "init", "turns"), [("v6", "grounded-v4", 6), ("v7", "grounded-v6", 10)])
+def test_recipe_fine_tunes_on_busy_streams(real_lm, tmp_path, recipe, init, turns):
+    """`--recipe v6` starts from the committed v4 weights (no stage 1; the v7 trial from v6, ten
+    questions per busy stream), draws busy streams of the hard set, and reports their held-out
+    accuracy ("hard:" types, "no" answers apart)."""
     report = tmp_path / "r.json"
-    args = ["--recipe", "v6", "--steps", "2", "--p-hard", "1.0", "--hard-minutes", "0.5", "1.0", "--eval-per-type",
+    args = ["--recipe", recipe, "--steps", "2", "--p-hard", "1.0", "--hard-minutes", "0.5", "1.0", "--eval-per-type",
             "1", "--eval-snippets", "1", "--eval-events", "1", "--eval-hard", "2", "--threads", "1",
             "--out", str(tmp_path / "w.safetensors"), "--report", str(report)]
     assert _script().main(args) == 0
     r = json.loads(report.read_text())
     assert r["steps_done"] == 2 and "stage1_steps_done" not in r
-    assert r["args"]["init"].endswith("grounded-v4.safetensors") and r["args"]["stage1_steps"] == 0
+    assert r["args"]["init"].endswith(f"{init}.safetensors") and r["args"]["stage1_steps"] == 0
+    assert r["args"]["hard_turns"] == turns
     assert 0.0 <= r["held_out"]["hard_overall"] <= 1.0 and any(k.startswith("hard:") for k in r["held_out"])
     assert (tmp_path / "w.safetensors.sha256").exists()
