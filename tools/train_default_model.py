@@ -309,20 +309,20 @@ def _cpu_has_bf16() -> bool:
 WEIGHTS = default_weights_path().parent
 # --recipe sets these defaults (explicit flags still win): v4 trains from scratch; v6 fine-tunes
 # v4 (tower frozen, no stage 1) on a mix with busy streams of the hard set (issue 22)
+# v6: a fine-tune of v4 on a mix with busy streams of the hard set (`samples.busy_sample`: yes
+# and no on one context, every answer type, up to six turns, streams of 1-6 minutes)
+_V6 = {"init": str(WEIGHTS / "grounded-v4.safetensors"), "out": str(WEIGHTS / "grounded-v6.safetensors"),
+       "stage1_steps": 0, "steps": 180, "lr": 1e-3, "lora_lr": 8e-4, "warmup": 15, "p_hard": 0.5,
+       "hard_batch": 1, "hard_minutes": (1.0, 6.0), "amp": "off", "eval_per_type": 5,
+       "eval_snippets": 10, "eval_events": 10, "eval_hard": 40, "eval_reserve_s": 300.0, "minutes": 75.0}
 RECIPES: dict[str, dict] = {
     "v4": {"out": str(WEIGHTS / "grounded-v4.safetensors")},
-    # v6: a fine-tune of v4 on a mix with busy streams of the hard set (`samples.busy_sample`: yes
-    # and no on one context, every answer type, up to six turns, streams of 1-6 minutes)
-    "v6": {"init": str(WEIGHTS / "grounded-v4.safetensors"), "out": str(WEIGHTS / "grounded-v6.safetensors"),
-           "stage1_steps": 0, "steps": 180, "lr": 1e-3, "lora_lr": 8e-4, "warmup": 15, "p_hard": 0.5,
-           "hard_batch": 1, "hard_minutes": (1.0, 6.0), "amp": "off", "eval_per_type": 5,
-           "eval_snippets": 10, "eval_events": 10, "eval_hard": 40, "eval_reserve_s": 300.0, "minutes": 75.0},
+    "v6": _V6,
     # v7 (trial): v6 fine-tuned further on busy streams as long as the hard set's 10-minute ones,
-    # ten questions per stream (the context's cost shared by more answers)
-    "v7": {"init": str(WEIGHTS / "grounded-v6.safetensors"), "out": str(WEIGHTS / "grounded-v7.safetensors"),
-           "stage1_steps": 0, "steps": 150, "lr": 6e-4, "lora_lr": 5e-4, "warmup": 10, "p_hard": 0.6,
-           "hard_batch": 1, "hard_minutes": (4.0, 10.0), "hard_turns": 10, "amp": "off", "eval_per_type": 5,
-           "eval_snippets": 10, "eval_events": 10, "eval_hard": 40, "eval_reserve_s": 300.0, "minutes": 75.0},
+    # ten questions per stream (the context's cost shared by more answers); the rest as v6
+    "v7": {**_V6, "init": str(WEIGHTS / "grounded-v6.safetensors"), "out": str(WEIGHTS / "grounded-v7.safetensors"),
+           "steps": 150, "lr": 6e-4, "lora_lr": 5e-4, "warmup": 10, "p_hard": 0.6, "hard_minutes": (4.0, 10.0),
+           "hard_turns": 10},
 }
 
 
@@ -370,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", default=None, help="write the loss curve and accuracies as JSON")
     ap.set_defaults(**RECIPES[ap.parse_known_args(argv)[0].recipe])
     args = ap.parse_args(argv)
+    if args.hard_turns < 1:
+        ap.error(f"--hard-turns must be at least 1, got {args.hard_turns}")
 
     start = time.time()
     AMP["on"] = args.amp == "bf16" or (args.amp == "auto" and (args.device.startswith("cuda") or _cpu_has_bf16()))

@@ -62,6 +62,12 @@ def test_stop_step_ends_stage_two_early(real_lm, tmp_path):
     assert json.loads(report.read_text())["steps_done"] == 2
 
 
+def test_hard_turns_below_one_is_refused_before_anything_loads(capsys):
+    with pytest.raises(SystemExit) as e:
+        _script().main(["--recipe", "v7", "--hard-turns", "0"])
+    assert e.value.code == 2 and "--hard-turns must be at least 1, got 0" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("recipe", "init", "turns"), [("v6", "grounded-v4", 6), ("v7", "grounded-v6", 10)])
 def test_recipe_fine_tunes_on_busy_streams(real_lm, tmp_path, recipe, init, turns):
     """`--recipe v6` starts from the committed v4 weights (no stage 1; the v7 trial from v6, ten
